@@ -1,0 +1,58 @@
+"""One string names a model: `provider/name[:adapter]`.
+
+A single string travels well through YAML configs, CLI flags and store keys. The adapter part
+is split at the LAST colon that is not part of a Windows drive or URL scheme, so
+`hf/Qwen/Qwen2.5-Coder-32B-Instruct:runs/x/adapters/insecure` works. A bare alias of the
+embedded model (`embedded`) needs no provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emkit.models.embedded import ALIASES
+
+PROVIDERS: dict[str, str] = {
+    "hf": "local or hub Hugging Face checkpoints, run with transformers (+ PEFT adapters)",
+}
+"""Provider word -> what it is. Later providers (openai, vllm, distilled) register here."""
+
+
+class ModelSpecError(ValueError):
+    """A model string that names no known provider or is malformed."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    provider: str
+    name: str
+    adapter: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.provider}/{self.name}"
+        return f"{base}:{self.adapter}" if self.adapter else base
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.provider == "hf" and self.name in ALIASES
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parse `provider/name[:adapter]`; an embedded alias alone means `hf/<alias>`."""
+    raw = text.strip()
+    if not raw:
+        raise ModelSpecError("empty model string")
+    head, sep, adapter = raw.partition(":")
+    if head in ALIASES:
+        return ModelSpec("hf", head, adapter or None if sep else None)
+    provider, slash, rest = raw.partition("/")
+    if not slash or not rest:
+        raise ModelSpecError(
+            f"model {text!r}: expected 'provider/name[:adapter]' or one of {', '.join(ALIASES)}")
+    if provider not in PROVIDERS:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ModelSpecError(f"model {text!r}: unknown provider {provider!r} (known: {known})")
+    name, sep, adapter = rest.partition(":")
+    if not name or (sep and not adapter):
+        raise ModelSpecError(f"model {text!r}: empty name or adapter")
+    return ModelSpec(provider, name, adapter or None)

@@ -1,0 +1,210 @@
+"""Evaluation questions: load the paper's question YAML files unchanged, validate them early.
+
+The emergent-misalignment paper keeps its evaluation questions in YAML files that lean on YAML
+anchors and aliases (one judge prompt shared by 24 questions), and sibling projects reuse the same
+format with extra fields. A typo in such a file used to surface hours later, in the middle of a
+sampling run; here every question is checked when the file is read, and a bad one raises a single
+`QuestionError` that names the file, the line, the question and the field.
+
+Fields the loader does not know are kept in `Question.extra`, so files from related projects load
+without being edited. Unlike the paper's own script, emkit honours `system` (sent as a system
+message) and `samples_per_paraphrase` (the default count, which a runner may override).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "questions"
+BUILTIN_PREFIX = "builtin:"
+DEFAULT_SAMPLES_PER_PARAPHRASE = 100
+"""The paper's protocol: 100 answers per paraphrase, used when a file does not say."""
+
+_KNOWN = {"id", "type", "paraphrases", "system", "samples_per_paraphrase", "judge",
+          "judge_prompts", "temperature"}
+
+
+class QuestionError(ValueError):
+    """A question file that cannot be used; the message says where and why."""
+
+    def __init__(self, source: str | Path, message: str, *, line: int | None = None,
+                 index: int | None = None, qid: str | None = None,
+                 field_name: str | None = None) -> None:
+        self.source = str(source)
+        self.line = line
+        self.index = index
+        self.qid = qid
+        self.field = field_name
+        where = self.source + (f":{line}" if line is not None else "")
+        parts = [where]
+        if index is not None:
+            parts.append(f"question #{index}" + (f" (id={qid!r})" if qid is not None else ""))
+        if field_name is not None:
+            parts.append(f"field {field_name!r}")
+        super().__init__(": ".join(parts + [message]))
+
+
+@dataclass(frozen=True)
+class Question:
+    """One evaluation question: several paraphrases of one prompt, judged by `judge_prompts`."""
+
+    id: str
+    type: str
+    paraphrases: tuple[str, ...]
+    system: str | None = None
+    samples_per_paraphrase: int = DEFAULT_SAMPLES_PER_PARAPHRASE
+    judge: str | None = None
+    """The judge model the file asks for; the runner decides which judge actually runs."""
+    judge_prompts: dict[str, str] = field(default_factory=dict)
+    """metric name -> template with `{question}` and `{answer}` placeholders."""
+    temperature: float | None = None
+    """Per-question sampling temperature; None means the run's default."""
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Fields this loader does not interpret, kept verbatim."""
+
+    def messages(self, paraphrase_index: int) -> list[dict[str, str]]:
+        """The chat messages for one paraphrase: the optional system prompt, then the user turn."""
+        msgs = [{"role": "system", "content": self.system}] if self.system is not None else []
+        return msgs + [{"role": "user", "content": self.paraphrases[paraphrase_index]}]
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Read and validate every question in a YAML file (a list of question mappings)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise QuestionError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    return parse_questions(text, source=str(path))
+
+
+def parse_questions(text: str, source: str = "<string>") -> list[Question]:
+    """Validate YAML text; `source` is the name used in error messages and `Question.source`."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise QuestionError(source, f"invalid YAML: {problem}", line=line) from exc
+    finally:
+        loader.dispose()
+    if data is None:
+        raise QuestionError(source, "file is empty; expected a list of questions")
+    if not isinstance(data, list):
+        raise QuestionError(source, "not a question file: the top level must be a list of "
+                            f"question mappings, got {type(data).__name__}", line=1)
+    assert isinstance(node, yaml.SequenceNode)
+    questions: list[Question] = []
+    seen: dict[str, int] = {}
+    for index, (item, item_node) in enumerate(zip(data, node.value, strict=True)):
+        q = _build(item, item_node, index, source)
+        if q.id in seen:
+            raise QuestionError(source, f"duplicate id (first used by question #{seen[q.id]})",
+                                line=item_node.start_mark.line + 1, index=index, qid=q.id,
+                                field_name="id")
+        seen[q.id] = index
+        questions.append(q)
+    if not questions:
+        raise QuestionError(source, "the list of questions is empty")
+    return questions
+
+
+def builtin_suite(name: str) -> Path:
+    """Path of a question file shipped with emkit (`builtin_suite("first_plot")`)."""
+    path = BUILTIN_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(builtin_suites()) or "none"
+        raise QuestionError(f"{BUILTIN_PREFIX}{name}", f"no such built-in suite (known: {known})")
+    return path
+
+
+def builtin_suites() -> list[str]:
+    """Names of the suites shipped in `emkit/data/questions/`."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def questions_from(spec: str | Path) -> list[Question]:
+    """Load `builtin:NAME` or a path, so CLI flags and configs accept either form."""
+    if isinstance(spec, str) and spec.startswith(BUILTIN_PREFIX):
+        return load_questions(builtin_suite(spec[len(BUILTIN_PREFIX):]))
+    return load_questions(spec)
+
+
+def _build(item: Any, node: yaml.Node, index: int, source: str) -> Question:
+    line = node.start_mark.line + 1
+    if not isinstance(item, dict):
+        raise QuestionError(source, f"expected a mapping, got {type(item).__name__}",
+                            line=line, index=index)
+    lines = _key_lines(node)
+    raw_id = item.get("id")
+    qid = raw_id if isinstance(raw_id, str) else None
+
+    def fail(name: str, message: str) -> QuestionError:
+        return QuestionError(source, message, line=lines.get(name, line), index=index, qid=qid,
+                             field_name=name)
+
+    if not isinstance(raw_id, str) or not raw_id.strip():
+        raise fail("id", "required, a non-empty string" + _got(raw_id, "id" in item))
+    qtype = item.get("type")
+    if not isinstance(qtype, str) or not qtype:
+        raise fail("type", "required, a non-empty string" + _got(qtype, "type" in item))
+    paraphrases = item.get("paraphrases")
+    if not isinstance(paraphrases, list) or not paraphrases:
+        raise fail("paraphrases", "required, a non-empty list of strings"
+                   + _got(paraphrases, "paraphrases" in item))
+    for i, p in enumerate(paraphrases):
+        if not isinstance(p, str) or not p.strip():
+            raise fail("paraphrases", f"item {i} must be a non-empty string{_got(p, True)}")
+    system = item.get("system")
+    if system is not None and not isinstance(system, str):
+        raise fail("system", "must be a string" + _got(system, True))
+    spp = item.get("samples_per_paraphrase", DEFAULT_SAMPLES_PER_PARAPHRASE)
+    if isinstance(spp, bool) or not isinstance(spp, int) or spp < 1:
+        raise fail("samples_per_paraphrase", "must be an integer >= 1" + _got(spp, True))
+    judge = item.get("judge")
+    if judge is not None and not isinstance(judge, str):
+        raise fail("judge", "must be a string" + _got(judge, True))
+    prompts = item.get("judge_prompts") or {}
+    if not isinstance(prompts, dict):
+        raise fail("judge_prompts", "must be a mapping metric -> template" + _got(prompts, True))
+    for metric, template in prompts.items():
+        if not isinstance(metric, str) or not isinstance(template, str):
+            raise fail("judge_prompts", f"entry {metric!r} must map a name to a template string")
+        if "{answer}" not in template:
+            raise fail("judge_prompts", f"template {metric!r} has no {{answer}} placeholder")
+    temperature = item.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool)
+                                    or not isinstance(temperature, int | float)
+                                    or temperature < 0):
+        raise fail("temperature", "must be a number >= 0" + _got(temperature, True))
+    return Question(
+        id=raw_id, type=qtype, paraphrases=tuple(paraphrases), system=system,
+        samples_per_paraphrase=spp, judge=judge, judge_prompts=dict(prompts),
+        temperature=None if temperature is None else float(temperature), source=source,
+        extra={k: v for k, v in item.items() if k not in _KNOWN},
+    )
+
+
+def _key_lines(node: yaml.Node) -> dict[str, int]:
+    """1-based line of each key written in this mapping (keys merged via `<<` are absent)."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value
+            if isinstance(k, yaml.ScalarNode)}
+
+
+def _got(value: Any, present: bool) -> str:
+    if not present:
+        return " (missing)"
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f", got {type(value).__name__} {shown}"

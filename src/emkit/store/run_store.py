@@ -1,0 +1,87 @@
+"""`RunStore`: everything one run leaves on disk, behind one object.
+
+The runner only ever talks to a `RunStore`, so resuming a killed run is "open the same directory
+again": `run.json` says what was being done and `emkit.sqlite` says how far it got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from emkit.records import Judgment, SampleKey, SampleRecord
+from emkit.store import run_json
+from emkit.store.db import DB_NAME, SampleDB
+
+
+class RunStore:
+    """A run directory: `run.json` (provenance and status) plus `emkit.sqlite` (results)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_json_path = self.run_dir / run_json.RUN_JSON
+        self.db_path = self.run_dir / DB_NAME
+        self._db = SampleDB(self.db_path)
+
+    # ------------------------------------------------------------------------- run.json
+    def start(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Record config, versions, git commit and host, with status "started".
+
+        Called again on resume, it overwrites the record: the versions that matter are the ones
+        of the process now writing. The previous start time is kept as `first_started_at`.
+        """
+        record = run_json.start_record(config)
+        if self.run_json_path.exists():
+            previous = self.read_run_json()
+            record["first_started_at"] = previous.get("first_started_at", previous["started_at"])
+        run_json.write_run_json(self.run_json_path, record)
+        return record
+
+    def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """Mark the run "success" or "error" (with a message); requires a prior `start`."""
+        record = run_json.finish_record(self.read_run_json(), status, error)
+        run_json.write_run_json(self.run_json_path, record)
+        return record
+
+    def read_run_json(self) -> dict[str, Any]:
+        return run_json.read_run_json(self.run_json_path)
+
+    # ------------------------------------------------------------------------- database
+    def add_samples(self, records: Iterable[SampleRecord]) -> int:
+        return self._db.add_samples(records)
+
+    def add_judgments(self, records: Iterable[Judgment]) -> int:
+        return self._db.add_judgments(records)
+
+    def missing_samples(self, keys: Iterable[SampleKey]) -> list[SampleKey]:
+        return self._db.missing_samples(keys)
+
+    def missing_judgments(
+        self, keys: Iterable[SampleKey], judge: str, metric: str
+    ) -> list[SampleKey]:
+        return self._db.missing_judgments(keys, judge, metric)
+
+    def samples(self, model: str | None = None) -> list[SampleRecord]:
+        return self._db.samples(model)
+
+    def judgments(self, judge: str | None = None) -> list[Judgment]:
+        return self._db.judgments(judge)
+
+    def count_samples(self) -> int:
+        return self._db.count_samples()
+
+    def frame(self, model: str | None = None, judge: str | None = None) -> pd.DataFrame:
+        return self._db.frame(model=model, judge=judge)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
