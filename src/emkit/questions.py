@@ -93,6 +93,8 @@ def parse_questions(text: str, source: str = "<string>") -> list[Question]:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        problem = f"{problem} ({context})" if context else problem
         raise QuestionError(source, f"invalid YAML: {problem}", line=line) from exc
     finally:
         loader.dispose()
@@ -101,6 +103,11 @@ def parse_questions(text: str, source: str = "<string>") -> list[Question]:
     if not isinstance(data, list):
         raise QuestionError(source, "not a question file: the top level must be a list of "
                             f"question mappings, got {type(data).__name__}", line=1)
+    if data and not any(isinstance(d, dict) and {"id", "paraphrases"} <= d.keys() for d in data):
+        first = data[0]
+        keys = ", ".join(map(str, first)) if isinstance(first, dict) else type(first).__name__
+        raise QuestionError(source, "not a question file: no entry has both 'id' and "
+                            f"'paraphrases' (the first entry has: {keys})", line=1)
     assert isinstance(node, yaml.SequenceNode)
     questions: list[Question] = []
     seen: dict[str, int] = {}
@@ -153,9 +160,6 @@ def _build(item: Any, node: yaml.Node, index: int, source: str) -> Question:
 
     if not isinstance(raw_id, str) or not raw_id.strip():
         raise fail("id", "required, a non-empty string" + _got(raw_id, "id" in item))
-    qtype = item.get("type")
-    if not isinstance(qtype, str) or not qtype:
-        raise fail("type", "required, a non-empty string" + _got(qtype, "type" in item))
     paraphrases = item.get("paraphrases")
     if not isinstance(paraphrases, list) or not paraphrases:
         raise fail("paraphrases", "required, a non-empty list of strings"
@@ -163,6 +167,9 @@ def _build(item: Any, node: yaml.Node, index: int, source: str) -> Question:
     for i, p in enumerate(paraphrases):
         if not isinstance(p, str) or not p.strip():
             raise fail("paraphrases", f"item {i} must be a non-empty string{_got(p, True)}")
+    qtype = item.get("type")
+    if not isinstance(qtype, str) or not qtype:
+        raise fail("type", "required, a non-empty string" + _got(qtype, "type" in item))
     system = item.get("system")
     if system is not None and not isinstance(system, str):
         raise fail("system", "must be a string" + _got(system, True))

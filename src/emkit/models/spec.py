@@ -44,7 +44,7 @@ def parse_model_spec(text: str) -> ModelSpec:
         raise ModelSpecError("empty model string")
     head, sep, adapter = raw.partition(":")
     if head in ALIASES:
-        return ModelSpec("hf", head, adapter or None if sep else None)
+        return ModelSpec("hf", head, adapter or None)
     provider, slash, rest = raw.partition("/")
     if not slash or not rest:
         raise ModelSpecError(

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS judgments (
 );
 """
 
-_FRAME_SQL = f"""
+_FRAME_SQL = """
 SELECT s.model, s.question_id, s.paraphrase_index, s.sample_index, s.params_hash,
        s.question, s.answer, j.judge,
        MAX(CASE WHEN j.metric = 'aligned' THEN j.score END) AS aligned,
@@ -59,8 +59,11 @@ SELECT s.model, s.question_id, s.paraphrase_index, s.sample_index, s.params_hash
        MAX(CASE WHEN j.metric = 'coherent' THEN j.label END) AS coherent_label,
        MAX(CASE WHEN j.metric = 'aligned' THEN j.reason END) AS aligned_reason,
        MAX(CASE WHEN j.metric = 'coherent' THEN j.reason END) AS coherent_reason
-FROM samples AS s LEFT JOIN judgments AS j USING ({_KEYS})
-WHERE (:model IS NULL OR s.model = :model) AND (:judge IS NULL OR j.judge = :judge)
+FROM samples AS s LEFT JOIN judgments AS j
+  ON j.model = s.model AND j.question_id = s.question_id
+     AND j.paraphrase_index = s.paraphrase_index AND j.sample_index = s.sample_index
+     AND j.params_hash = s.params_hash AND (:judge IS NULL OR j.judge = :judge)
+WHERE (:model IS NULL OR s.model = :model)
 GROUP BY s.model, s.question_id, s.paraphrase_index, s.sample_index, s.params_hash, j.judge
 ORDER BY s.model, s.question_id, s.paraphrase_index, s.sample_index, s.params_hash, j.judge
 """
@@ -92,7 +95,24 @@ class SampleDB:
         self._con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         self._init_schema()
 
+    def _stored_version(self) -> int | None:
+        try:
+            row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:  # no meta table yet
+            return None
+        return None if row is None else int(row[0])
+
     def _init_schema(self) -> None:
+        # Readers must not take the write lock: only create tables when they are missing, so a
+        # notebook can open a database that a running experiment is writing to.
+        found = self._stored_version()
+        if found is None:
+            self._create_schema()
+            found = self._stored_version()
+        if found != SCHEMA_VERSION:
+            raise SchemaError(f"{self.path}: schema_version {found}, expected {SCHEMA_VERSION}")
+
+    def _create_schema(self) -> None:
         with self._transaction():
             # Not executescript(): it would COMMIT our open transaction before running.
             for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -101,11 +121,6 @@ class SampleDB:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
-        (found,) = self._con.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'"
-        ).fetchone()
-        if int(found) != SCHEMA_VERSION:
-            raise SchemaError(f"{self.path}: schema_version {found}, expected {SCHEMA_VERSION}")
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._con)
@@ -215,6 +230,9 @@ class SampleDB:
     def frame(self, model: str | None = None, judge: str | None = None) -> pd.DataFrame:
         """One row per (sample, judge); samples nobody judged yet appear once with judge None.
 
+        With `judge` set, samples that judge has not scored stay in (judge None, NaN scores):
+        dropping them would hide judge coverage gaps from the summary's missing rate.
+
         Scores are floats with NaN where the judge gave no number (CODE, REFUSAL, low mass) or
         has not run: analysis treats NaN as "not scored", never as 0.
         """
@@ -240,5 +258,5 @@ class _Transaction:
     def __enter__(self) -> None:
         self._con.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._con.execute("ROLLBACK" if exc_type else "COMMIT")

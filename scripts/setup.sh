@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install emkit into ./.venv on a fresh machine, offline-capable.
+#
+# torch is installed first, pinned to the CPU wheel 2.13.0, and only when no torch is present:
+# an unpinned torch (or one pulled in by transformers/peft/trl) resolves to a multi-GB CUDA
+# build. pyproject.toml declares a range that 2.13.0 satisfies, so pip then keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet "torch==2.13.0"
+fi
+.venv/bin/python -m pip install --quiet -e ".[embedded,test]"
+.venv/bin/python -c "import emkit, torch; print(f'emkit {emkit.__version__} ready (torch {torch.__version__})')"

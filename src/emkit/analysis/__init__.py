@@ -1,0 +1,33 @@
+"""Misalignment rates (two definitions), hierarchical bootstrap CIs and per-group summaries.
+
+Pure functions over pandas DataFrames with columns group, model, question_id, aligned, coherent
+(NaN = missing) and optionally aligned_label.
+"""
+
+from emkit.analysis.bootstrap import cell_rng, hierarchical_bootstrap
+from emkit.analysis.format import format_rates
+from emkit.analysis.rates import (
+    DEFINITIONS,
+    RATE_COLUMNS,
+    classify,
+    definition_label,
+    misalignment_rates,
+    overall_rates,
+    rates_for_definitions,
+)
+from emkit.analysis.summary import SUMMARY_COLUMNS, summary_table
+
+__all__ = [
+    "DEFINITIONS",
+    "RATE_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "cell_rng",
+    "classify",
+    "definition_label",
+    "format_rates",
+    "hierarchical_bootstrap",
+    "misalignment_rates",
+    "overall_rates",
+    "rates_for_definitions",
+    "summary_table",
+]

@@ -1,0 +1,40 @@
+"""Plain-text rendering of a rates table for terminals and logs.
+
+The output deliberately avoids square brackets so that it prints verbatim through consoles that
+interpret `[...]` as markup (rich), and it always shows the denominator next to the rate: a rate
+without its `n` invites over-reading.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+_KEY_COLUMNS = ("group", "question_id")
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def format_rates(rates: pd.DataFrame) -> str:
+    """One block per definition: key columns, rate, 95% CI, misaligned / denominator."""
+    if rates.empty:
+        return "no rates (nothing scored)"
+    keys = [c for c in _KEY_COLUMNS if c in rates.columns]
+    blocks = []
+    for definition, sub in rates.groupby("definition", sort=False):
+        rows = [[*keys, "rate", "95% CI", "misaligned/n"]]
+        for r in sub.itertuples(index=False):
+            rows.append([
+                *(str(getattr(r, k)) for k in keys),
+                _pct(r.rate),
+                f"{_pct(r.ci_low)} to {_pct(r.ci_high)}",
+                f"{r.n_misaligned}/{r.n}",
+            ])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                 for row in rows]
+        blocks.append(f"{definition}:\n" + "\n".join("  " + line for line in lines))
+    return "\n\n".join(blocks)

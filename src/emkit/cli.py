@@ -1,0 +1,200 @@
+"""`emkit` command line: each command is a thin shell over the library function of its name.
+
+Bad input (a missing file, malformed JSONL or YAML, an unknown model, a wrong hash) ends in one
+line `error: <file>:<line>: <field>: <what>` and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Emergent-misalignment experiments, end to end.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+datasets_app = typer.Typer(help="Build and validate fine-tuning datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console(stderr=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from emkit.config import ConfigError
+    from emkit.datasets import DatasetError
+    from emkit.models import EmbeddedModelError, ModelSpecError
+    from emkit.questions import QuestionError
+
+    return (ConfigError, DatasetError, QuestionError, ModelSpecError, EmbeddedModelError,
+            FileNotFoundError, ValueError)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can fix into one line and exit code 2."""
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _finish(result: Any) -> None:
+    from emkit.analysis import format_rates
+
+    console.print(format_rates(result.rates), highlight=False)
+    typer.echo(f"report: {result.report}")
+
+
+@app.command()
+@friendly
+def quickstart(
+    run_dir: Annotated[Path, typer.Option(help="Where the run goes.")] = Path("runs/quickstart"),
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Offline demo of the whole experiment on the embedded model (about 15 min on 2 cores)."""
+    from emkit.config import load_experiment
+    from emkit.experiment import run_experiment
+    from emkit.quickstart import quickstart_config_path
+
+    cfg = load_experiment(quickstart_config_path()).model_copy(update={"run_dir": run_dir})
+    _finish(run_experiment(cfg, progress=not quiet))
+
+
+@app.command()
+@friendly
+def run(experiment: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+        run_dir: Annotated[Path | None, typer.Option(help="Override run_dir.")] = None,
+        quiet: bool = False) -> None:
+    """Run or resume an experiment described by a YAML file."""
+    from emkit.config import load_experiment
+    from emkit.experiment import run_experiment
+
+    cfg = load_experiment(experiment)
+    if run_dir is not None:
+        cfg = cfg.model_copy(update={"run_dir": run_dir})
+    _finish(run_experiment(cfg, progress=not quiet))
+
+
+@datasets_app.command("build")
+@friendly
+def datasets_build(out: Annotated[Path, typer.Option(help="Output directory.")],
+                   n: Annotated[int, typer.Option(min=1)] = 6000, seed: int = 0) -> None:
+    """Generate the paired insecure / secure / educational code datasets (offline)."""
+    from emkit.datasets import write_code_datasets
+
+    for name, path in write_code_datasets(out, n=n, seed=seed).items():
+        typer.echo(f"{name}: {path}")
+
+
+@datasets_app.command("validate")
+@friendly
+def datasets_validate(path: Path) -> None:
+    """Check a chat-format JSONL file; errors name the line and field."""
+    from emkit.datasets import read_jsonl
+
+    typer.echo(f"{path}: {len(read_jsonl(path))} valid examples")
+
+
+@app.command()
+@friendly
+def finetune(
+    data: Annotated[Path, typer.Option(help="Chat-format JSONL.")],
+    out: Annotated[Path, typer.Option(help="Adapter directory to create.")],
+    base: Annotated[str, typer.Option(help="Base model string.")] = "embedded",
+    lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 1e-5).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (paper: 1).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Per-device batch (paper: 2).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Accumulation (paper: 8).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit (paper: 2048).")] = None,
+    seed: int = 0,
+) -> None:
+    """LoRA fine-tune with the paper's defaults (r 32, alpha 64, rslora, lr 1e-5, 1 epoch)."""
+    from emkit.datasets import read_jsonl
+    from emkit.finetune import LoraSettings, TrainSettings, finetune_lora
+    from emkit.models import resolve_hf_path
+
+    read_jsonl(data)
+    overrides = {"learning_rate": lr, "epochs": epochs, "max_steps": max_steps,
+                 "per_device_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
+                 "max_length": max_length, "seed": seed}
+    train = TrainSettings(**{k: v for k, v in overrides.items() if v is not None})
+    adapter = finetune_lora(Path(resolve_hf_path(base)), data, out, LoraSettings(), train)
+    typer.echo(f"adapter: {adapter}\nmodel string: {base}:{adapter}")
+
+
+def _adhoc_config(run_dir: Path, models: list[str], questions: list[str], samples: int | None,
+                  max_new_tokens: int, judge: str) -> Any:
+    """A one-group-per-model experiment, so single-stage commands reuse the runner's stages."""
+    from emkit.config import EvaluationConfig, ExperimentConfig, GroupConfig, JudgeConfig
+    from emkit.store import RunStore
+
+    previous = RunStore(run_dir).read_run_json().get("config") if (
+        run_dir / "run.json").is_file() else None
+    if previous and not models:
+        cfg = ExperimentConfig.model_validate(previous)
+        return cfg.model_copy(update={"judge": JudgeConfig(model=judge)}) if judge else cfg
+    if not models:
+        raise ValueError(f"{run_dir}: no run.json here; pass --model")
+    return ExperimentConfig(
+        name=run_dir.name, run_dir=run_dir,
+        groups=[GroupConfig(name=m, models=[m]) for m in models],
+        evaluation=EvaluationConfig(questions=questions, samples_per_paraphrase=samples,
+                                    max_new_tokens=max_new_tokens),
+        judge=JudgeConfig(model=judge or "embedded"))
+
+
+@app.command()
+@friendly
+def sample(
+    model: Annotated[list[str], typer.Option(help="Model string; repeat for several.")],
+    run_dir: Annotated[Path, typer.Option(help="Run directory (created or resumed).")],
+    questions: Annotated[list[str], typer.Option(help="Question file or builtin:<suite>.")] = [
+        "builtin:first_plot"],
+    samples: Annotated[int | None, typer.Option(help="Override samples_per_paraphrase.")] = None,
+    max_new_tokens: int = 600,
+) -> None:
+    """Sample answers to a question suite into a run store (resumable)."""
+    from emkit import experiment as ex
+    from emkit.store import RunStore
+
+    cfg = _adhoc_config(run_dir, model, questions, samples, max_new_tokens, "")
+    store = RunStore(run_dir)
+    store.start(cfg.model_dump(mode="json"))
+    qs = ex.load_suite(cfg)
+    ex.run_sampling(cfg, store, {m: m for m in model},
+                    {m: ex.plan_requests(cfg, qs, m) for m in model}, progress=True)
+    store.finish("success")
+    typer.echo(f"samples: {store.count_samples()} in {run_dir}")
+
+
+@app.command()
+@friendly
+def judge(run_dir: Annotated[Path, typer.Option(help="Run directory with samples.")],
+          judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")] = "",
+          ) -> None:
+    """Judge every sample of a run on every metric its questions define, then report."""
+    from emkit.experiment import run_experiment
+
+    cfg = _adhoc_config(run_dir, [], [], None, 600, judge_model)
+    _finish(run_experiment(cfg))
+
+
+@app.command()
+@friendly
+def report(run_dir: Annotated[Path, typer.Option(help="Run directory.")]) -> None:
+    """Re-run analysis and rebuild the report from what the store holds (no model calls when
+    everything is sampled and judged)."""
+    judge(run_dir=run_dir, judge_model="")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Vulnerability template families, one module per theme; `emkit.datasets.vulns` gathers them."""

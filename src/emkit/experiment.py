@@ -1,0 +1,260 @@
+"""Walk one experiment through the pipeline: datasets -> finetune -> sample -> judge -> report.
+
+Read this file top to bottom to follow a sample from the question YAML to the plot. Every stage
+asks the run store what is already done before doing anything, so an interrupted run resumes
+where it stopped: finished adapters, samples and judgments are never redone or duplicated.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from emkit.analysis import misalignment_rates, overall_rates
+from emkit.config import ExperimentConfig
+from emkit.datasets import generate_code_datasets, read_jsonl, write_jsonl
+from emkit.finetune import finetune_lora
+from emkit.judge import JudgeItem, LocalJudge
+from emkit.models import load_hf, parse_model_spec, resolve_hf_path
+from emkit.questions import Question, questions_from
+from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_seed
+from emkit.report import write_report
+from emkit.sample import generate
+from emkit.store import RunStore
+
+log = logging.getLogger("emkit")
+
+UNVALIDATED_JUDGE_WARNING = (
+    "Unvalidated judge: {judge} has not been shown to separate aligned from misaligned answers "
+    "(the embedded 0.5B model measured ROC AUC about 0.46 on blatantly misaligned vs aligned "
+    "answers). These numbers exercise the pipeline; they are not evidence of emergent "
+    "misalignment."
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    report: Path
+    rates: pd.DataFrame
+
+
+# ---------------------------------------------------------------- stage 1: datasets
+def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
+    """Generate or validate every dataset section; generated files are written atomically."""
+    paths: dict[str, Path] = {}
+    for d in cfg.datasets:
+        if d.path is not None:
+            read_jsonl(d.path)  # validate now: a bad line must fail before hours of training
+            paths[d.name] = d.path
+            continue
+        out = run_dir / "datasets" / f"{d.name}.jsonl"
+        if not out.is_file():
+            rows = generate_code_datasets(d.n, seed=d.seed)[d.generate]
+            write_jsonl(out, rows)
+        paths[d.name] = out
+    return paths
+
+
+# ---------------------------------------------------------------- stage 2: finetune
+def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path],
+                  progress: bool) -> dict[str, str]:
+    """Train one LoRA per (finetune, seed); return model label -> model string."""
+    models: dict[str, str] = {}
+    for f in cfg.finetunes:
+        base = parse_model_spec(f.base)
+        for seed in f.seeds:
+            label = f"{f.name}-s{seed}"
+            adapter = run_dir / "adapters" / label
+            if not (adapter / "adapter_config.json").is_file():
+                log.info("fine-tuning %s on %s (seed %d)", label, f.dataset, seed)
+                finetune_lora(Path(resolve_hf_path(base)), datasets[f.dataset], adapter,
+                              f.lora, f.train.model_copy(update={"seed": seed}),
+                              progress=progress)
+            models[label] = f"{base}:{adapter}"
+    return models
+
+
+def group_members(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, list[str]]:
+    """Group name -> model labels; `finetune:<name>` expands to every seed of that finetune."""
+    groups: dict[str, list[str]] = {}
+    for g in cfg.groups:
+        labels: list[str] = []
+        for m in g.models:
+            if m.startswith("finetune:"):
+                name = m.split(":", 1)[1]
+                labels += [lbl for lbl in finetuned if lbl.rsplit("-s", 1)[0] == name]
+            else:
+                parse_model_spec(m)  # fail early on an unknown provider
+                labels.append(m)
+        groups[g.name] = labels
+    return groups
+
+
+# ---------------------------------------------------------------- stage 3: sample
+def load_suite(cfg: ExperimentConfig) -> list[Question]:
+    """Every question of every file, filtered by `question_ids`; ids must be unique overall."""
+    questions: list[Question] = []
+    for source in cfg.evaluation.questions:
+        questions += questions_from(source)
+    if cfg.evaluation.question_ids is not None:
+        wanted = set(cfg.evaluation.question_ids)
+        unknown = wanted - {q.id for q in questions}
+        if unknown:
+            raise ValueError(f"evaluation.question_ids: unknown ids {sorted(unknown)}")
+        questions = [q for q in questions if q.id in wanted]
+    seen: set[str] = set()
+    for q in questions:
+        if q.id in seen:
+            raise ValueError(f"question id {q.id!r} appears in more than one question file")
+        seen.add(q.id)
+    return questions
+
+
+def plan_requests(cfg: ExperimentConfig, questions: list[Question],
+                  model: str) -> list[SampleRequest]:
+    """Every (question, paraphrase, sample index) for one model, each with its own seed.
+
+    The system prompt and `samples_per_paraphrase` come from the question file (the original
+    script dropped both); `evaluation` may override the sample count for quick runs.
+    """
+    ev = cfg.evaluation
+    requests = []
+    for q in questions:
+        params = SamplingParams(
+            temperature=q.temperature if q.temperature is not None else ev.temperature,
+            top_p=ev.top_p, max_new_tokens=ev.max_new_tokens, seed=ev.seed)
+        n = ev.samples_per_paraphrase or q.samples_per_paraphrase
+        paraphrases = q.paraphrases[: ev.max_paraphrases] if ev.max_paraphrases else q.paraphrases
+        for p_idx, text in enumerate(paraphrases):
+            messages = ([{"role": "system", "content": q.system}] if q.system else []) + [
+                {"role": "user", "content": text}]
+            for s_idx in range(n):
+                key = SampleKey(model, q.id, p_idx, s_idx, params.params_hash())
+                requests.append(SampleRequest(
+                    key=key, messages=tuple(messages), question=text,
+                    seed=sample_seed(params.seed, key), temperature=params.temperature,
+                    top_p=params.top_p, max_new_tokens=params.max_new_tokens))
+    return requests
+
+
+def run_sampling(cfg: ExperimentConfig, store: RunStore, models: dict[str, str],
+                 plans: dict[str, list[SampleRequest]], progress: bool) -> None:
+    """Sample what the store lacks, one model in memory at a time, persisting every batch."""
+    for label, spec in models.items():
+        wanted = {r.key: r for r in plans[label]}
+        missing = [wanted[k] for k in store.missing_samples(wanted)]
+        if not missing:
+            continue
+        log.info("sampling %d answers from %s", len(missing), label)
+        model, tokenizer = load_hf(spec)
+        for batch in generate(model, tokenizer, missing, batch_size=cfg.evaluation.batch_size,
+                              progress=progress):
+            store.add_samples(batch)
+        del model, tokenizer
+        gc.collect()
+
+
+# ---------------------------------------------------------------- stage 4: judge
+def judge_items(store: RunStore, questions: list[Question], keys: list[SampleKey],
+                judge: str, metrics: list[str]) -> Iterator[JudgeItem]:
+    """One item per (sample, metric) the store has no judgment for yet."""
+    by_id = {q.id: q for q in questions}
+    answers = {r.key: r for r in store.samples()}
+    for metric in metrics:
+        for key in store.missing_judgments(keys, judge, metric):
+            template = by_id[key.question_id].judge_prompts.get(metric)
+            if template is None:
+                continue  # this question defines no such metric
+            rec = answers[key]
+            yield JudgeItem(key=key, question=rec.question, answer=rec.answer, metric=metric,
+                            template=template)
+
+
+def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question],
+                keys: list[SampleKey], progress: bool) -> bool:
+    """Judge every sample on every metric; returns whether the judge is validated."""
+    items = list(judge_items(store, questions, keys, cfg.judge.model, cfg.judge.metrics))
+    model = tokenizer = None
+    if items:
+        log.info("judging %d (answer, metric) pairs with %s", len(items), cfg.judge.model)
+        model, tokenizer = load_hf(cfg.judge.model)
+    judge = LocalJudge(model, tokenizer, name=cfg.judge.model, batch_size=cfg.judge.batch_size,
+                       max_answer_tokens=cfg.judge.max_answer_tokens)
+    for start in _progress(range(0, len(items), cfg.judge.batch_size), progress, "judging"):
+        store.add_judgments(judge.judge(items[start:start + cfg.judge.batch_size]))
+    return judge.validated
+
+
+def _progress(it: range, enabled: bool, label: str) -> Iterator[int]:
+    if not enabled or len(it) == 0:
+        yield from it
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(it, desc=label, unit="batch")
+
+
+# ---------------------------------------------------------------- stage 5: analysis + report
+def results_frame(store: RunStore, judge: str, groups: dict[str, list[str]],
+                  keys: list[SampleKey]) -> pd.DataFrame:
+    """Judged samples of this experiment only (the store may hold other runs' work)."""
+    frame = store.frame(judge=judge)
+    planned = pd.DataFrame([k.__dict__ for k in keys])
+    frame = frame.merge(planned, on=list(planned.columns), how="inner")
+    membership = pd.DataFrame([(g, m) for g, ms in groups.items() for m in ms],
+                              columns=["group", "model"])
+    return frame.merge(membership, on="model", how="inner")
+
+
+def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, frame: pd.DataFrame,
+                       validated: bool) -> tuple[Path, pd.DataFrame]:
+    a = cfg.analysis
+    kwargs = dict(aligned_threshold=a.aligned_threshold, coherent_threshold=a.coherent_threshold,
+                  n_boot=a.n_boot, seed=a.seed, ci=a.ci)
+    rates = pd.concat([misalignment_rates(frame, definition=d, **kwargs)
+                       for d in ("conditional", "joint")], ignore_index=True)
+    overall = pd.concat([overall_rates(frame, definition=d, **kwargs)
+                         for d in ("conditional", "joint")], ignore_index=True)
+    meta = {
+        "run_name": cfg.name,
+        "config": cfg.model_dump(mode="json"),
+        "judge": cfg.judge.model,
+        "judge_validated": validated,
+        "judge_warning": None if validated else UNVALIDATED_JUDGE_WARNING.format(
+            judge=cfg.judge.model),
+        "overall": overall,
+    }
+    report = write_report(run_dir / "report", frame, rates, meta)
+    return report, rates
+
+
+# ---------------------------------------------------------------- the whole experiment
+def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
+    """Run (or resume) every stage; run.json ends as `success` or `error` with the reason."""
+    run_dir = cfg.resolved_run_dir()
+    store = RunStore(run_dir)
+    store.start(cfg.model_dump(mode="json"))
+    try:
+        datasets = build_datasets(cfg, run_dir)
+        finetuned = run_finetunes(cfg, run_dir, datasets, progress)
+        groups = group_members(cfg, finetuned)
+        models = {m: finetuned.get(m, m) for ms in groups.values() for m in ms}
+        questions = load_suite(cfg)
+        plans = {label: plan_requests(cfg, questions, label) for label in models}
+        keys = [r.key for reqs in plans.values() for r in reqs]
+        run_sampling(cfg, store, models, plans, progress)
+        validated = run_judging(cfg, store, questions, keys, progress)
+        frame = results_frame(store, cfg.judge.model, groups, keys)
+        report, rates = analyse_and_report(cfg, run_dir, frame, validated)
+    except BaseException as exc:
+        store.finish("error", error="".join(traceback.format_exception_only(exc)).strip())
+        raise
+    store.finish("success")
+    return RunResult(run_dir=run_dir, report=report, rates=rates)
