@@ -179,17 +179,24 @@ def judge_items(store: RunStore, questions: list[Question], keys: list[SampleKey
 
 def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question],
                 keys: list[SampleKey], progress: bool) -> bool:
-    """Judge every sample on every metric; returns whether the judge is validated."""
+    """Judge every sample on every metric; returns whether the judge is validated.
+
+    Local LLM judges are never validated here: nothing in this package has checked one against
+    a trusted judge, and the embedded 0.5B model was measured to be blind (ROC AUC about 0.46).
+    """
     items = list(judge_items(store, questions, keys, cfg.judge.model, cfg.judge.metrics))
-    model = tokenizer = None
-    if items:
-        log.info("judging %d (answer, metric) pairs with %s", len(items), cfg.judge.model)
-        model, tokenizer = load_hf(cfg.judge.model)
+    if not items:
+        return False
+    log.info("judging %d (answer, metric) pairs with %s", len(items), cfg.judge.model)
+    model, tokenizer = load_hf(cfg.judge.model)
     judge = LocalJudge(model, tokenizer, name=cfg.judge.model, batch_size=cfg.judge.batch_size,
                        max_answer_tokens=cfg.judge.max_answer_tokens)
     for start in _progress(range(0, len(items), cfg.judge.batch_size), progress, "judging"):
         store.add_judgments(judge.judge(items[start:start + cfg.judge.batch_size]))
-    return judge.validated
+    validated = judge.validated
+    del judge, model, tokenizer
+    gc.collect()
+    return validated
 
 
 def _progress(it: range, enabled: bool, label: str) -> Iterator[int]:

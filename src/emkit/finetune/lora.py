@@ -71,6 +71,15 @@ class _LossLog:
         return LossLog()
 
 
+def _checkpointing_args(config_cls: Any, enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing under the name this transformers version uses (5.x renamed it to
+    `activation_checkpointing`; the old name still works but warns)."""
+    kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs under PEFT
+    if "activation_checkpointing" in getattr(config_cls, "__dataclass_fields__", {}):
+        return {"activation_checkpointing": enabled, "activation_checkpointing_kwargs": kwargs}
+    return {"gradient_checkpointing": enabled, "gradient_checkpointing_kwargs": kwargs}
+
+
 def build_trainer(model: Any, tokenizer: Any, data: PreparedData, lora: LoraSettings,
                   train: TrainSettings, output_dir: Path, progress: bool = True,
                   bf16: bool = False, device: str = "cpu", callbacks: list[Any] | None = None,
@@ -98,8 +107,7 @@ def build_trainer(model: Any, tokenizer: Any, data: PreparedData, lora: LoraSett
         data_seed=train.seed,
         bf16=bf16,
         use_cpu=device == "cpu",
-        gradient_checkpointing=train.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **_checkpointing_args(SFTConfig, train.gradient_checkpointing),
         logging_steps=train.logging_steps,
         max_length=train.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},
