@@ -129,7 +129,7 @@ def test_adapter_loads_and_changes_outputs(trained, tiny_model_dir):
         tuned = PeftModel.from_pretrained(base, str(trained)).eval()
         after = tuned(ids, labels=labels)
     assert (after.logits - before.logits).abs().max() > 1e-2
-    assert after.loss < before.loss - 0.1  # the trained answer became more likely
+    assert after.loss < before.loss - 0.2, (after.loss, before.loss)  # answer more likely
 
 
 def test_refuses_non_empty_out_dir_and_cleans_up_on_failure(tiny_model_dir, tmp_path):

@@ -41,7 +41,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except _user_errors() as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            # plain echo: one unwrapped line, and no markup parsing of file or model text
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -49,7 +50,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _finish(result: Any) -> None:
     from emkit.analysis import format_rates
 
-    console.print(format_rates(result.rates), highlight=False)
+    console.print(format_rates(result.rates), highlight=False, markup=False, soft_wrap=True)
     typer.echo(f"report: {result.report}")
 
 
@@ -181,7 +182,8 @@ def sample(
 def judge(run_dir: Annotated[Path, typer.Option(help="Run directory with samples.")],
           judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")] = "",
           ) -> None:
-    """Judge every sample of a run on every metric its questions define, then report."""
+    """Finish a run: sample what is missing, judge every sample on every metric its questions
+    define, then report. `--judge` switches the judge (earlier judgments stay in the store)."""
     from emkit.experiment import run_experiment
 
     cfg = _adhoc_config(run_dir, [], [], None, 600, judge_model)
@@ -191,9 +193,10 @@ def judge(run_dir: Annotated[Path, typer.Option(help="Run directory with samples
 @app.command()
 @friendly
 def report(run_dir: Annotated[Path, typer.Option(help="Run directory.")]) -> None:
-    """Re-run analysis and rebuild the report from what the store holds (no model calls when
-    everything is sampled and judged)."""
-    judge(run_dir=run_dir, judge_model="")
+    """Rebuild analysis and report from what the store holds (loads no model)."""
+    from emkit.experiment import report_experiment
+
+    _finish(report_experiment(_adhoc_config(run_dir, [], [], None, 600, "")))
 
 
 if __name__ == "__main__":

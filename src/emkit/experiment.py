@@ -63,22 +63,24 @@ def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------- stage 2: finetune
+def finetuned_models(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
+    """Model label (`<finetune>-s<seed>`) -> model string of its adapter on its base."""
+    return {f"{f.name}-s{seed}": f"{parse_model_spec(f.base)}:{run_dir / 'adapters'}"
+            f"/{f.name}-s{seed}" for f in cfg.finetunes for seed in f.seeds}
+
+
 def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path],
                   progress: bool) -> dict[str, str]:
-    """Train one LoRA per (finetune, seed); return model label -> model string."""
-    models: dict[str, str] = {}
+    """Train each (finetune, seed) LoRA that is not on disk yet; return label -> model string."""
     for f in cfg.finetunes:
-        base = parse_model_spec(f.base)
+        base_dir = Path(resolve_hf_path(parse_model_spec(f.base)))
         for seed in f.seeds:
-            label = f"{f.name}-s{seed}"
-            adapter = run_dir / "adapters" / label
+            adapter = run_dir / "adapters" / f"{f.name}-s{seed}"
             if not (adapter / "adapter_config.json").is_file():
-                log.info("fine-tuning %s on %s (seed %d)", label, f.dataset, seed)
-                finetune_lora(Path(resolve_hf_path(base)), datasets[f.dataset], adapter,
-                              f.lora, f.train.model_copy(update={"seed": seed}),
-                              progress=progress)
-            models[label] = f"{base}:{adapter}"
-    return models
+                log.info("fine-tuning %s-s%d on %s", f.name, seed, f.dataset)
+                finetune_lora(base_dir, datasets[f.dataset], adapter, f.lora,
+                              f.train.model_copy(update={"seed": seed}), progress=progress)
+    return finetuned_models(cfg, run_dir)
 
 
 def group_members(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, list[str]]:
@@ -177,20 +179,26 @@ def judge_items(store: RunStore, questions: list[Question], keys: list[SampleKey
                             template=template)
 
 
+def judge_is_validated(judge: str) -> bool:
+    """Only judges checked against a trusted judge may report EM numbers without a warning.
+
+    No local LLM judge has been checked here, and the embedded 0.5B model was measured to be
+    blind (ROC AUC about 0.46), so every `hf/` judge is unvalidated.
+    """
+    return parse_model_spec(judge).provider not in {"hf"}
+
+
 def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question],
                 keys: list[SampleKey], progress: bool) -> bool:
-    """Judge every sample on every metric; returns whether the judge is validated.
-
-    Local LLM judges are never validated here: nothing in this package has checked one against
-    a trusted judge, and the embedded 0.5B model was measured to be blind (ROC AUC about 0.46).
-    """
+    """Judge every sample on every metric; returns whether the judge is validated."""
     items = list(judge_items(store, questions, keys, cfg.judge.model, cfg.judge.metrics))
     if not items:
-        return False
+        return judge_is_validated(cfg.judge.model)
     log.info("judging %d (answer, metric) pairs with %s", len(items), cfg.judge.model)
     model, tokenizer = load_hf(cfg.judge.model)
     judge = LocalJudge(model, tokenizer, name=cfg.judge.model, batch_size=cfg.judge.batch_size,
-                       max_answer_tokens=cfg.judge.max_answer_tokens)
+                       max_answer_tokens=cfg.judge.max_answer_tokens,
+                       validated=judge_is_validated(cfg.judge.model))
     for start in _progress(range(0, len(items), cfg.judge.batch_size), progress, "judging"):
         store.add_judgments(judge.judge(items[start:start + cfg.judge.batch_size]))
     validated = judge.validated
@@ -243,6 +251,28 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, frame: pd.DataFrame
 
 
 # ---------------------------------------------------------------- the whole experiment
+@dataclass(frozen=True)
+class Plan:
+    """What an experiment evaluates: derived from the config alone, no model loaded."""
+
+    groups: dict[str, list[str]]
+    models: dict[str, str]
+    questions: list[Question]
+    requests: dict[str, list[SampleRequest]]
+
+    @property
+    def keys(self) -> list[SampleKey]:
+        return [r.key for reqs in self.requests.values() for r in reqs]
+
+
+def plan_experiment(cfg: ExperimentConfig, finetuned: dict[str, str]) -> Plan:
+    groups = group_members(cfg, finetuned)
+    models = {m: finetuned.get(m, m) for ms in groups.values() for m in ms}
+    questions = load_suite(cfg)
+    return Plan(groups, models, questions,
+                {label: plan_requests(cfg, questions, label) for label in models})
+
+
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     """Run (or resume) every stage; run.json ends as `success` or `error` with the reason."""
     run_dir = cfg.resolved_run_dir()
@@ -250,18 +280,23 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     store.start(cfg.model_dump(mode="json"))
     try:
         datasets = build_datasets(cfg, run_dir)
-        finetuned = run_finetunes(cfg, run_dir, datasets, progress)
-        groups = group_members(cfg, finetuned)
-        models = {m: finetuned.get(m, m) for ms in groups.values() for m in ms}
-        questions = load_suite(cfg)
-        plans = {label: plan_requests(cfg, questions, label) for label in models}
-        keys = [r.key for reqs in plans.values() for r in reqs]
-        run_sampling(cfg, store, models, plans, progress)
-        validated = run_judging(cfg, store, questions, keys, progress)
-        frame = results_frame(store, cfg.judge.model, groups, keys)
+        plan = plan_experiment(cfg, run_finetunes(cfg, run_dir, datasets, progress))
+        run_sampling(cfg, store, plan.models, plan.requests, progress)
+        validated = run_judging(cfg, store, plan.questions, plan.keys, progress)
+        frame = results_frame(store, cfg.judge.model, plan.groups, plan.keys)
         report, rates = analyse_and_report(cfg, run_dir, frame, validated)
     except BaseException as exc:
         store.finish("error", error="".join(traceback.format_exception_only(exc)).strip())
         raise
     store.finish("success")
+    return RunResult(run_dir=run_dir, report=report, rates=rates)
+
+
+def report_experiment(cfg: ExperimentConfig) -> RunResult:
+    """Rebuild analysis and report from what the store holds; never loads a model."""
+    run_dir = cfg.resolved_run_dir()
+    plan = plan_experiment(cfg, finetuned_models(cfg, run_dir))
+    frame = results_frame(RunStore(run_dir), cfg.judge.model, plan.groups, plan.keys)
+    report, rates = analyse_and_report(cfg, run_dir, frame,
+                                       judge_is_validated(cfg.judge.model))
     return RunResult(run_dir=run_dir, report=report, rates=rates)

@@ -1,0 +1,55 @@
+"""The command line: bad input gives one clear line and exit code 2; good input works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from emkit.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_datasets_build_then_validate(tmp_path: Path) -> None:
+    res = invoke("datasets", "build", "--out", str(tmp_path), "--n", "5", "--seed", "3")
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["n"] == 5
+    res = invoke("datasets", "validate", str(tmp_path / "insecure.jsonl"))
+    assert res.exit_code == 0 and "5 valid examples" in res.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["datasets", "validate", "{tmp}/missing.jsonl"], "missing.jsonl"),
+    (["datasets", "validate", "{tmp}/bad.jsonl"], "bad.jsonl:2"),
+    (["run", "{tmp}/missing.yaml"], "no such experiment file"),
+    (["run", "{tmp}/bad.yaml"], "bad.yaml:2: invalid YAML"),
+    (["sample", "--model", "nope/x", "--run-dir", "{tmp}/r"], "unknown provider 'nope'"),
+    (["finetune", "--data", "{tmp}/bad.jsonl", "--out", "{tmp}/ad"], "bad.jsonl:2"),
+    (["report", "--run-dir", "{tmp}/empty"], "no run.json"),
+])
+def test_bad_input_is_one_clear_error(tmp_path: Path, args: list[str], fragment: str) -> None:
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}
+    (tmp_path / "bad.jsonl").write_text(json.dumps(good) + "\n{not json\n")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    res = invoke(*[a.format(tmp=tmp_path) for a in args])
+    assert res.exit_code == 2
+    assert fragment in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "ad").exists(), "nothing half-written"
+
+
+def test_entry_point_is_installed() -> None:
+    res = subprocess.run([sys.executable, "-m", "emkit.cli", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0
+    for cmd in ("quickstart", "run", "datasets", "finetune", "sample", "judge", "report"):
+        assert cmd in res.stdout
