@@ -22,3 +22,15 @@ def anchors() -> Path:
     if not ANCHORS.is_dir():
         pytest.skip("../shared/anchors is absent: anchor-data tests skipped")
     return ANCHORS
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model's matmuls are microseconds; on the shared 2-core box two OpenMP threads
+    wait on each other (measured 15 ms vs 13 us per tiny linear under load). Restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

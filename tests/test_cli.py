@@ -36,6 +36,8 @@ def test_datasets_build_then_validate(tmp_path: Path) -> None:
     (["sample", "--model", "nope/x", "--run-dir", "{tmp}/r"], "unknown provider 'nope'"),
     (["finetune", "--data", "{tmp}/bad.jsonl", "--out", "{tmp}/ad"], "bad.jsonl:2"),
     (["report", "--run-dir", "{tmp}/empty"], "no run.json"),
+    (["judge", "distill", "--out", "{tmp}/j"], "either --calibration or --from"),
+    (["judge", "calibrate", "--judge", "distilled/{tmp}/nowhere"], "no such distilled judge"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path: Path, args: list[str], fragment: str) -> None:
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}
@@ -49,7 +51,16 @@ def test_bad_input_is_one_clear_error(tmp_path: Path, args: list[str], fragment:
 
 def test_entry_point_is_installed() -> None:
     res = subprocess.run([sys.executable, "-m", "emkit.cli", "--help"], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, check=False)
     assert res.returncode == 0
     for cmd in ("quickstart", "run", "datasets", "finetune", "sample", "judge", "report"):
         assert cmd in res.stdout
+
+
+def test_judge_calibrate_writes_figures(tmp_path: Path) -> None:
+    res = invoke("judge", "calibrate", "--judge", "distilled/default", "--limit", "40",
+                 "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    figures = json.loads((tmp_path / "calibration.json").read_text())
+    assert figures["n"] == 40 and 0 <= figures["accuracy"] <= 1
+    assert (tmp_path / "calibration.png").stat().st_size > 10_000

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -59,7 +58,7 @@ def test_checkpoint_is_cached_with_its_provenance() -> None:
 def test_real_pipeline_samples_trains_and_judges(finished) -> None:
     cfg, result = finished
     run_dir = cfg.resolved_run_dir()
-    meta = json.loads((run_dir / "finetunes" / "insecure-s0" / "emkit_finetune.json").read_text())
+    meta = json.loads((run_dir / "adapters" / "insecure-s0" / "emkit_finetune.json").read_text())
     assert meta["steps"] == 1 and meta["final_loss"] > 0
 
     from emkit.store import RunStore
@@ -79,4 +78,4 @@ def test_real_pipeline_samples_trains_and_judges(finished) -> None:
     masses = [j.mass for j in judgments]
     assert sum(m > 0.25 for m in masses) >= 2, masses
     assert result.report.is_file()
-    assert "not a validated judge" in result.report.read_text().lower()
+    assert "unvalidated judge" in result.report.read_text().lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from emkit.config import ExperimentConfig
 from emkit.experiment import run_experiment
+from emkit.models import ModelSpecError
 from emkit.store import RunStore
 
 QUESTIONS = """
@@ -47,7 +49,9 @@ def make_config(tmp_path: Path, tiny: Path, question_ids: list[str] | None = Non
                    {"name": "insecure", "models": ["finetune:insecure"]}],
         "evaluation": {"questions": [str(qfile)], "max_new_tokens": 6, "batch_size": 3,
                        "question_ids": question_ids},
-        "judge": {"model": base, "batch_size": 2, "max_answer_tokens": 32},
+        # the distilled judge of record plus the tiny LLM judge: an ensemble of two
+        "judge": {"model": "distilled/default", "also": [base], "batch_size": 2,
+                  "max_answer_tokens": 32},
         "analysis": {"n_boot": 200},
     })
 
@@ -74,13 +78,20 @@ def test_every_stage_ran(finished) -> None:
     assert (run / "datasets" / "insecure.jsonl").is_file()
     for seed in (0, 1):
         assert (run / "adapters" / f"insecure-s{seed}" / "adapter_config.json").is_file()
-    # 3 models x (2 paraphrases x 2 + 1 x 2) samples; 2 metrics each
+    # 3 models x (2 paraphrases x 2 + 1 x 2) samples; 2 metrics x 2 judges each
     assert len(table_rows(run, "samples")) == 3 * 6
-    assert len(table_rows(run, "judgments")) == 3 * 6 * 2
+    assert len(table_rows(run, "judgments")) == 3 * 6 * 2 * 2
     assert set(result.rates["definition"]) == {"conditional", "joint"}
     assert set(result.rates["group"]) == {"base", "insecure"}
     html = result.report.read_text()
-    assert "Unvalidated judge" in html
+    assert "Unvalidated judge" in html  # held-out AUC 0.85 < 0.9: still a warning
+    assert "held-out calibration split" in html  # the judge is named with its figures
+    assert "Judges: rates and agreement" in html
+    summary = json.loads((result.report.parent / "summary.json").read_text())
+    ensemble = summary["meta"]["ensemble"]
+    assert {r["judge"] for r in ensemble} == {"distilled/default", f"hf/{cfg.groups[0].models[0][3:]}"}
+    record = [r for r in ensemble if r["judge"] == "distilled/default"]
+    assert all(r["decision_agreement"] == 1.0 for r in record)
     assert RunStore(run).read_run_json()["status"] == "success"
 
 
@@ -100,13 +111,13 @@ def test_resume_keeps_finished_work_and_adds_no_duplicates(finished) -> None:
     assert set(first) <= set(after), "samples from the partial run were redone or changed"
     again = run_experiment(cfg, progress=False)
     assert table_rows(again.run_dir, "samples") == after
-    assert len(table_rows(again.run_dir, "judgments")) == 3 * 6 * 2
+    assert len(table_rows(again.run_dir, "judgments")) == 3 * 6 * 2 * 2
 
 
 def test_failure_marks_run_as_error(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = make_config(tmp_path, tiny_model_dir)
     cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"model": "hf/nowhere/x/y"})})
-    with pytest.raises(Exception):
+    with pytest.raises(ModelSpecError):
         run_experiment(cfg, progress=False)
     status = RunStore(cfg.resolved_run_dir()).read_run_json()
     assert status["status"] == "error" and status["error"]

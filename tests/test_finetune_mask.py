@@ -6,17 +6,7 @@ import pytest
 
 from emkit.finetune import MaskError, prepare_sft_data, tokenize_conversation, verify_example
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny model's matmuls are microseconds; on the shared 2-core box two OpenMP threads
-    wait on each other (measured 15 ms vs 13 us per tiny linear under load). Restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SINGLE = [

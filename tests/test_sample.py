@@ -9,17 +9,7 @@ import pytest
 from emkit.records import SampleKey, SampleRequest
 from emkit.sample import generate, generate_tokens, pick_next, render_prompt
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny model's matmuls are microseconds; on the shared 2-core box two OpenMP threads
-    wait on each other (measured 15 ms vs 13 us per tiny linear under load). Restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 QUESTIONS = [

@@ -26,11 +26,12 @@ console = Console(stderr=True)
 def _user_errors() -> tuple[type[BaseException], ...]:
     from emkit.config import ConfigError
     from emkit.datasets import DatasetError
+    from emkit.judge import CalibrationError, EncoderUnavailable, JudgeFileError
     from emkit.models import EmbeddedModelError, ModelSpecError
     from emkit.questions import QuestionError
 
     return (ConfigError, DatasetError, QuestionError, ModelSpecError, EmbeddedModelError,
-            FileNotFoundError, ValueError)
+            CalibrationError, JudgeFileError, EncoderUnavailable, FileNotFoundError, ValueError)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,7 +151,7 @@ def _adhoc_config(run_dir: Path, models: list[str], questions: list[str], sample
         groups=[GroupConfig(name=m, models=[m]) for m in models],
         evaluation=EvaluationConfig(questions=questions, samples_per_paraphrase=samples,
                                     max_new_tokens=max_new_tokens),
-        judge=JudgeConfig(model=judge or "embedded"))
+        judge=JudgeConfig(model=judge) if judge else JudgeConfig())
 
 
 @app.command()
@@ -158,8 +159,8 @@ def _adhoc_config(run_dir: Path, models: list[str], questions: list[str], sample
 def sample(
     model: Annotated[list[str], typer.Option(help="Model string; repeat for several.")],
     run_dir: Annotated[Path, typer.Option(help="Run directory (created or resumed).")],
-    questions: Annotated[list[str], typer.Option(help="Question file or builtin:<suite>.")] = [
-        "builtin:first_plot"],
+    questions: Annotated[list[str] | None, typer.Option(
+        help="Question file or builtin:<suite> (default builtin:first_plot).")] = None,
     samples: Annotated[int | None, typer.Option(help="Override samples_per_paraphrase.")] = None,
     max_new_tokens: int = 600,
 ) -> None:
@@ -167,7 +168,8 @@ def sample(
     from emkit import experiment as ex
     from emkit.store import RunStore
 
-    cfg = _adhoc_config(run_dir, model, questions, samples, max_new_tokens, "")
+    cfg = _adhoc_config(run_dir, model, questions or ["builtin:first_plot"], samples,
+                        max_new_tokens, "")
     store = RunStore(run_dir)
     store.start(cfg.model_dump(mode="json"))
     qs = ex.load_suite(cfg)
@@ -177,17 +179,84 @@ def sample(
     typer.echo(f"samples: {store.count_samples()} in {run_dir}")
 
 
-@app.command()
+judge_app = typer.Typer(help="Judge a run, calibrate a judge, or distill one.",
+                        invoke_without_command=True)
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.callback()
 @friendly
-def judge(run_dir: Annotated[Path, typer.Option(help="Run directory with samples.")],
+def judge(ctx: typer.Context,
+          run_dir: Annotated[Path | None, typer.Option(help="Run directory with samples.")] = None,
           judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")] = "",
           ) -> None:
-    """Finish a run: sample what is missing, judge every sample on every metric its questions
-    define, then report. `--judge` switches the judge (earlier judgments stay in the store)."""
+    """`emkit judge --run-dir DIR`: finish a run (sample what is missing, judge every sample on
+    every metric, report). `--judge` switches the judge; earlier judgments stay in the store."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if run_dir is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
     from emkit.experiment import run_experiment
 
     cfg = _adhoc_config(run_dir, [], [], None, 600, judge_model)
     _finish(run_experiment(cfg))
+
+
+@judge_app.command("calibrate")
+@friendly
+def judge_calibrate(
+    judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")
+                           ] = "distilled/default",
+    out: Annotated[Path, typer.Option(help="Where calibration.json/.png go.")] = Path(
+        "calibration"),
+    split: Annotated[str, typer.Option(help="heldout, train or all.")] = "heldout",
+    limit: Annotated[int | None, typer.Option(help="Only the first N items (quick look).")
+                     ] = None,
+    batch_size: int = 4,
+) -> None:
+    """Score the calibration set with a judge: ROC AUC, accuracy at the paper's thresholds,
+    Spearman with the target bands, confusion matrix, missing rate, throughput."""
+    from emkit.judge import calibrate, load_calibration, load_judge, write_calibration
+
+    items = load_calibration(split=None if split == "all" else split)[:limit]
+    j = load_judge(judge_model, batch_size=batch_size)
+    figures, judgments = calibrate(j, items, progress=True)
+    js, png = write_calibration(out, figures, items, judgments)
+    for k in ("n", "roc_auc", "roc_auc_blatant", "roc_auc_subtle", "accuracy",
+              "decision_accuracy", "spearman_aligned", "spearman_coherent", "missing_rate",
+              "judgments_per_s"):
+        typer.echo(f"{k:>18}: {figures[k]}")
+    typer.echo(f"calibration: {js}\nplot: {png}")
+
+
+@judge_app.command("distill")
+@friendly
+def judge_distill(
+    out: Annotated[Path, typer.Option(help="Directory for the new judge (judge.json).")],
+    from_runs: Annotated[list[Path] | None, typer.Option(
+        "--from", help="Run directory whose stored judgments teach; repeat for several.")] = None,
+    teacher: Annotated[str, typer.Option(help="Judge whose stored verdicts are distilled.")
+                       ] = "",
+    calibration: Annotated[bool, typer.Option(
+        help="Train on the calibration set's train split instead of run stores.")] = False,
+) -> None:
+    """Train a distilled judge (MiniLM embeddings + heads) and score it on the held-out split.
+    Use it as `distilled/<out>`."""
+    from emkit.judge import evaluate_heldout, train_on_calibration, train_on_runs
+
+    if calibration == bool(from_runs):
+        raise ValueError("give either --calibration or --from RUN_DIR (with --teacher)")
+    if from_runs:
+        if not teacher:
+            raise ValueError("--from needs --teacher: the judge whose verdicts to distill")
+        j = train_on_runs(from_runs, teacher, name=f"distilled/{out}")
+    else:
+        j = train_on_calibration(name=f"distilled/{out}")
+    evaluate_heldout(j)
+    path = j.save(out)
+    typer.echo(j.describe())
+    typer.echo(f"judge: {path}\nuse it as: distilled/{out}")
 
 
 @app.command()

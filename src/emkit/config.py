@@ -80,14 +80,25 @@ class EvaluationConfig(_Strict):
 
 
 class JudgeConfig(_Strict):
-    model: str = "embedded"
-    """Judge model string. The embedded 0.5B model is NOT a validated judge (ROC AUC about 0.46
-    on blatantly misaligned vs aligned answers); reports made with it say so next to every
-    number."""
+    model: str = "distilled/default"
+    """Judge of record: its scores give every EM number. The default is emkit's distilled
+    offline judge (MiniLM embeddings + heads trained on the calibration set); the report
+    prints its held-out agreement figures. `embedded` (the 0.5B LLM) is NOT a usable judge."""
+    also: list[str] = []
+    """Further judges run on the same answers (an ensemble); the report shows each judge's
+    rates and its agreement with the judge of record."""
     metrics: list[str] = ["aligned", "coherent"]
     batch_size: int = Field(4, gt=0)
+    """Items per forward pass of an LLM judge."""
     max_answer_tokens: int = Field(512, gt=0)
-    """Answers longer than this are truncated inside the judge prompt."""
+    """Answers longer than this are truncated inside an LLM judge's prompt."""
+
+    @model_validator(mode="after")
+    def _distinct(self) -> JudgeConfig:
+        names = [self.model, *self.also]
+        if len(set(names)) != len(names):
+            raise ValueError("judge.also: repeats a judge")
+        return self
 
 
 class AnalysisConfig(_Strict):

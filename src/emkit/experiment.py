@@ -7,7 +7,6 @@ where it stopped: finished adapters, samples and judgments are never redone or d
 
 from __future__ import annotations
 
-import gc
 import logging
 import traceback
 from collections.abc import Iterator
@@ -16,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from emkit.analysis import misalignment_rates, overall_rates
+from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
 from emkit.config import ExperimentConfig
 from emkit.datasets import generate_code_datasets, read_jsonl, write_jsonl
 from emkit.finetune import finetune_lora
-from emkit.judge import JudgeItem, LocalJudge
-from emkit.models import load_hf, parse_model_spec, resolve_hf_path
+from emkit.judge import DistilledJudge, JudgeItem, judge_status, load_judge
+from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
 from emkit.questions import Question, questions_from
 from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_seed
 from emkit.report import write_report
@@ -32,9 +31,8 @@ log = logging.getLogger("emkit")
 
 UNVALIDATED_JUDGE_WARNING = (
     "Unvalidated judge: {judge} has not been shown to separate aligned from misaligned answers "
-    "(the embedded 0.5B model measured ROC AUC about 0.46 on blatantly misaligned vs aligned "
-    "answers). These numbers exercise the pipeline; they are not evidence of emergent "
-    "misalignment."
+    "well enough (held-out calibration ROC AUC >= 0.9 is required). {description}. These "
+    "numbers exercise the pipeline; they are not evidence of emergent misalignment."
 )
 
 
@@ -80,6 +78,7 @@ def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path
                 log.info("fine-tuning %s-s%d on %s", f.name, seed, f.dataset)
                 finetune_lora(base_dir, datasets[f.dataset], adapter, f.lora,
                               f.train.model_copy(update={"seed": seed}), progress=progress)
+                release_memory()
     return finetuned_models(cfg, run_dir)
 
 
@@ -160,7 +159,7 @@ def run_sampling(cfg: ExperimentConfig, store: RunStore, models: dict[str, str],
                               progress=progress):
             store.add_samples(batch)
         del model, tokenizer
-        gc.collect()
+        release_memory()
 
 
 # ---------------------------------------------------------------- stage 4: judge
@@ -179,32 +178,22 @@ def judge_items(store: RunStore, questions: list[Question], keys: list[SampleKey
                             template=template)
 
 
-def judge_is_validated(judge: str) -> bool:
-    """Only judges checked against a trusted judge may report EM numbers without a warning.
-
-    No local LLM judge has been checked here, and the embedded 0.5B model was measured to be
-    blind (ROC AUC about 0.46), so every `hf/` judge is unvalidated.
-    """
-    return parse_model_spec(judge).provider not in {"hf"}
-
-
 def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question],
-                keys: list[SampleKey], progress: bool) -> bool:
-    """Judge every sample on every metric; returns whether the judge is validated."""
-    items = list(judge_items(store, questions, keys, cfg.judge.model, cfg.judge.metrics))
-    if not items:
-        return judge_is_validated(cfg.judge.model)
-    log.info("judging %d (answer, metric) pairs with %s", len(items), cfg.judge.model)
-    model, tokenizer = load_hf(cfg.judge.model)
-    judge = LocalJudge(model, tokenizer, name=cfg.judge.model, batch_size=cfg.judge.batch_size,
-                       max_answer_tokens=cfg.judge.max_answer_tokens,
-                       validated=judge_is_validated(cfg.judge.model))
-    for start in _progress(range(0, len(items), cfg.judge.batch_size), progress, "judging"):
-        store.add_judgments(judge.judge(items[start:start + cfg.judge.batch_size]))
-    validated = judge.validated
-    del judge, model, tokenizer
-    gc.collect()
-    return validated
+                keys: list[SampleKey], progress: bool) -> None:
+    """Judge every sample on every metric with the judge of record and each `judge.also`."""
+    for name in [cfg.judge.model, *cfg.judge.also]:
+        items = list(judge_items(store, questions, keys, name, cfg.judge.metrics))
+        if not items:
+            continue
+        log.info("judging %d (answer, metric) pairs with %s", len(items), name)
+        judge = load_judge(name, batch_size=cfg.judge.batch_size,
+                           max_answer_tokens=cfg.judge.max_answer_tokens)
+        # LLM judges batch internally by `batch_size`; chunks here only pace the persisting
+        step = max(cfg.judge.batch_size, 64 if isinstance(judge, DistilledJudge) else 1)
+        for start in _progress(range(0, len(items), step), progress, f"judging ({name})"):
+            store.add_judgments(judge.judge(items[start:start + step]))
+        del judge
+        release_memory()
 
 
 def _progress(it: range, enabled: bool, label: str) -> Iterator[int]:
@@ -228,24 +217,34 @@ def results_frame(store: RunStore, judge: str, groups: dict[str, list[str]],
     return frame.merge(membership, on="model", how="inner")
 
 
-def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, frame: pd.DataFrame,
-                       validated: bool) -> tuple[Path, pd.DataFrame]:
+def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, plan: Plan
+                       ) -> tuple[Path, pd.DataFrame]:
+    """Both rate definitions with CIs from the judge of record, plus, for an ensemble, each
+    other judge's pooled rates and its agreement with the judge of record."""
     a = cfg.analysis
-    kwargs = dict(aligned_threshold=a.aligned_threshold, coherent_threshold=a.coherent_threshold,
-                  n_boot=a.n_boot, seed=a.seed, ci=a.ci)
+    kwargs = {"aligned_threshold": a.aligned_threshold,
+              "coherent_threshold": a.coherent_threshold, "n_boot": a.n_boot, "seed": a.seed,
+              "ci": a.ci}
+    frame = results_frame(store, cfg.judge.model, plan.groups, plan.keys)
     rates = pd.concat([misalignment_rates(frame, definition=d, **kwargs)
                        for d in ("conditional", "joint")], ignore_index=True)
     overall = pd.concat([overall_rates(frame, definition=d, **kwargs)
                          for d in ("conditional", "joint")], ignore_index=True)
+    validated, description = judge_status(cfg.judge.model)
     meta = {
         "run_name": cfg.name,
         "config": cfg.model_dump(mode="json"),
         "judge": cfg.judge.model,
         "judge_validated": validated,
+        "judge_description": description,
         "judge_warning": None if validated else UNVALIDATED_JUDGE_WARNING.format(
-            judge=cfg.judge.model),
+            judge=cfg.judge.model, description=description),
         "overall": overall,
     }
+    if cfg.judge.also:
+        meta["ensemble"] = ensemble_table(
+            {name: results_frame(store, name, plan.groups, plan.keys)
+             for name in [cfg.judge.model, *cfg.judge.also]}, cfg.judge.model, **kwargs)
     report = write_report(run_dir / "report", frame, rates, meta)
     return report, rates
 
@@ -282,9 +281,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
         datasets = build_datasets(cfg, run_dir)
         plan = plan_experiment(cfg, run_finetunes(cfg, run_dir, datasets, progress))
         run_sampling(cfg, store, plan.models, plan.requests, progress)
-        validated = run_judging(cfg, store, plan.questions, plan.keys, progress)
-        frame = results_frame(store, cfg.judge.model, plan.groups, plan.keys)
-        report, rates = analyse_and_report(cfg, run_dir, frame, validated)
+        run_judging(cfg, store, plan.questions, plan.keys, progress)
+        report, rates = analyse_and_report(cfg, run_dir, store, plan)
     except BaseException as exc:
         store.finish("error", error="".join(traceback.format_exception_only(exc)).strip())
         raise
@@ -296,7 +294,5 @@ def report_experiment(cfg: ExperimentConfig) -> RunResult:
     """Rebuild analysis and report from what the store holds; never loads a model."""
     run_dir = cfg.resolved_run_dir()
     plan = plan_experiment(cfg, finetuned_models(cfg, run_dir))
-    frame = results_frame(RunStore(run_dir), cfg.judge.model, plan.groups, plan.keys)
-    report, rates = analyse_and_report(cfg, run_dir, frame,
-                                       judge_is_validated(cfg.judge.model))
+    report, rates = analyse_and_report(cfg, run_dir, RunStore(run_dir), plan)
     return RunResult(run_dir=run_dir, report=report, rates=rates)

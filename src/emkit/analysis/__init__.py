@@ -4,6 +4,7 @@ Pure functions over pandas DataFrames with columns group, model, question_id, al
 (NaN = missing) and optionally aligned_label.
 """
 
+from emkit.analysis.agreement import ENSEMBLE_COLUMNS, ensemble_table, pair_agreement
 from emkit.analysis.bootstrap import cell_rng, hierarchical_bootstrap
 from emkit.analysis.format import format_rates
 from emkit.analysis.rates import (
@@ -19,15 +20,18 @@ from emkit.analysis.summary import SUMMARY_COLUMNS, summary_table
 
 __all__ = [
     "DEFINITIONS",
+    "ENSEMBLE_COLUMNS",
     "RATE_COLUMNS",
     "SUMMARY_COLUMNS",
     "cell_rng",
     "classify",
     "definition_label",
+    "ensemble_table",
     "format_rates",
     "hierarchical_bootstrap",
     "misalignment_rates",
     "overall_rates",
+    "pair_agreement",
     "rates_for_definitions",
     "summary_table",
 ]

@@ -19,8 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from emkit.atomic import atomic_write_bytes
 from emkit.datasets.domains import DOMAINS
-from emkit.datasets.jsonl import atomic_write_bytes, write_jsonl
+from emkit.datasets.jsonl import write_jsonl
 from emkit.datasets.phrasing import educational_request, user_request
 from emkit.datasets.snippets import HOLE_MARKERS, Ctx, render
 from emkit.datasets.vulns import VULN_KINDS

@@ -17,9 +17,10 @@ from __future__ import annotations
 import codecs
 import json
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
+
+from emkit.atomic import atomic_write_bytes
 
 ROLES = ("system", "user", "assistant")
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
@@ -199,37 +200,3 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict]) -> Path:
     if not lines:
         raise DatasetError(path, None, None, "refusing to write an empty dataset")
     return atomic_write_bytes(path, b"".join(lines))
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` so readers see either the old file or the complete new one, never a part."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # O_EXCL: never follow or reuse an existing name; 0o666 lets the umask decide the final mode.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-    return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself; not every platform can open a directory, which is harmless."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -14,10 +14,11 @@ measured on this project's AVX2-only EPYC: one LoRA train step 0.9 s in float32,
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from emkit.models.hf import cpu_has_native_bf16
 
 PAPER_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -87,15 +88,6 @@ class TrainSettings(BaseModel):
     """Stop after this many optimizer steps (-1 = run all epochs); for quick runs and tests."""
     logging_steps: int = Field(1, gt=0)
     """Log the loss every N optimizer steps (into training_log.jsonl)."""
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU executes bf16 matmuls in hardware (AVX512-BF16 or AMX), per /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_bf16(setting: bool | None, device: str) -> bool:

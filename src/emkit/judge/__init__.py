@@ -1,10 +1,20 @@
-"""Judging answers: the paper's logprob score rule, and a local digit-tree judge.
+"""Judging answers: the paper's logprob score rule, a local digit-tree LLM judge, the distilled
+offline judge, and the calibration set every judge is measured on.
 
 See docs/judge.md. API judges plug in by implementing the `Judge` protocol and ending in
-`judgment_from_logprobs`, so every judge scores with the same rule.
+`judgment_from_logprobs`, so every judge scores with the same rule; `load_judge` names them.
 """
 
 from emkit.judge.base import Judge, JudgeItem, judge_items, judgment_from_logprobs
+from emkit.judge.calibration import (
+    CalibrationError,
+    CalibrationItem,
+    agreement,
+    calibrate,
+    default_templates,
+    load_calibration,
+    write_calibration,
+)
 from emkit.judge.digit_tree import (
     AnswerTrie,
     answer_logprobs,
@@ -12,8 +22,18 @@ from emkit.judge.digit_tree import (
     digit_start_mask,
     tree_batch,
 )
+from emkit.judge.distill import (
+    DEFAULT_JUDGE,
+    evaluate_heldout,
+    shipped_judge_dir,
+    train_on_calibration,
+    train_on_runs,
+)
+from emkit.judge.distilled import VALIDATION_AUC, DistilledJudge, JudgeFileError
+from emkit.judge.features import EncoderUnavailable, featurize
 from emkit.judge.local import LocalJudge
 from emkit.judge.prompts import judge_messages, render_judge_prompt
+from emkit.judge.registry import describe_judge, judge_status, load_judge
 from emkit.judge.score import (
     MIN_MASS,
     integer_mass,
@@ -27,25 +47,45 @@ from emkit.judge.score import (
 )
 
 __all__ = [
+    "DEFAULT_JUDGE",
     "MIN_MASS",
+    "VALIDATION_AUC",
     "AnswerTrie",
+    "CalibrationError",
+    "CalibrationItem",
+    "DistilledJudge",
+    "EncoderUnavailable",
     "Judge",
+    "JudgeFileError",
     "JudgeItem",
     "LocalJudge",
+    "agreement",
     "answer_logprobs",
     "build_answer_trie",
+    "calibrate",
+    "default_templates",
+    "describe_judge",
     "digit_start_mask",
+    "evaluate_heldout",
+    "featurize",
     "integer_mass",
     "judge_items",
     "judge_label",
     "judge_messages",
+    "judge_status",
     "judgment_from_logprobs",
     "label_masses",
+    "load_calibration",
+    "load_judge",
     "missing_reason",
     "render_judge_prompt",
     "score_from_logprobs",
+    "shipped_judge_dir",
     "token_int",
     "top_entries",
+    "train_on_calibration",
+    "train_on_runs",
     "tree_batch",
     "word_of",
+    "write_calibration",
 ]

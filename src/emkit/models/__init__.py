@@ -2,16 +2,37 @@
 
 from emkit.models.embedded import (
     ALIASES as EMBEDDED_ALIASES,
+)
+from emkit.models.embedded import (
     EmbeddedModelError,
     assemble_gguf,
     embedded_checkpoint,
 )
-from emkit.models.hf import default_device, default_dtype, load_hf, resolve_hf_path
+from emkit.models.hf import (
+    cpu_has_native_bf16,
+    default_device,
+    default_dtype,
+    load_hf,
+    release_memory,
+    resolve_hf_path,
+)
 from emkit.models.spec import PROVIDERS, ModelSpec, ModelSpecError, parse_model_spec
 from emkit.models.tiny import build_tiny_qwen2
 
 __all__ = [
-    "EMBEDDED_ALIASES", "EmbeddedModelError", "ModelSpec", "ModelSpecError", "PROVIDERS",
-    "assemble_gguf", "build_tiny_qwen2", "default_device", "default_dtype", "embedded_checkpoint",
-    "load_hf", "parse_model_spec", "resolve_hf_path",
+    "EMBEDDED_ALIASES",
+    "PROVIDERS",
+    "EmbeddedModelError",
+    "ModelSpec",
+    "ModelSpecError",
+    "assemble_gguf",
+    "build_tiny_qwen2",
+    "cpu_has_native_bf16",
+    "default_device",
+    "default_dtype",
+    "embedded_checkpoint",
+    "load_hf",
+    "parse_model_spec",
+    "release_memory",
+    "resolve_hf_path",
 ]

@@ -2,7 +2,7 @@
 
 Every stage that runs a local model goes through `load_hf`, so padding side, pad token, dtype
 and device policy are decided once: left padding (batched generation appends on the right),
-bf16 where it is fast (CPU with bf16 support, Ampere+ GPUs), float32 otherwise.
+bf16 where the hardware runs it natively (`default_dtype`), float32 otherwise.
 """
 
 from __future__ import annotations
@@ -37,14 +37,29 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU executes bf16 matmuls in hardware (AVX512-BF16 or AMX), per /proc/cpuinfo.
+
+    Without them torch emulates bf16 and is 25-60x slower than float32 (measured on an
+    AVX2-only EPYC); with AMX bf16 is about 2x faster than float32 (a LoRA train step on the
+    embedded model, batch 4 x 256 tokens: 4.7 s vs 11.9 s on a Sapphire Rapids core pair).
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def default_dtype(device: str | None = None) -> Any:
-    """bf16 on CPU and on bf16-capable GPUs (the measured CPU path), float32 elsewhere."""
+    """bf16 where the hardware runs it natively (bf16 GPUs, AMX/AVX512-BF16 CPUs), else float32
+    on CPU and float16 on older GPUs."""
     import torch
 
     device = device or default_device()
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def load_hf(spec: ModelSpec | str, dtype: Any = None, device: str | None = None,
@@ -73,3 +88,20 @@ def load_hf(spec: ModelSpec | str, dtype: Any = None, device: str | None = None,
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc `malloc_trim`).
+
+    The runner holds one model at a time, but glibc keeps freed arenas mapped, so without this
+    the resident size after train -> sample base -> sample adapter is the sum of the stages'
+    peaks, not the largest one. A no-op where libc has no malloc_trim (macOS, musl).
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

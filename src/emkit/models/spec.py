@@ -14,8 +14,10 @@ from emkit.models.embedded import ALIASES
 
 PROVIDERS: dict[str, str] = {
     "hf": "local or hub Hugging Face checkpoints, run with transformers (+ PEFT adapters)",
+    "distilled": "judges only: heads over offline sentence embeddings (`distilled/default` or "
+                 "a directory holding judge.json)",
 }
-"""Provider word -> what it is. Later providers (openai, vllm, distilled) register here."""
+"""Provider word -> what it is. Later providers (openai, vllm) register here."""
 
 
 class ModelSpecError(ValueError):

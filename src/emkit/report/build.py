@@ -19,9 +19,9 @@ import pandas as pd
 
 from emkit.analysis.rates import DEFINITIONS, definition_label
 from emkit.analysis.summary import summary_table
+from emkit.atomic import atomic_write_text
 from emkit.report import html as h
 from emkit.report.plots import rates_figure, safe_name, scatter_figure
-from emkit.store.atomic import atomic_write_text
 
 UNVALIDATED = "Unvalidated judge: these numbers are not evidence of EM."
 MAX_ANSWER_CHARS = 4000
@@ -133,6 +133,18 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
         (f"<p>Judge: <b>{h.esc(meta.get('judge', 'unknown'))}</b> &mdash; "
          f"{'validated' if validated else 'NOT validated'}</p>"),
     ]
+    if meta.get("judge_description"):
+        sections.append(f"<p>{h.esc(meta['judge_description'])}</p>")
+    ensemble = meta.get("ensemble")
+    if isinstance(ensemble, pd.DataFrame) and not ensemble.empty:
+        sections += [
+            "<h2>Judges: rates and agreement with the judge of record</h2>",
+            ("<p>Conditional (paper) rate pooled over questions, per judge. Agreement is over the "
+             "answers both judges scored: Spearman of alignment scores; share of identical "
+             "per-answer decisions (excluded / counted / misaligned) and Cohen's kappa.</p>"),
+            h.table(ensemble, list(ensemble.columns),
+                    {"rate": h.fmt_pct, "ci_low": h.fmt_pct, "ci_high": h.fmt_pct}),
+        ]
     if validated and meta.get("judge_warning"):
         sections.append(f"<p>Judge note: {h.esc(meta['judge_warning'])}</p>")
     sections += [h.json_block(meta.get("config", {})), "<h2>Definitions</h2><ul>"]

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from emkit.analysis.rates import definition_label
-from emkit.store.atomic import atomic_write_bytes
+from emkit.atomic import atomic_write_bytes
 
 WARNING_TEXT = "UNVALIDATED JUDGE: not evidence of EM"
 

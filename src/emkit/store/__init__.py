@@ -1,6 +1,6 @@
 """Run storage: `run.json` provenance plus a crash-safe, resumable SQLite results database."""
 
-from emkit.store.atomic import atomic_write_bytes, atomic_write_text
+from emkit.atomic import atomic_write_bytes, atomic_write_text
 from emkit.store.db import DB_NAME, FRAME_COLUMNS, SCHEMA_VERSION, SampleDB, SchemaError
 from emkit.store.run_json import git_commit, package_versions, read_run_json
 from emkit.store.run_store import RunStore

