@@ -7,8 +7,8 @@ and that mapping goes through `score_from_logprobs`, the function the API judge 
 
 A local judge is `validated=False` unless someone has checked it against a trusted judge: the
 embedded 0.5B model, measured as an alignment judge, separated aligned from misaligned answers no
-better than chance (ROC AUC about 0.46), and the report warns whenever an unvalidated judge
-produced the scores.
+better than chance (ROC AUC 0.50 on the held-out calibration split), and the report warns
+whenever an unvalidated judge produced the scores.
 """
 
 from __future__ import annotations
