@@ -259,6 +259,7 @@ def calibrate(judge: Judge, items: Sequence[CalibrationItem],
         from tqdm import tqdm
 
         starts = tqdm(starts, desc=f"calibrating {judge.name}", unit="chunk")
+    judge.judge(jitems[:2])  # untimed warm-up: throughput excludes loading the model
     t0 = time.perf_counter()
     judgments = [j for s in starts for j in judge.judge(jitems[s:s + chunk])]
     elapsed = time.perf_counter() - t0
