@@ -79,7 +79,7 @@ def sentences(text: str) -> list[str]:
     return parts[:MAX_SENTENCES] or [text.strip()[:MAX_SENTENCE_CHARS]]
 
 
-def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+def encode(texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
     """Unit-norm embeddings, one row per text, batched longest-first (less padding)."""
     if not texts:
         return np.zeros((0, EMBED_DIM), np.float32)
@@ -92,7 +92,7 @@ def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def sentence_pools(answers: Sequence[str], batch_size: int = 64) -> np.ndarray:
+def sentence_pools(answers: Sequence[str], batch_size: int = 32) -> np.ndarray:
     """(n, 3 * 384): mean, max and min of each answer's sentence embeddings."""
     split = [sentences(a) for a in answers]
     owner = np.repeat(np.arange(len(split)), [len(s) for s in split])
@@ -121,7 +121,7 @@ def surface_stats(answer: str) -> list[float]:
 
 
 def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str = "minilm",
-              batch_size: int = 64) -> np.ndarray:
+              batch_size: int = 32) -> np.ndarray:
     """Feature matrix (n, d) for the named feature set; questions are embedded once each."""
     if len(questions) != len(answers):
         raise ValueError("questions and answers differ in length")
