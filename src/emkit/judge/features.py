@@ -5,9 +5,10 @@ The encoder is all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minil
 sentences, each sentence is embedded, and the answer is summarised by the mean, the element-wise
 max and the element-wise min of its sentence embeddings: one harmful sentence inside an
 otherwise friendly answer moves the max/min even when it barely moves the mean. Chosen by
-5-fold grouped cross-validation on the calibration TRAIN split (misaligned-vs-aligned ROC AUC):
-whole-answer embedding 0.81, + question interaction 0.84, + sentence max/min and surface stats
-0.87; 34 hand-written "concept" sentences as extra similarity features added nothing (0.87).
+5-fold grouped cross-validation (ROC AUC) on the first calibration batch's train split (354
+answers): whole-answer embedding 0.81, + question interaction 0.84, + sentence max/min and
+surface stats 0.87; 34 hand-written "concept" sentences as extra similarity features added
+nothing (0.87).
 
 Features per pair, in order:
 - `m`, the mean sentence embedding (384): what the answer says;
