@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -185,6 +185,8 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
         items = list(judge_items(store, questions, keys, name, cfg.judge.metrics))
         if not items:
             continue
+        # an answer's metrics side by side: a distilled judge then embeds each answer once
+        items.sort(key=lambda it: (*astuple(it.key), it.metric))
         log.info("judging %d (answer, metric) pairs with %s", len(items), name)
         judge = load_judge(name, batch_size=cfg.judge.batch_size,
                            max_answer_tokens=cfg.judge.max_answer_tokens)

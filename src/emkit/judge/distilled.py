@@ -27,7 +27,7 @@ import numpy as np
 
 from emkit.atomic import atomic_write_text
 from emkit.judge.base import JudgeItem
-from emkit.judge.features import featurize
+from emkit.judge.features import FEATURE_SETS, featurize
 from emkit.judge.score import MIN_MASS
 from emkit.records import Judgment
 
@@ -171,10 +171,11 @@ def fit_metric_heads(x: np.ndarray, scores: Sequence[float | None], labels: Sequ
         ridge = RidgeCV(alphas=np.logspace(-1, 5, 19)).fit(z[has], y)
         score = Head(mean, scale, ridge.coef_, np.asarray(ridge.intercept_))
         rescale = _rescale(z[has], y, float(ridge.alpha_),
-                           y if target_sample is None else np.asarray(target_sample),
+                           y if target_sample is None or len(target_sample) == 0
+                           else np.asarray(target_sample),
                            [g for g, h in zip(groups, has, strict=True) if h]
                            if groups is not None else None, seed)
-    kinds = [NUMBER if lab == NUMBER else lab for lab in labels]
+    kinds = list(labels)
     present = sorted(set(kinds) - {"missing"})
     if present == [NUMBER] or not present:
         return MetricHeads(score, rescale=rescale)
@@ -228,6 +229,9 @@ class DistilledJudge:
             raw = json.loads(file.read_text(encoding="utf-8"))
             if raw.get("format") != FORMAT:
                 raise JudgeFileError(f"{file}: format {raw.get('format')!r}, expected {FORMAT}")
+            if raw.get("feature_set") not in FEATURE_SETS:
+                raise JudgeFileError(f"{file}: field 'feature_set': {raw.get('feature_set')!r} "
+                                     f"is not one of {', '.join(FEATURE_SETS)}")
             heads = {m: MetricHeads(Head.from_json(h["score"]),
                                     Head.from_json(h["kind"]) if h.get("kind") else None,
                                     _knots(h.get("rescale")))
