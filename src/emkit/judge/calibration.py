@@ -274,17 +274,15 @@ def calibrate(judge: Judge, items: Sequence[CalibrationItem],
 def write_calibration(out_dir: Path, figures: dict[str, Any], items: Sequence[CalibrationItem],
                       judgments: Sequence[Judgment]) -> tuple[Path, Path]:
     """`calibration.json` and `calibration.png` (score vs target per label, ROC curve)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # object API on Agg: no pyplot state, no display
     from sklearn.metrics import roc_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / "calibration.json"
     js.write_text(json.dumps(figures, indent=2) + "\n")
     aligned = judgments[0::2]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
     colours = {"aligned": "tab:green", "misaligned": "tab:red", "incoherent": "tab:grey",
                "refusal": "tab:blue", "code": "tab:purple"}
     rng = np.random.default_rng(0)
@@ -313,5 +311,4 @@ def write_calibration(out_dir: Path, figures: dict[str, Any], items: Sequence[Ca
     fig.tight_layout()
     png = out_dir / "calibration.png"
     fig.savefig(png, dpi=110)
-    plt.close(fig)
     return js, png
