@@ -19,7 +19,7 @@ from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
 from emkit.config import ExperimentConfig
 from emkit.datasets import generate_code_datasets, read_jsonl, write_jsonl
 from emkit.finetune import finetune_lora
-from emkit.judge import DistilledJudge, JudgeItem, judge_status, load_judge
+from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
 from emkit.questions import Question, questions_from
 from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_seed
@@ -190,8 +190,8 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
         log.info("judging %d (answer, metric) pairs with %s", len(items), name)
         judge = load_judge(name, batch_size=cfg.judge.batch_size,
                            max_answer_tokens=cfg.judge.max_answer_tokens)
-        # LLM judges batch internally by `batch_size`; chunks here only pace the persisting
-        step = max(cfg.judge.batch_size, 64 if isinstance(judge, DistilledJudge) else 1)
+        # judges batch internally; chunks here only pace persisting and progress
+        step = max(cfg.judge.batch_size, 64)
         for start in _progress(range(0, len(items), step), progress, f"judging ({name})"):
             store.add_judgments(judge.judge(items[start:start + step]))
         del judge
@@ -245,8 +245,8 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
     }
     if cfg.judge.also:
         meta["ensemble"] = ensemble_table(
-            {name: results_frame(store, name, plan.groups, plan.keys)
-             for name in [cfg.judge.model, *cfg.judge.also]}, cfg.judge.model, **kwargs)
+            {cfg.judge.model: frame} | {name: results_frame(store, name, plan.groups, plan.keys)
+                                        for name in cfg.judge.also}, cfg.judge.model, **kwargs)
     report = write_report(run_dir / "report", frame, rates, meta)
     return report, rates
 

@@ -33,7 +33,7 @@ from emkit.judge.distilled import VALIDATION_AUC, DistilledJudge, JudgeFileError
 from emkit.judge.features import EncoderUnavailable, featurize
 from emkit.judge.local import LocalJudge
 from emkit.judge.prompts import judge_messages, render_judge_prompt
-from emkit.judge.registry import describe_judge, judge_status, load_judge
+from emkit.judge.registry import judge_status, load_judge
 from emkit.judge.score import (
     MIN_MASS,
     integer_mass,
@@ -64,7 +64,6 @@ __all__ = [
     "build_answer_trie",
     "calibrate",
     "default_templates",
-    "describe_judge",
     "digit_start_mask",
     "evaluate_heldout",
     "featurize",

@@ -25,10 +25,6 @@ def shipped_judge_dir() -> Path:
     return Path(str(files("emkit") / "data" / "judges" / "default"))
 
 
-def t_has(item: CalibrationItem, metric: str) -> bool:
-    return item.target(metric)[0] is not None
-
-
 def train_on_calibration(items: Sequence[CalibrationItem] | None = None,
                          feature_set: str = "minilm", name: str = DEFAULT_JUDGE,
                          seed: int = 0) -> DistilledJudge:
@@ -40,7 +36,9 @@ def train_on_calibration(items: Sequence[CalibrationItem] | None = None,
     heads = {}
     for metric in METRICS:
         targets = [it.target(metric) for it in items]
-        bands = [getattr(it, f"{metric}_band") for it in items if t_has(it, metric)]
+        bands = [getattr(it, f"{metric}_band") for it, (score, _) in zip(items, targets,
+                                                                          strict=True)
+                 if score is not None]
         heads[metric] = fit_metric_heads(x, [t[0] for t in targets], [t[1] for t in targets],
                                          seed=seed, groups=[it.pair or it.id for it in items],
                                          target_sample=band_sample(bands))
@@ -95,14 +93,5 @@ def evaluate_heldout(judge: DistilledJudge) -> dict[str, Any]:
     if not set(METRICS) <= set(judge.heads):
         return {}
     figures, _ = calibrate(judge, load_calibration(split="heldout"))
-    judge.meta["heldout"] = {k: v for k, v in figures.items() if k not in ("judge",)}
-    judge.validated = DistilledJudge(judge.heads, judge.feature_set, judge.name,
-                                     judge.meta).validated
+    judge.meta["heldout"] = {k: v for k, v in figures.items() if k != "judge"}
     return figures
-
-
-def baseline_auc(feature_set: str) -> float | None:
-    """Held-out AUC of a baseline judge (`length` or `constant`) trained like the real one."""
-    judge = train_on_calibration(feature_set=feature_set, name=f"baseline/{feature_set}")
-    return evaluate_heldout(judge).get("roc_auc")
-

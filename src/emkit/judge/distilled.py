@@ -214,8 +214,12 @@ class DistilledJudge:
         self.name = name
         self.meta = dict(meta or {})
         self.min_mass = min_mass
+
+    @property
+    def validated(self) -> bool:
+        """Derived from the held-out figures in `meta`, so re-scoring updates it."""
         auc = self.meta.get("heldout", {}).get("roc_auc")
-        self.validated = auc is not None and auc >= VALIDATION_AUC
+        return auc is not None and auc >= VALIDATION_AUC
 
     # ------------------------------------------------------------ persistence
     @classmethod

@@ -15,12 +15,15 @@ from emkit.judge.distilled import DistilledJudge
 from emkit.models.spec import ModelSpecError, parse_model_spec
 
 
+def _distilled_dir(name: str) -> Path:
+    return shipped_judge_dir() if name == "default" else Path(name).expanduser()
+
+
 def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512) -> Judge:
     """The judge named by `model`; `batch_size`/`max_answer_tokens` apply to LLM judges."""
     spec = parse_model_spec(model)
     if spec.provider == "distilled":
-        path = shipped_judge_dir() if spec.name == "default" else Path(spec.name).expanduser()
-        return DistilledJudge.load(path, name=model)
+        return DistilledJudge.load(_distilled_dir(spec.name), name=model)
     if spec.provider == "hf":
         from emkit.judge.local import LocalJudge
         from emkit.models import load_hf
@@ -29,14 +32,6 @@ def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512) ->
         return LocalJudge(llm, tokenizer, name=model, batch_size=batch_size,
                           max_answer_tokens=max_answer_tokens)
     raise ModelSpecError(f"judge {model!r}: provider {spec.provider!r} cannot judge yet")
-
-
-def describe_judge(judge: Judge) -> str:
-    """One line for reports saying what the judge is and how far it can be trusted."""
-    describe = getattr(judge, "describe", None)
-    if callable(describe):
-        return str(describe())
-    return f"{judge.name}: {'validated' if judge.validated else 'not validated'} judge"
 
 
 LLM_JUDGE_NOTE = ("local LLM judge scored through the digit tree; not validated (the embedded "
@@ -48,6 +43,6 @@ def judge_status(model: str) -> tuple[bool, str]:
     even when every judgment is already stored."""
     spec = parse_model_spec(model)
     if spec.provider == "distilled":
-        judge = load_judge(model)
-        return judge.validated, describe_judge(judge)
+        judge = DistilledJudge.load(_distilled_dir(spec.name), name=model)
+        return judge.validated, judge.describe()
     return False, f"{model}: {LLM_JUDGE_NOTE}"
