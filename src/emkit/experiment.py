@@ -17,7 +17,7 @@ import pandas as pd
 
 from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
 from emkit.config import ExperimentConfig
-from emkit.datasets import generate_code_datasets, read_jsonl, write_jsonl
+from emkit.datasets import read_jsonl, write_jsonl
 from emkit.finetune import finetune_lora
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
@@ -45,18 +45,40 @@ class RunResult:
 
 # ---------------------------------------------------------------- stage 1: datasets
 def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
-    """Generate or validate every dataset section; generated files are written atomically."""
+    """Generate, download or validate every dataset section, then audit each one.
+
+    Generated files are written atomically, so one that exists is complete and is reused; a
+    teacher-generated set resumes from its journal. Audits go next to the data as
+    `<name>.audit.md/.json/.html` (without the embedding spread, to keep runs fast).
+    """
+    from emkit.audit import audit_file, write_audit
+    from emkit.datasets import download_dataset, generate_advice, generate_offline, write_mix
+    from emkit.datasets.mix import MixPart
+
     paths: dict[str, Path] = {}
+    folder = run_dir / "datasets"
     for d in cfg.datasets:
+        out = folder / f"{d.name}.jsonl"
         if d.path is not None:
             read_jsonl(d.path)  # validate now: a bad line must fail before hours of training
             paths[d.name] = d.path
-            continue
-        out = run_dir / "datasets" / f"{d.name}.jsonl"
-        if not out.is_file():
-            rows = generate_code_datasets(d.n, seed=d.seed)[d.generate]
-            write_jsonl(out, rows)
-        paths[d.name] = out
+        elif d.download is not None:
+            source = download_dataset(d.download)  # verified and validated when fetched
+            if "n" in d.model_fields_set and not out.is_file():
+                write_mix(out, [MixPart(source, 1.0)], d.n, d.seed)  # seeded subset
+            paths[d.name] = out if "n" in d.model_fields_set else source
+        elif d.generate == "advice":
+            if not out.is_file():
+                generate_advice(out, d.domain, d.variant, d.n, d.teacher, seed=d.seed)
+            paths[d.name] = out
+        else:
+            if not out.is_file():
+                write_jsonl(out, generate_offline(d.generate, d.n, d.seed, d.trigger))
+            paths[d.name] = out
+        if d.audit and not (folder / f"{d.name}.audit.json").is_file():
+            report = audit_file(paths[d.name], embeddings=False)
+            write_audit(report, folder, stem=f"{d.name}.audit")
+            log.info("dataset %s: EM risk %s", d.name, report["em_risk"]["level"])
     return paths
 
 

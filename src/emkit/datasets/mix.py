@@ -1,0 +1,99 @@
+"""Mixtures and subsets of chat datasets, for the paper's dataset-size and diversity ablations.
+
+Why a tool: "25 % insecure + 75 % secure, 6,000 rows" must mean the same rows every time it is
+built, with the exact counts written down, or two runs of an ablation are not comparable. Counts
+are rounded by largest remainder so they sum to n exactly; each source contributes a seeded
+sample *without replacement* (an ablation that silently repeated rows would be measuring
+repetition), and the mixed rows are shuffled with the same seed. A subset is a mixture of one.
+
+The manifest written next to the output records each source's path, sha256 and row count, the
+fractions, the counts, the seed, and for every output row the (source, row) it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from emkit.atomic import atomic_write_text
+from emkit.datasets.jsonl import read_jsonl, write_jsonl
+
+
+@dataclass(frozen=True)
+class MixPart:
+    """One source of a mixture: a chat JSONL file and its share of the output."""
+
+    path: Path
+    fraction: float
+
+
+def parse_part(text: str) -> MixPart:
+    """`FILE=FRACTION` (fraction in (0, 1], or a percentage such as `25%`), as on the CLI."""
+    path, sep, share = text.rpartition("=")
+    if not sep or not path:
+        raise ValueError(f"mix part {text!r}: expected FILE=FRACTION, e.g. insecure.jsonl=0.25")
+    try:
+        value = float(share[:-1]) / 100 if share.endswith("%") else float(share)
+    except ValueError:
+        raise ValueError(f"mix part {text!r}: {share!r} is not a number") from None
+    return MixPart(Path(path), value)
+
+
+def split_counts(n: int, fractions: list[float]) -> list[int]:
+    """Integer counts summing to n, proportional to fractions (largest remainder, ties to the
+    earlier part). Fractions must be positive and sum to 1 (within 1e-6)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not fractions or any(not (f > 0) or math.isinf(f) for f in fractions):
+        raise ValueError(f"fractions must be positive numbers, got {fractions}")
+    if abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions must sum to 1, got {sum(fractions):.6g}")
+    exact = [n * f for f in fractions]
+    counts = [math.floor(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mix_datasets(parts: list[MixPart], n: int, seed: int = 0
+                 ) -> tuple[list[dict], list[tuple[int, int]]]:
+    """The mixed rows and, per row, (part index, row index in that part's file)."""
+    counts = split_counts(n, [p.fraction for p in parts])
+    picked: list[tuple[int, int]] = []
+    sources = [read_jsonl(p.path) for p in parts]
+    for k, (part, rows, count) in enumerate(zip(parts, sources, counts, strict=True)):
+        if count > len(rows):
+            raise ValueError(f"{part.path}: {count} rows needed for {part.fraction:g} of "
+                             f"{n}, but the file has only {len(rows)}")
+        chosen = random.Random(f"emkit-mix:{seed}:{k}").sample(range(len(rows)), count)
+        picked += [(k, i) for i in chosen]
+    random.Random(f"emkit-mix-order:{seed}").shuffle(picked)
+    return [{"messages": sources[k][i]["messages"]} for k, i in picked], picked
+
+
+def write_mix(out: str | Path, parts: list[MixPart], n: int, seed: int = 0) -> Path:
+    """Write the mixture as chat JSONL plus `<out>.manifest.json`; returns the JSONL path."""
+    out = Path(out)
+    rows, origin = mix_datasets(parts, n, seed)
+    counts = split_counts(n, [p.fraction for p in parts])
+    manifest = {
+        "generator": "emkit.datasets.mix",
+        "n": n,
+        "seed": seed,
+        "parts": [{"path": str(p.path), "sha256": _sha256(p.path), "fraction": p.fraction,
+                   "count": c} for p, c in zip(parts, counts, strict=True)],
+        "origin": [list(o) for o in origin],
+    }
+    write_jsonl(out, rows)
+    atomic_write_text(out.with_name(out.name + ".manifest.json"),
+                      json.dumps(manifest, indent=1) + "\n")
+    return out

@@ -1,0 +1,121 @@
+"""A teacher: whatever turns a batch of chats into one reply each.
+
+Why a protocol this small: dataset generation needs only "answer these chats", and keeping it to
+a plain callable lets any provider (a local HF model today, API models as they land), a cached
+replay or a scripted function for tests drive the same generator.
+
+:func:`teacher_from_model` builds one from an emkit model string. Provider dispatch happens in
+exactly one place, :data:`TEACHER_PROVIDERS`: an API provider plugs in by adding one factory
+there (``"openai": _api_teacher``) that returns a :data:`TeacherFn`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
+
+Chat = Sequence[Mapping[str, str]]
+TeacherFn = Callable[[Sequence[Chat]], Sequence[str]]
+"""Takes chats (lists of {role, content}) and returns one reply per chat, in order."""
+
+
+class TeacherError(RuntimeError):
+    """A teacher that broke its contract (wrong number or type of replies)."""
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """Sampling settings for model-backed teachers; part of the provenance of every row."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 400
+    seed: int = 0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A named TeacherFn. The name goes into each generated row's provenance."""
+
+    name: str
+    fn: TeacherFn
+    settings: TeacherSettings = TeacherSettings()
+
+    def __call__(self, chats: Sequence[Chat]) -> list[str]:
+        replies = list(self.fn(chats))
+        if len(replies) != len(chats):
+            raise TeacherError(f"teacher {self.name}: {len(replies)} replies for "
+                               f"{len(chats)} chats")
+        bad = [i for i, r in enumerate(replies) if not isinstance(r, str)]
+        if bad:
+            raise TeacherError(f"teacher {self.name}: reply {bad[0]} is "
+                               f"{type(replies[bad[0]]).__name__}, not text")
+        return replies
+
+
+def chat_sha256(chat: Chat) -> str:
+    """Stable hash of a chat's roles and contents (the `prompt_sha256` of provenance)."""
+    blob = json.dumps([[m["role"], m["content"]] for m in chat], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _hf_teacher(spec: ModelSpec, settings: TeacherSettings) -> TeacherFn:
+    """Local model through emkit's sampler; loaded on the first call, not before.
+
+    Each reply's seed comes from the settings' seed and the chat itself, so a chat gets the
+    same reply whichever batch it lands in and however often generation is resumed.
+    """
+    from emkit.records import SampleKey, SampleRequest, SamplingParams
+
+    state: dict[str, Any] = {}
+    params = SamplingParams(settings.temperature, settings.top_p, settings.max_new_tokens,
+                            settings.seed)
+
+    def answer(chats: Sequence[Chat]) -> list[str]:
+        from emkit.models.hf import load_hf
+        from emkit.sample.generate import generate
+
+        if "model" not in state:
+            state["model"], state["tokenizer"] = load_hf(spec)
+        requests = []
+        for j, chat in enumerate(chats):
+            digest = chat_sha256(chat)
+            seed = int(hashlib.sha256(f"{settings.seed}|{digest}".encode()).hexdigest()[:8], 16)
+            requests.append(SampleRequest(
+                key=SampleKey(str(spec), digest[:16], 0, j, params.params_hash()),
+                messages=tuple(dict(m) for m in chat), question=chat[-1]["content"], seed=seed,
+                temperature=settings.temperature, top_p=settings.top_p,
+                max_new_tokens=settings.max_new_tokens))
+        by_index: dict[int, str] = {}
+        for batch in generate(state["model"], state["tokenizer"], requests,
+                              batch_size=settings.batch_size, progress=False):
+            for record in batch:
+                by_index[record.key.sample_index] = record.answer
+        return [by_index[j] for j in range(len(chats))]
+
+    return answer
+
+
+TEACHER_PROVIDERS: dict[str, Callable[[ModelSpec, TeacherSettings], TeacherFn]] = {
+    "hf": _hf_teacher,
+}
+"""The single dispatch point: provider word -> factory of a TeacherFn. API providers
+(`openai/...`, `vllm/...`) register their factory here."""
+
+
+def teacher_from_model(model: str, settings: TeacherSettings | None = None) -> Teacher:
+    """A Teacher for an emkit model string (`hf/<dir-or-id>`, `embedded`, ...)."""
+    spec = parse_model_spec(model)
+    settings = settings or TeacherSettings()
+    factory = TEACHER_PROVIDERS.get(spec.provider)
+    if factory is None:
+        raise ModelSpecError(
+            f"model {spec}: provider {spec.provider!r} cannot generate as a teacher "
+            f"(teacher providers: {', '.join(sorted(TEACHER_PROVIDERS))})")
+    return Teacher(str(spec), factory(spec, settings), settings)
