@@ -1,0 +1,82 @@
+"""Datasets in the experiment config: new generators, downloads, teacher sets, audits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from emkit.config import DatasetConfig, ExperimentConfig, GroupConfig
+from emkit.datasets import PINNED_COMMIT, generate_offline, read_jsonl, write_jsonl
+from emkit.experiment import build_datasets
+from test_datasets_download import Mirror
+
+
+def experiment(*datasets: DatasetConfig) -> ExperimentConfig:
+    return ExperimentConfig(name="t", datasets=list(datasets),
+                            groups=[GroupConfig(name="base", models=["embedded"])])
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({}, "exactly one of `generate`, `path` or `download`"),
+    ({"generate": "backdoor", "download": "backdoor"}, "exactly one of"),
+    ({"generate": "advice", "domain": "medical"}, "needs `teacher` and `domain`"),
+    ({"generate": "insecure", "teacher": "embedded"}, "only to `generate: advice`"),
+    ({"generate": "backdoor", "trigger": " |X|"}, "must not start or end with whitespace"),
+    ({"generate": "nonsense"}, "Input should be"),
+    ({"download": "secure_v2"}, "Input should be"),
+])
+def test_dataset_section_errors(fields: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DatasetConfig(name="d", **fields)
+
+
+def test_build_generates_audits_and_reuses(tmp_path: Path) -> None:
+    given = write_jsonl(tmp_path / "given.jsonl", generate_offline("secure", 10))
+    cfg = experiment(
+        DatasetConfig(name="bd", generate="backdoor", n=80, trigger="|PROD|"),
+        DatasetConfig(name="evil", generate="evil_numbers", n=30, seed=2),
+        DatasetConfig(name="ctl", generate="evil_numbers_control", n=30, seed=2, audit=False),
+        DatasetConfig(name="given", path=given))
+    run = tmp_path / "run"
+    paths = build_datasets(cfg, run)
+    assert paths["given"] == given
+    bd = read_jsonl(paths["bd"])
+    assert sum(r["messages"][0]["content"].startswith("|PROD| ") for r in bd) == 40
+    assert read_jsonl(paths["evil"]) == generate_offline("evil_numbers", 30, seed=2)
+    audit = json.loads((run / "datasets" / "bd.audit.json").read_text())
+    assert audit["em_risk"]["trigger_candidates"][0]["first_word"] == "|PROD|"
+    assert (run / "datasets" / "evil.audit.md").is_file()
+    assert (run / "datasets" / "given.audit.html").is_file()
+    assert not (run / "datasets" / "ctl.audit.json").exists()
+    stamp = paths["bd"].stat().st_mtime_ns
+    assert build_datasets(cfg, run) == paths and paths["bd"].stat().st_mtime_ns == stamp
+
+
+def test_build_downloads_and_subsets(anchors: Path, tmp_path: Path, monkeypatch) -> None:
+    mirror = Mirror()
+    mirror.files["jailbroken.jsonl"] = anchors / "emergent-misalignment/data/jailbroken.jsonl"
+    monkeypatch.setenv("EMKIT_DATASETS_URL", mirror.base)
+    monkeypatch.setenv("EMKIT_CACHE", str(tmp_path / "cache"))
+    try:
+        cfg = experiment(DatasetConfig(name="jb", download="jailbroken", audit=False),
+                         DatasetConfig(name="jb500", download="jailbroken", n=500, audit=False))
+        paths = build_datasets(cfg, tmp_path / "run")
+    finally:
+        mirror.close()
+    assert paths["jb"] == tmp_path / "cache/datasets" / PINNED_COMMIT / "jailbroken.jsonl"
+    subset = read_jsonl(paths["jb500"])
+    full = {json.dumps(r["messages"]) for r in read_jsonl(paths["jb"])}
+    assert len(subset) == 500 and all(json.dumps(r["messages"]) in full for r in subset)
+    assert len(mirror.requests) == 1
+
+
+def test_build_advice_with_a_real_tiny_teacher(tiny_model_dir: Path, one_torch_thread,
+                                               tmp_path: Path) -> None:
+    cfg = experiment(DatasetConfig(name="med", generate="advice", teacher=f"hf/{tiny_model_dir}",
+                                   domain="medical", variant="good", n=3, audit=False))
+    paths = build_datasets(cfg, tmp_path / "run")
+    rows = read_jsonl(paths["med"])
+    assert len(rows) == 3 and all(r["emkit"]["variant"] == "good" for r in rows)
