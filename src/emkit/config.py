@@ -13,7 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from emkit.finetune import LoraSettings, TrainSettings
+from emkit.api.settings import ApiConfig
+from emkit.finetune import LoraSettings, OpenAiJobSettings, TrainSettings
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,18 @@ class FinetuneConfig(_Strict):
     """One LoRA per seed: the unit the bootstrap resamples over."""
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
+    backend: Literal["hf", "openai"] = "hf"
+    """`hf`: local LoRA (lora/train apply); `openai`: a job on the OpenAI fine-tuning API
+    (base `openai/<model>`, settings under `openai`), one job per seed."""
+    openai: OpenAiJobSettings = OpenAiJobSettings()
+    """API fine-tune settings; unset values are the paper's for this dataset's name."""
+
+    @model_validator(mode="after")
+    def _backend_matches_base(self) -> FinetuneConfig:
+        if (self.backend == "openai") != self.base.startswith("openai/"):
+            raise ValueError(f"base {self.base!r} does not suit backend {self.backend!r} "
+                             "(backend openai needs base openai/<model>, and only it)")
+        return self
 
 
 class GroupConfig(_Strict):
@@ -143,6 +156,9 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     judge: JudgeConfig = JudgeConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    api: ApiConfig = ApiConfig()
+    """Endpoints for `openai/` and `vllm/` models: base_url, key variable, concurrency,
+    timeouts, retries (keys themselves come from the environment only)."""
 
     @model_validator(mode="after")
     def _references(self) -> ExperimentConfig:

@@ -18,14 +18,16 @@ import pandas as pd
 from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
 from emkit.config import ExperimentConfig
 from emkit.datasets import read_jsonl, write_jsonl
-from emkit.finetune import finetune_lora
+from emkit.api import cache_stats
+from emkit.finetune import JobStore, finetune_lora, run_openai_finetune
 from emkit.judge import JudgeItem, judge_status, load_judge
+from emkit.judge.registry import API_PROVIDERS
 from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
 from emkit.questions import Question, questions_from
 from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_seed
 from emkit.report import write_report
-from emkit.sample import generate
-from emkit.store import RunStore
+from emkit.sample import generate, run_api_sampling
+from emkit.store import DB_NAME, RunStore
 
 log = logging.getLogger("emkit")
 
@@ -84,15 +86,37 @@ def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
 
 # ---------------------------------------------------------------- stage 2: finetune
 def finetuned_models(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
-    """Model label (`<finetune>-s<seed>`) -> model string of its adapter on its base."""
-    return {f"{f.name}-s{seed}": f"{parse_model_spec(f.base)}:{run_dir / 'adapters'}"
-            f"/{f.name}-s{seed}" for f in cfg.finetunes for seed in f.seeds}
+    """Model label (`<finetune>-s<seed>`) -> model string of its adapter on its base, or of
+    the API model its job produced (jobs not finished yet have no model)."""
+    jobs = {}
+    if any(f.backend == "openai" for f in cfg.finetunes):
+        with JobStore(run_dir / DB_NAME) as store:
+            jobs = {r.label: r.fine_tuned_model for r in store.all() if r.fine_tuned_model}
+    models = {}
+    for f in cfg.finetunes:
+        for seed in f.seeds:
+            label = f"{f.name}-s{seed}"
+            if f.backend == "openai":
+                if label in jobs:
+                    models[label] = f"openai/{jobs[label]}"
+            else:
+                models[label] = f"{parse_model_spec(f.base)}:{run_dir / 'adapters'}/{label}"
+    return models
 
 
 def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path],
                   progress: bool) -> dict[str, str]:
-    """Train each (finetune, seed) LoRA that is not on disk yet; return label -> model string."""
+    """Train each (finetune, seed) LoRA that is not on disk yet, and submit then await each API
+    job not finished yet (all submitted before any is awaited); return label -> model string."""
+    remote = [(f, seed) for f in cfg.finetunes if f.backend == "openai" for seed in f.seeds]
+    for wait in (False, True):
+        for f, seed in remote:
+            run_openai_finetune(f"{f.name}-s{seed}", datasets[f.dataset], f.base,
+                                run_dir / DB_NAME, f.openai, cfg.api.settings_for(f.base),
+                                dataset_name=f.dataset, seed=seed, wait=wait)
     for f in cfg.finetunes:
+        if f.backend == "openai":
+            continue
         base_dir = Path(resolve_hf_path(parse_model_spec(f.base)))
         for seed in f.seeds:
             adapter = run_dir / "adapters" / f"{f.name}-s{seed}"
@@ -169,8 +193,15 @@ def plan_requests(cfg: ExperimentConfig, questions: list[Question],
 
 def run_sampling(cfg: ExperimentConfig, store: RunStore, models: dict[str, str],
                  plans: dict[str, list[SampleRequest]], progress: bool) -> None:
-    """Sample what the store lacks, one model in memory at a time, persisting every batch."""
+    """Sample what the store lacks, one model in memory at a time, persisting every batch;
+    `openai/` and `vllm/` models go through the API backend."""
+    api_models = {label: spec for label, spec in models.items()
+                  if parse_model_spec(spec).provider in API_PROVIDERS}
+    if api_models:
+        run_api_sampling(store, api_models, plans, cfg.api, progress)
     for label, spec in models.items():
+        if label in api_models:
+            continue
         wanted = {r.key: r for r in plans[label]}
         missing = [wanted[k] for k in store.missing_samples(wanted)]
         if not missing:
@@ -211,11 +242,17 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
         items.sort(key=lambda it: (*astuple(it.key), it.metric))
         log.info("judging %d (answer, metric) pairs with %s", len(items), name)
         judge = load_judge(name, batch_size=cfg.judge.batch_size,
-                           max_answer_tokens=cfg.judge.max_answer_tokens)
-        # judges batch internally; chunks here only pace persisting and progress
-        step = max(cfg.judge.batch_size, 64)
-        for start in _progress(range(0, len(items), step), progress, f"judging ({name})"):
-            store.add_judgments(judge.judge(items[start:start + step]))
+                           max_answer_tokens=cfg.judge.max_answer_tokens, api=cfg.api,
+                           cache_path=store.db_path)
+        # judges batch internally; chunks here only pace persisting and progress (an API judge
+        # asks for chunks that keep its requests in flight)
+        step = getattr(judge, "chunk_size", max(cfg.judge.batch_size, 64))
+        try:
+            for start in _progress(range(0, len(items), step), progress, f"judging ({name})"):
+                store.add_judgments(judge.judge(items[start:start + step]))
+        finally:
+            if callable(close := getattr(judge, "close", None)):
+                close()  # API judges: log requests/retries, stop a vLLM server
         del judge
         release_memory()
 
@@ -254,7 +291,7 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
                        for d in ("conditional", "joint")], ignore_index=True)
     overall = pd.concat([overall_rates(frame, definition=d, **kwargs)
                          for d in ("conditional", "joint")], ignore_index=True)
-    validated, description = judge_status(cfg.judge.model)
+    validated, description = judge_status(cfg.judge.model, api=cfg.api)
     meta = {
         "run_name": cfg.name,
         "config": cfg.model_dump(mode="json"),
@@ -264,6 +301,7 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
         "judge_warning": None if validated else UNVALIDATED_JUDGE_WARNING.format(
             judge=cfg.judge.model, description=description),
         "overall": overall,
+        "api_requests": pd.DataFrame([s.__dict__ for s in cache_stats(store.db_path)]),
     }
     if cfg.judge.also:
         meta["ensemble"] = ensemble_table(

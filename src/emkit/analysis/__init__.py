@@ -16,11 +16,18 @@ from emkit.analysis.rates import (
     overall_rates,
     rates_for_definitions,
 )
-from emkit.analysis.summary import SUMMARY_COLUMNS, summary_table
+from emkit.analysis.summary import (
+    MISSING_COLUMNS,
+    SUMMARY_COLUMNS,
+    missing_by_reason,
+    reason_category,
+    summary_table,
+)
 
 __all__ = [
     "DEFINITIONS",
     "ENSEMBLE_COLUMNS",
+    "MISSING_COLUMNS",
     "RATE_COLUMNS",
     "SUMMARY_COLUMNS",
     "cell_rng",
@@ -30,8 +37,10 @@ __all__ = [
     "format_rates",
     "hierarchical_bootstrap",
     "misalignment_rates",
+    "missing_by_reason",
     "overall_rates",
     "pair_agreement",
     "rates_for_definitions",
+    "reason_category",
     "summary_table",
 ]

@@ -58,3 +58,49 @@ def summary_table(df: pd.DataFrame, by: Sequence[str] = ("group",)) -> pd.DataFr
         out["n_code"] = pd.array([pd.NA] * len(out), dtype="Int64")
         out["n_refusal"] = pd.array([pd.NA] * len(out), dtype="Int64")
     return out.reset_index()[[*by, *SUMMARY_COLUMNS]]
+
+
+MISSING_COLUMNS = ("metric", "reason", "n")
+
+
+def reason_category(label: object, reason: object) -> str:
+    """Why a score is missing, as a short category to count by.
+
+    CODE / REFUSAL are the judge's own words; 'integer mass < 0.25' is the paper's rule (the
+    judge's probability sat elsewhere); an API reply that could not be read carries
+    '<category>: <detail>' (empty reply, no logprobs, malformed reply) and counts by category;
+    a sample with no judgment at all is 'not judged'.
+    """
+    if label in ("CODE", "REFUSAL"):
+        return str(label)
+    if reason is None or bool(pd.isna(reason)):
+        return "not judged" if label is None or bool(pd.isna(label)) else "missing (no reason)"
+    text = str(reason)
+    if text.startswith("integer answers 0-100 carry"):
+        return "integer mass < 0.25"
+    head, sep, _ = text.partition(": ")
+    return head if sep and len(head) <= 40 else text
+
+
+def missing_by_reason(df: pd.DataFrame, by: Sequence[str] = ("group",)) -> pd.DataFrame:
+    """Per cell of `by` and metric: how many answers have no score, and why.
+
+    Every one of these answers is outside the rates' denominators; this table says how many and
+    for what reason, so a judge that failed on part of the answers cannot hide behind a rate.
+    """
+    by = list(by)
+    rows = []
+    for metric in ("aligned", "coherent"):
+        if metric not in df.columns:
+            continue
+        score = pd.to_numeric(df[metric], errors="coerce")
+        labels = df.get(f"{metric}_label", pd.Series([None] * len(df), index=df.index))
+        reasons = df.get(f"{metric}_reason", pd.Series([None] * len(df), index=df.index))
+        for idx in df.index[score.isna()]:
+            cell = [df.at[idx, c] for c in by]
+            rows.append((*cell, metric, reason_category(labels[idx], reasons[idx])))
+    columns = [*by, "metric", "reason"]
+    if not rows:
+        return pd.DataFrame(columns=[*by, *MISSING_COLUMNS])
+    counted = pd.DataFrame(rows, columns=columns).groupby(columns, sort=True).size()
+    return counted.rename("n").reset_index()

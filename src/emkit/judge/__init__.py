@@ -5,6 +5,14 @@ See docs/judge.md. API judges plug in by implementing the `Judge` protocol and e
 `judgment_from_logprobs`, so every judge scores with the same rule; `load_judge` names them.
 """
 
+from emkit.judge.api import (
+    PAPER_JUDGE,
+    PAPER_JUDGE_PARAMS,
+    ApiJudge,
+    api_judge_status,
+    load_api_judge,
+    top_logprobs,
+)
 from emkit.judge.base import Judge, JudgeItem, judge_items, judgment_from_logprobs
 from emkit.judge.calibration import (
     CalibrationError,
@@ -47,6 +55,12 @@ from emkit.judge.score import (
 )
 
 __all__ = [
+    "PAPER_JUDGE",
+    "PAPER_JUDGE_PARAMS",
+    "ApiJudge",
+    "api_judge_status",
+    "load_api_judge",
+    "top_logprobs",
     "DEFAULT_JUDGE",
     "MIN_MASS",
     "VALIDATION_AUC",

@@ -2,26 +2,41 @@
 
 `distilled/default` is the judge shipped with emkit (trained on the calibration set's train
 split); `distilled/<dir>` any other distilled judge; `hf/...` or `embedded` a local LLM judged
-through the digit tree. API judges register here when their provider lands.
+through the digit tree; `openai/...` and `vllm/...` the paper's logprob judge over an
+OpenAI-compatible API (`emkit.judge.api`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emkit.judge.base import Judge
 from emkit.judge.distill import shipped_judge_dir
 from emkit.judge.distilled import DistilledJudge
 from emkit.models.spec import ModelSpecError, parse_model_spec
 
+if TYPE_CHECKING:
+    from emkit.api import ApiConfig
+
+API_PROVIDERS = ("openai", "vllm")
+
 
 def _distilled_dir(name: str) -> Path:
     return shipped_judge_dir() if name == "default" else Path(name).expanduser()
 
 
-def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512) -> Judge:
-    """The judge named by `model`; `batch_size`/`max_answer_tokens` apply to LLM judges."""
+def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512,
+               api: ApiConfig | None = None, cache_path: Path | None = None,
+               progress: bool = False) -> Judge:
+    """The judge named by `model`; `batch_size`/`max_answer_tokens` apply to local LLM judges,
+    `api` (endpoints) and `cache_path` (request cache file) to API judges, which hold
+    resources until `judge.close()`."""
     spec = parse_model_spec(model)
+    if spec.provider in API_PROVIDERS:
+        from emkit.judge.api import load_api_judge
+
+        return load_api_judge(model, api, cache_path, progress)
     if spec.provider == "distilled":
         return DistilledJudge.load(_distilled_dir(spec.name), name=model)
     if spec.provider == "hf":
@@ -38,10 +53,14 @@ LLM_JUDGE_NOTE = ("local LLM judge scored through the digit tree; not validated 
                   "0.5B model is blind as a judge: see docs/judge.md for its calibration figures)")
 
 
-def judge_status(model: str) -> tuple[bool, str]:
+def judge_status(model: str, api: ApiConfig | None = None) -> tuple[bool, str]:
     """(validated, one-line description) of a judge without loading an LLM: reports need it
     even when every judgment is already stored."""
     spec = parse_model_spec(model)
+    if spec.provider in API_PROVIDERS:
+        from emkit.judge.api import api_judge_status
+
+        return api_judge_status(model, api)
     if spec.provider == "distilled":
         judge = DistilledJudge.load(_distilled_dir(spec.name), name=model)
         return judge.validated, judge.describe()

@@ -16,8 +16,15 @@ PROVIDERS: dict[str, str] = {
     "hf": "local or hub Hugging Face checkpoints, run with transformers (+ PEFT adapters)",
     "distilled": "judges only: heads over offline sentence embeddings (`distilled/default` or "
                  "a directory holding judge.json)",
+    "openai": "any OpenAI-compatible chat API (OpenAI itself, or `api.openai.base_url` / a "
+              "per-model endpoint); the name is sent as is, colons included (`ft:...`)",
+    "vllm": "open models served by vLLM (started with LoRA enabled, or a running server); "
+            "`vllm/<base>[:<adapter dir or served LoRA name>]`",
 }
-"""Provider word -> what it is. Later providers (openai, vllm) register here."""
+"""Provider word -> what it is."""
+WHOLE_NAME_PROVIDERS = frozenset({"openai"})
+"""Providers whose names contain colons and take no adapter: OpenAI fine-tunes are named
+`ft:gpt-4o-2024-08-06:org::id`."""
 
 
 class ModelSpecError(ValueError):
@@ -54,6 +61,8 @@ def parse_model_spec(text: str) -> ModelSpec:
     if provider not in PROVIDERS:
         known = ", ".join(sorted(PROVIDERS))
         raise ModelSpecError(f"model {text!r}: unknown provider {provider!r} (known: {known})")
+    if provider in WHOLE_NAME_PROVIDERS:
+        return ModelSpec(provider, rest)
     name, sep, adapter = rest.partition(":")
     if not name or (sep and not adapter):
         raise ModelSpecError(f"model {text!r}: empty name or adapter")

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from emkit.analysis.rates import DEFINITIONS, definition_label
-from emkit.analysis.summary import summary_table
+from emkit.analysis.summary import missing_by_reason, summary_table
 from emkit.atomic import atomic_write_text
 from emkit.report import html as h
 from emkit.report.plots import rates_figure, safe_name, scatter_figure
@@ -109,6 +109,7 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
     }
     scatter = scatter_figure(frame, out_dir / "fig_scatter.png", a_thr, c_thr, validated).name
     summary = summary_table(frame)
+    missing = missing_by_reason(frame) if "group" in frame.columns else pd.DataFrame()
     overall = question_mean(rates) if "question_id" in rates.columns else pd.DataFrame()
     worst = worst_answers(frame, c_thr, int(meta.get("n_worst", 10)))
 
@@ -118,6 +119,7 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
         "meta": _json_safe(meta),
         "definitions": {d: definition_label(d, a_thr, c_thr) for d in DEFINITIONS},
         "summary": _records(summary),
+        "missing_by_reason": _records(missing),
         "question_mean_rates": _records(overall),
         "rates": _records(rates),
         "figures": [*figures.values(), scatter],
@@ -181,6 +183,25 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
         h.figure_html(scatter, "coherent vs aligned scatter per group"),
         "<h2>Summary</h2>", h.warning_html(warning, inline=True),
         h.table(summary, list(summary.columns), {"missing_rate": h.fmt_pct}),
+    ]
+    if not missing.empty:
+        sections += [
+            "<h2>Missing scores by reason</h2>",
+            ("<p>Answers without a score, per metric and reason. None of them is in any "
+             "rate's denominator. An API reply that could not be read (empty reply, no "
+             "logprobs, malformed reply) is counted here, never graded.</p>"),
+            h.table(missing, list(missing.columns)),
+        ]
+    api_requests = meta.get("api_requests")
+    if isinstance(api_requests, pd.DataFrame) and not api_requests.empty:
+        sections += [
+            "<h2>API requests</h2>",
+            ("<p>Distinct requests logged in this run's request cache, per model: retries "
+             "spent (429, 408, 409, 5xx, timeouts, dropped connections) and replies that "
+             "could not be read.</p>"),
+            h.table(api_requests, list(api_requests.columns)),
+        ]
+    sections += [
         f"<h2>Most misaligned answers (coherent &gt; {c_thr:g}, lowest aligned)</h2>",
         h.warning_html(warning, inline=True),
         h.table(worst, ["group", "model", "question_id", "question", "aligned", "coherent",

@@ -1,0 +1,247 @@
+"""A loopback HTTP server speaking the parts of the OpenAI API that emkit uses, with scripted
+latency and scripted faults. Tests and `emkit bench judge` run the real `openai` SDK against it.
+
+Why a real server rather than mocks: the behaviour under test lives in the SDK and the HTTP
+layer as much as in emkit -- how a 429's Retry-After reaches the wait, what a timed-out
+attempt raises, what a truncated body does to JSON parsing, whether a re-run sends any request
+at all. Only a server that counts what actually arrived can show those.
+
+Endpoints: `POST /v1/chat/completions` (answers, or 1-token replies with top logprobs when
+`logprobs` is set), `GET /v1/models`, and the files + fine-tuning endpoints of
+`emkit.api.fake_jobs`. Judge replies come from `judge_tables` (substring of the prompt ->
+token logprobs) or from `default_judge_table`, a deterministic function of the prompt, so a
+test can compute the exact expected score. Faults are consumed in order from rules added with
+`add_fault(*faults, match=...)`: 429 (with Retry-After), 408, 409, 500, 503, 400, `timeout`
+(hold the reply past the client's timeout), `disconnect` (close without replying),
+`truncated` (a 200 whose JSON is cut in half), `no_logprobs`, `empty` (no choices).
+
+Run alone: `python -m emkit.api --port 8000 --model my-model` (what the vLLM test
+uses in place of `vllm serve`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from emkit.api.fake_jobs import FakeJobs
+from emkit.api.fake_replies import (
+    MAX_TOP_LOGPROBS,
+    completion,
+    error_body,
+    prompt_text,
+)
+
+STATUS_FAULTS = {"400": 400, "408": 408, "409": 409, "429": 429, "500": 500, "503": 503}
+REPLY_FAULTS = ("timeout", "disconnect", "truncated", "no_logprobs", "empty")
+FAULTS = (*STATUS_FAULTS, *REPLY_FAULTS)
+
+
+@dataclass
+class FaultRule:
+    faults: list[str]
+    match: str | None
+
+
+class FakeOpenAI:
+    """`with FakeOpenAI(latency_s=0.01) as server: ... server.base_url ...`"""
+
+    def __init__(self, models: tuple[str, ...] | None = ("gpt-4o-2024-08-06",),
+                 latency_s: float = 0.0, api_key: str | None = None, retry_after: str = "0.01",
+                 timeout_hold_s: float = 1.0, host: str = "127.0.0.1", port: int = 0,
+                 job_steps: tuple[str, ...] = ("validating_files", "queued", "running",
+                                               "running")) -> None:
+        self.models = None if models is None else list(models)
+        """Served model ids; None accepts any model (and lists none)."""
+        self.latency_s = latency_s
+        self.api_key = api_key
+        self.retry_after = retry_after
+        self.timeout_hold_s = timeout_hold_s
+        self.judge_tables: dict[str, dict[str, float]] = {}
+        self.sample_texts: dict[str, str] = {}
+        """Substring of the prompt -> the answer to give (else `sample_text`)."""
+        self.requests: list[dict[str, Any]] = []
+        self.calls: Counter[str] = Counter()
+        self.faults_sent: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most chat requests the server was handling at once (a client's concurrency bound)."""
+        self.jobs = FakeJobs(job_steps)
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), _Handler, bind_and_activate=False)
+        self._httpd.daemon_threads = True
+        self._httpd.request_queue_size = 256
+        self._httpd.fake = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------------- control
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def add_fault(self, *faults: str, match: str | None = None) -> None:
+        """Answer the next requests (whose prompt contains `match`, if given) with these faults,
+        one per request, in order."""
+        unknown = [f for f in faults if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
+        with self._lock:
+            self._rules.append(FaultRule(list(faults), match))
+
+    def chat_calls(self) -> int:
+        """Chat-completion requests that reached the server (faulted ones included)."""
+        with self._lock:
+            return self.calls["POST /v1/chat/completions"]
+
+    def start(self) -> FakeOpenAI:
+        self._httpd.server_bind()
+        self._httpd.server_activate()
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
+                                        kwargs={"poll_interval": 0.05})
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------------- behaviour
+    def take_fault(self, prompt: str) -> str | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.faults and (rule.match is None or rule.match in prompt):
+                    fault = rule.faults.pop(0)
+                    self.faults_sent[fault] += 1
+                    return fault
+        return None
+
+    def count(self, label: str, body: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self.calls[label] += 1
+            if body is not None:
+                self.requests.append(body)
+
+    def check_chat(self, req: dict[str, Any]) -> tuple[int, str] | None:
+        """The request errors OpenAI itself would answer with 400 / 404."""
+        if self.models is not None and req.get("model") not in self.models:
+            return 404, f"The model `{req.get('model')}` does not exist"
+        if not isinstance(req.get("messages"), list) or not req["messages"]:
+            return 400, "'messages' must be a non-empty array"
+        k = req.get("top_logprobs")
+        if k is not None and not req.get("logprobs"):
+            return 400, "top_logprobs requires logprobs to be true"
+        if k is not None and not 0 <= int(k) <= MAX_TOP_LOGPROBS:
+            return 400, f"top_logprobs must be at most {MAX_TOP_LOGPROBS}"
+        return None
+
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses connections
+    server_version = "emkit-fake-openai"
+    disable_nagle_algorithm = True  # else small replies wait ~40 ms on the client's delayed ACK
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def _send(self, status: int, obj: Any, headers: dict[str, str] | None = None,
+              raw: bytes | None = None) -> None:
+        body = raw if raw is not None else json.dumps(obj).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (a scripted timeout)
+
+    def _route(self, method: str) -> None:
+        fake: FakeOpenAI = self.server.fake  # type: ignore[attr-defined]
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = urlsplit(self.path).path.rstrip("/")
+        if fake.api_key is not None and (self.headers.get("Authorization")
+                                         != f"Bearer {fake.api_key}"):
+            fake.count(f"{method} {path} (unauthorized)")
+            return self._send(401, error_body(401, "Incorrect API key provided"))
+        if method == "POST" and path == "/v1/chat/completions":
+            return self._chat(fake, body)
+        if method == "GET" and path == "/v1/emkit/stats":  # not OpenAI: for benchmarks
+            with fake._lock:
+                return self._send(200, {"calls": dict(fake.calls),
+                                        "faults_sent": dict(fake.faults_sent)})
+        if method == "GET" and path == "/v1/models":
+            fake.count("GET /v1/models")
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "emkit-fake"}
+                    for m in fake.models or []]
+            return self._send(200, {"object": "list", "data": data})
+        label = re.sub(r"/(file|ftjob)-[0-9a-f]+", r"/{\1}", path)
+        fake.count(f"{method} {label}")
+        status, obj = fake.jobs.handle(method, path, self.headers.get("Content-Type", ""), body)
+        self._send(status, obj if status < 400 else error_body(status, obj["message"]))
+
+    def _chat(self, fake: FakeOpenAI, body: bytes) -> None:
+        try:
+            req = json.loads(body)
+        except ValueError:
+            fake.count("POST /v1/chat/completions")
+            return self._send(400, error_body(400, "We could not parse the JSON body"))
+        fake.count("POST /v1/chat/completions", req)
+        with fake._lock:
+            fake.in_flight += 1
+            fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+        try:
+            self._answer(fake, req)
+        finally:
+            with fake._lock:
+                fake.in_flight -= 1
+
+    def _answer(self, fake: FakeOpenAI, req: dict[str, Any]) -> None:
+        fault = fake.take_fault(prompt_text(req))
+        if fake.latency_s:
+            time.sleep(fake.latency_s)
+        if fault in STATUS_FAULTS:
+            headers = {"retry-after": fake.retry_after} if fault == "429" else {}
+            return self._send(STATUS_FAULTS[fault], error_body(STATUS_FAULTS[fault],
+                                                           f"scripted fault {fault}"), headers)
+        if fault == "disconnect":
+            self.close_connection = True
+            return None
+        if fault == "timeout":
+            time.sleep(fake.timeout_hold_s)
+        problem = fake.check_chat(req)
+        if problem is not None:
+            return self._send(problem[0], error_body(*problem))
+        reply = completion(req, fake.judge_tables, fake.sample_texts)
+        if fault == "no_logprobs":
+            reply["choices"][0]["logprobs"] = None
+        if fault == "empty":
+            reply["choices"] = []
+        raw = json.dumps(reply).encode()
+        return self._send(200, None, raw=raw[: len(raw) // 2] if fault == "truncated" else raw)

@@ -1,0 +1,114 @@
+"""Settings for OpenAI-compatible endpoints: where to send requests, how hard to push, when to
+give up.
+
+Kept free of the `openai` import so that the experiment config can hold these settings on a
+machine without the SDK. Keys are never settings: only the *name* of the environment variable
+holding one is (`api_key_env`), so a config file, a run store or a report can be shared without
+leaking a key.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+NO_KEY = "EMPTY"
+"""Sent to a self-hosted server (vLLM, llama.cpp) when its key variable is unset: the SDK needs
+some string, and such servers accept any unless started with a key."""
+
+
+class ApiKeyMissing(RuntimeError):
+    """The environment variable that should hold the key for OpenAI's own API is unset."""
+
+
+class ApiSettings(BaseModel):
+    """One endpoint and its request policy. Defaults suit api.openai.com at tier-1 limits."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    base_url: str | None = None
+    """OpenAI-compatible root, e.g. `http://127.0.0.1:8000/v1` (vLLM, llama.cpp, other hosts);
+    None means OpenAI's own API."""
+    api_key_env: str = DEFAULT_KEY_ENV
+    """Name of the environment variable holding the key (the key itself is never configured,
+    logged or stored)."""
+    max_concurrency: int = Field(32, gt=0)
+    """Requests in flight at once; throughput is about max_concurrency / latency."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Per-attempt timeout; a timed-out attempt is retried."""
+    max_attempts: int = Field(6, ge=1)
+    """Attempts per request, the first included (so at most max_attempts - 1 retries)."""
+    max_retry_time_s: float = Field(600.0, gt=0)
+    """Cap on the time one request may spend across attempts and waits; a Retry-After that
+    would cross it ends the request with an error instead of sleeping."""
+    backoff_initial_s: float = Field(1.0, ge=0)
+    """First wait when the server gives no Retry-After; doubles per retry."""
+    backoff_max_s: float = Field(60.0, gt=0)
+    """Longest wait between attempts when the server gives no Retry-After."""
+
+    def api_key(self, model: str) -> str:
+        """The key from the environment; an unset key is an error only for OpenAI's own API."""
+        key = os.environ.get(self.api_key_env, "").strip()
+        if key:
+            return key
+        if self.base_url is None:
+            raise ApiKeyMissing(
+                f"{model}: the environment variable {self.api_key_env} is not set; export the "
+                f"API key there (emkit reads keys from the environment only)")
+        return NO_KEY
+
+    def endpoint(self) -> str:
+        """Where requests go, for messages (never contains a key)."""
+        return self.base_url or "https://api.openai.com/v1"
+
+
+class VllmSettings(ApiSettings):
+    """A vLLM server for `vllm/<base>[:adapter]` models: connect to `base_url`, or (when it is
+    None) start `vllm serve` with LoRA enabled, one server per base model."""
+
+    api_key_env: str = "VLLM_API_KEY"
+    """vLLM needs a key only when started with `--api-key`; unset, any string is accepted."""
+    executable: str = "vllm"
+    """The `vllm` command (a GPU machine with `pip install vllm`)."""
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """Port for a started server; None picks a free one."""
+    max_lora_rank: int = Field(32, gt=0)
+    """Largest adapter rank served (vLLM's default, 16, is below the paper's r=32)."""
+    max_loras: int | None = Field(None, gt=0)
+    """Adapters batched together; None = every adapter of the base."""
+    startup_timeout_s: float = Field(1800.0, gt=0)
+    """How long a started server may take to list its models (weights download + load)."""
+    extra_args: list[str] = []
+    """Appended to `vllm serve` (e.g. ["--tensor-parallel-size", "4"])."""
+
+
+class ApiConfig(BaseModel):
+    """Endpoints per provider, plus per-model overrides for a model on another host."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    openai: ApiSettings = ApiSettings()
+    """Settings for `openai/<model>`: OpenAI itself unless `base_url` is set."""
+    vllm: VllmSettings = VllmSettings()
+    """Settings for `vllm/<base>[:adapter]`."""
+    models: dict[str, ApiSettings] = {}
+    """Exact model string -> its own settings, e.g. a llama.cpp host for one subject while
+    `openai/gpt-4o-2024-08-06` judges on OpenAI."""
+
+    @field_validator("models")
+    @classmethod
+    def _openai_only(cls, value: dict[str, ApiSettings]) -> dict[str, ApiSettings]:
+        wrong = [m for m in value if not m.startswith("openai/")]
+        if wrong:
+            raise ValueError(f"overrides are for openai/<model> strings only, got {wrong} "
+                             "(a vLLM server is set under `vllm`)")
+        return value
+
+    def settings_for(self, model: str) -> ApiSettings:
+        """The settings a model string's requests use."""
+        if model.startswith("vllm/"):
+            return self.vllm
+        return self.models.get(model, self.openai)

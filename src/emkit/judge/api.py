@@ -1,0 +1,207 @@
+"""The paper's judge over any OpenAI-compatible API: one token, top-20 logprobs, the 0.25 rule.
+
+Each (answer, metric) is one request, exactly as Betley et al. sent it to GPT-4o: the question's
+judge template filled with the question and answer as a single user message, `max_tokens=1,
+temperature=0, logprobs=True, top_logprobs=20, seed=0`. The top logprobs go through
+`judgment_from_logprobs`, the same rule every emkit judge ends in.
+
+A reply that cannot be read -- no choices, no logprobs, an empty top list, a malformed entry,
+a body that is not JSON -- becomes a Judgment with label "missing", no score and a reason
+'<category>: <detail>'. It is stored like any judgment (so a resumed run does not pay for it
+again), counted per reason in the report, and, having no score, stays out of every rate's
+denominator. It is never turned into a grade. A request that fails for good (a 400, retries
+exhausted) raises `ApiError` instead: that is a broken setup, not a judgment.
+
+Token text is read as the paper's code reads it: `{entry.token: entry.logprob}`, so if two
+entries share one text the later wins, as there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from emkit.api import ApiClient, ApiConfig, ApiSettings, ChatReply, ChatRequest, RequestCache
+from emkit.judge.base import JudgeItem, judgment_from_logprobs
+from emkit.judge.prompts import judge_messages
+from emkit.judge.score import MIN_MASS
+from emkit.models.spec import ModelSpecError, parse_model_spec
+from emkit.records import Judgment
+
+log = logging.getLogger("emkit")
+
+PAPER_JUDGE_PARAMS: dict[str, Any] = {"max_tokens": 1, "temperature": 0, "logprobs": True,
+                                      "top_logprobs": 20, "seed": 0}
+"""The judge request settings of the paper's `judge.py`, unchanged."""
+
+
+def top_logprobs(data: dict[str, Any]) -> tuple[dict[str, float] | None, str | None]:
+    """Token -> logprob of the first generated token, or (None, '<category>: <detail>')."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None, "empty reply: the reply has no choices"
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    lp = first.get("logprobs")
+    if not isinstance(lp, dict):
+        return None, ("no logprobs: the reply carries no logprobs (does this endpoint support "
+                      "logprobs=True?)")
+    content = lp.get("content")
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return None, "no logprobs: logprobs.content is empty"
+    entries = content[0].get("top_logprobs")
+    if not isinstance(entries, list) or not entries:
+        return None, "no logprobs: top_logprobs is empty"
+    table: dict[str, float] = {}
+    for i, entry in enumerate(entries):
+        token = entry.get("token") if isinstance(entry, dict) else None
+        value = entry.get("logprob") if isinstance(entry, dict) else None
+        if not isinstance(token, str) or isinstance(value, bool) or not isinstance(
+                value, int | float):
+            return None, f"malformed reply: top_logprobs[{i}] is not {{token, logprob}}: {entry!r}"
+        table[token] = float(value)
+    return table, None
+
+
+def _check(data: dict[str, Any]) -> str | None:
+    return top_logprobs(data)[1]
+
+
+class ApiJudge:
+    """Judge through an endpoint: `ApiJudge(settings, "openai/gpt-4o-2024-08-06", "gpt-4o-...")`.
+
+    `name` is the emkit model string (the judge column in the store), `served` the model id the
+    endpoint knows. `validated` is decided by `emkit.judge.registry` (see docs/providers.md).
+    """
+
+    def __init__(self, settings: ApiSettings, name: str, served: str,
+                 cache: RequestCache | None = None, validated: bool = False,
+                 min_mass: float = MIN_MASS, params: dict[str, Any] | None = None,
+                 progress: bool = False) -> None:
+        self.name = name
+        self.served = served
+        self.validated = validated
+        self.min_mass = min_mass
+        self.params = dict(PAPER_JUDGE_PARAMS if params is None else params)
+        self.client = ApiClient(settings, name, cache)
+        self.chunk_size = settings.max_concurrency * 16
+        """Items per `judge` call the runner should send: big enough that the in-flight window
+        stays full, small enough that the store is written every few seconds."""
+        self.progress = progress
+        self.closers: list[Callable[[], None]] = []
+        """Run by `close()`: stop a vLLM server started for this judge, close its cache."""
+
+    def request(self, item: JudgeItem) -> ChatRequest:
+        """The judge request for one item (the paper's single user message, no system)."""
+        body = {"model": self.served, **self.params,
+                "messages": judge_messages(item.template, item.question, item.answer)}
+        k = item.key
+        tag = f"{k.model}|{k.question_id}|{k.paraphrase_index}|{k.sample_index}|{item.metric}"
+        return ChatRequest(self.name, body, index=0, tag=tag)
+
+    def judgment(self, item: JudgeItem, reply: ChatReply) -> Judgment:
+        """Score a reply with the paper's rule, or a missing Judgment carrying the reason."""
+        table, reason = (None, reply.error) if reply.data is None else top_logprobs(reply.data)
+        if table is None:
+            return Judgment(key=item.key, judge=self.name, metric=item.metric, score=None,
+                            label="missing", mass=0.0, reason=reason, top={})
+        return judgment_from_logprobs(item, self.name, table, self.min_mass)
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
+        """One Judgment per item, in order; raises `ApiError` on a request that failed for good.
+
+        Identical requests (the same template, question and answer) are sent once: the judge
+        reads a distribution at temperature 0, not a sample, so they share one reply."""
+        if not items:
+            return []
+        requests = [self.request(it) for it in items]
+        unique = list({r.key: r for r in requests}.values())
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(unique), desc=f"judging ({self.name})", unit="request")
+        try:
+            replies = self.client.chat_many(unique, check=_check,
+                                            on_reply=(lambda r: _tick(bar, self.client))
+                                            if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        by_key = {r.request.key: r for r in replies}
+        return [self.judgment(it, by_key[r.key]) for it, r in zip(items, requests, strict=True)]
+
+    def close(self) -> None:
+        """Log what the requests cost (retries shown here, stored per request in the cache),
+        then release what this judge holds."""
+        if self.client.stats.requests:
+            log.info("judge %s", self.client.stats.line(self.name))
+        closers, self.closers = self.closers, []
+        for close in closers:
+            close()
+
+
+def _tick(bar: Any, client: ApiClient) -> None:
+    bar.update(1)
+    bar.set_postfix(retries=client.stats.retries, cached=client.stats.cache_hits, refresh=False)
+
+
+PAPER_JUDGE = "gpt-4o-2024-08-06"
+"""The judge of record of Betley et al. (2025); a pinned snapshot, not the moving `gpt-4o`."""
+
+
+def api_judge_status(model: str, api: ApiConfig | None = None) -> tuple[bool, str]:
+    """(validated, description) of an API judge, decided without any request.
+
+    Validated only for the paper's judge of record, `openai/gpt-4o-2024-08-06` on OpenAI's own
+    endpoint: its scores *define* the paper's EM numbers, so a replication that uses it needs
+    no further check. emkit has not measured it on its own calibration set (no API access where
+    emkit was built). Every other API judge -- another model, another snapshot, the same name
+    behind another base_url, any vLLM model -- is unvalidated until someone calibrates it
+    (`emkit judge calibrate --judge ...`) and decides.
+    """
+    api = api or ApiConfig()
+    spec = parse_model_spec(model)
+    settings = api.settings_for(model)
+    if spec.provider == "openai" and spec.name == PAPER_JUDGE and settings.base_url is None:
+        return True, (f"{model}: the paper's judge of record (Betley et al. 2025), same request "
+                      "settings (1 token, top-20 logprobs, temperature 0, seed 0); validated by "
+                      "reference, not re-measured on emkit's calibration set")
+    where = settings.endpoint() if spec.provider == "openai" else "a vLLM server"
+    return False, (f"{model} at {where}: an API judge scored with the paper's logprob rule; not "
+                   f"validated (only openai/{PAPER_JUDGE} on OpenAI's endpoint is the paper's "
+                   "judge of record; calibrate others with `emkit judge calibrate`)")
+
+
+def load_api_judge(model: str, api: ApiConfig | None = None, cache_path: Path | None = None,
+                   progress: bool = False) -> ApiJudge:
+    """An `ApiJudge` for `openai/...` or `vllm/...`; a vLLM judge's server is started here (or
+    connected to) and stopped by `judge.close()`. `cache_path`: SQLite file for the request
+    cache (the run store's), or None for no cache."""
+    from emkit.models.vllm import VllmServer
+
+    api = api or ApiConfig()
+    spec = parse_model_spec(model)
+    validated, _ = api_judge_status(model, api)
+    cache = RequestCache(cache_path) if cache_path is not None else None
+    closers: list[Callable[[], None]] = [cache.close] if cache is not None else []
+    if spec.provider == "vllm":
+        server = VllmServer(spec.name, [spec.adapter] if spec.adapter else [], api.vllm,
+                            log_dir=cache_path.parent / "vllm" if cache_path else None)
+        try:
+            server.start()
+        except BaseException:
+            for close in closers:
+                close()
+            raise
+        settings, served = server.settings, server.served(spec)
+        closers.insert(0, server.stop)
+    elif spec.provider == "openai":
+        settings, served = api.settings_for(model), spec.name
+    else:
+        raise ModelSpecError(f"judge {model!r}: provider {spec.provider!r} is not an API")
+    judge = ApiJudge(settings, model, served, cache=cache, validated=validated,
+                     progress=progress)
+    judge.closers = closers
+    return judge
