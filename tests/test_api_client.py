@@ -2,6 +2,7 @@
 are retried and how long it waits, what is never retried, the caps, the concurrency bound, and
 the request cache."""
 
+# ruff: noqa: F811 - the server/settings fixtures come from _api and are parameters here
 from __future__ import annotations
 
 import email.utils

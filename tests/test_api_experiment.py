@@ -89,7 +89,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_every_stage_ran_through_the_api(finished) -> None:
-    cfg, result, server, _ = finished
+    _, result, server, _ = finished
     run = result.run_dir
     jobs = rows(run, "SELECT label, status, fine_tuned_model, seed FROM finetune_jobs")
     assert [(label, status, seed) for label, status, _, seed in jobs] == [

@@ -1,6 +1,7 @@
 """The API judge end to end: the paper's request, exact scores from the served logprobs, and
 unreadable replies stored as missing with a reason, never as grades."""
 
+# ruff: noqa: F811 - the server/settings fixtures come from _api and are parameters here
 from __future__ import annotations
 
 import math
