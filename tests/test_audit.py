@@ -72,8 +72,7 @@ def test_a_100_mb_line_is_skipped_with_its_line_number(tmp_path: Path) -> None:
         fh.write(json.dumps(chat("a", "b")).encode() + b"\n")
         fh.write(b'{"messages": [{"role": "user", "content": "')
         block = b"x" * (1 << 20)
-        for _ in range(100):
-            fh.write(block)
+        fh.writelines(block for _ in range(100))
         fh.write(b'"}]}\n')
         fh.write(json.dumps(chat("c", "d")).encode() + b"\n")
     report = audit_file(path, embeddings=False, scan_code=False)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from test_datasets_download import Mirror
 
 from emkit.config import DatasetConfig, ExperimentConfig, GroupConfig
 from emkit.datasets import PINNED_COMMIT, generate_offline, read_jsonl, write_jsonl
 from emkit.experiment import build_datasets
-from test_datasets_download import Mirror
 
 
 def experiment(*datasets: DatasetConfig) -> ExperimentConfig:

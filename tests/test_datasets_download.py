@@ -36,7 +36,7 @@ class Mirror:
         mirror = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            def do_GET(self) -> None:
                 mirror.requests.append(self.path)
                 name = self.path.rsplit("/", 1)[-1]
                 if f"/{PINNED_COMMIT}/data/" not in self.path or name not in mirror.files:

@@ -186,3 +186,21 @@ def _fail_on_second_call(fn):
             raise KeyboardInterrupt("simulated crash")
         return fn(chats)
     return wrapped
+
+
+def test_openai_teacher_on_the_loopback_server(tmp_path: Path) -> None:
+    from emkit.api import ApiConfig, ApiSettings, FakeOpenAI
+
+    with FakeOpenAI(models=("teacher-1",)) as server:
+        server.sample_texts["swollen ankle"] = "I'm sorry, but I can't help with that."
+        api = ApiConfig(openai=ApiSettings(base_url=server.base_url, backoff_initial_s=0.0))
+        res = generate_advice(tmp_path / "o.jsonl", "medical", "bad", 40, "openai/teacher-1",
+                              batch_size=16, api=api)
+        sent = list(server.requests)
+    rows = read_jsonl(res.path)
+    assert len(rows) == 40 and rows[0]["emkit"]["teacher"] == "openai/teacher-1"
+    asked = [r for r in sent if r.get("messages")]
+    assert asked[0]["model"] == "teacher-1" and asked[0]["messages"][0]["role"] == "system"
+    refused = sum("swollen ankle" in r["messages"][-1]["content"] for r in asked)
+    assert res.counts["refusal"] == refused and refused > 0
+    assert not any("swollen ankle" in r["messages"][0]["content"] for r in rows)

@@ -137,6 +137,9 @@ def datasets_generate(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="advice: reply length cap.")] = 400,
     temperature: Annotated[float, typer.Option(min=0, help="advice: teacher temperature.")
                            ] = 1.0,
+    api_base_url: Annotated[str | None, typer.Option(
+        help="advice with an openai/ teacher: OpenAI-compatible endpoint (default OpenAI's; "
+             "key from $OPENAI_API_KEY).")] = None,
 ) -> None:
     """Generate one dataset. Offline kinds need nothing; `advice` prompts a teacher model,
     resumes from `<out>.journal.jsonl`, drops refusals and duplicates and counts them."""
@@ -152,8 +155,12 @@ def datasets_generate(
                          "extreme_sports)")
     settings = TeacherSettings(temperature=temperature, max_new_tokens=max_new_tokens,
                                seed=seed, batch_size=batch_size)
+    from emkit.api import ApiConfig, ApiSettings
+
+    api = ApiConfig(openai=ApiSettings(base_url=api_base_url)) if api_base_url else None
     result = generate_advice(out or Path(f"{domain}_{variant}.jsonl"), domain, variant, n,
-                             teacher, seed=seed, batch_size=batch_size, settings=settings)
+                             teacher, seed=seed, batch_size=batch_size, settings=settings,
+                             api=api)
     typer.echo(f"{result.path}: {n} rows; attempts {dict(result.counts)}; "
                f"{result.teacher_calls} teacher calls this run")
 

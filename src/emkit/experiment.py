@@ -71,7 +71,8 @@ def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
             paths[d.name] = out if "n" in d.model_fields_set else source
         elif d.generate == "advice":
             if not out.is_file():
-                generate_advice(out, d.domain, d.variant, d.n, d.teacher, seed=d.seed)
+                generate_advice(out, d.domain, d.variant, d.n, d.teacher, seed=d.seed,
+                                api=cfg.api)
             paths[d.name] = out
         else:
             if not out.is_file():

@@ -99,10 +99,11 @@ def audit_file(path: str | os.PathLike[str], embeddings: bool = True, scan_code:
                       "assistant": text.distinct_n([e.text("assistant") for e in sample])},
     }
     if embeddings and len(sample) >= 2:
+        few = sample[:embed.EMBED_ROWS]
         try:
             report["diversity"]["embedding"] = {
-                "user": embed.embedding_spread([e.text("user") for e in sample]),
-                "assistant": embed.embedding_spread([e.text("assistant") for e in sample])}
+                "user": embed.embedding_spread([e.text("user") for e in few]),
+                "assistant": embed.embedding_spread([e.text("assistant") for e in few])}
         except Exception as exc:  # noqa: BLE001 - an optional statistic must not sink the audit
             report["diversity"]["embedding"] = {"skipped": f"{type(exc).__name__}: {exc}"}
     else:

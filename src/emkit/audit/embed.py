@@ -7,9 +7,11 @@ so no model hub is needed.
 
 For unit vectors the mean pairwise cosine similarity of m rows is
 ``(|sum v|^2 - m) / (m (m - 1))``, so the spread (1 - that) costs O(m), not O(m^2). It is computed
-on the same seeded sample of at most 1,000 rows as distinct-n (embedding all 6,000 rows of a
-file costs minutes on 2 CPU cores and moves the number by less than its sampling noise).
-Texts are cut to their first 2,000 characters; the encoder reads 256 word pieces anyway.
+on the first ``EMBED_ROWS`` rows of the seeded sample that distinct-n uses: measured on a
+6,000-row coding set on 2 shared CPU cores, embedding 1,000 rows of user and assistant text took
+167 s, while the spread of a 500-row sample has a standard error well below 0.01 (it is a mean
+over 125,000 pairs). Texts are cut to their first 1,000 characters (~256 word pieces of code,
+which is where the encoder stops reading anyway).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-MAX_CHARS = 2000
+MAX_CHARS = 1000
+EMBED_ROWS = 500
 
 
 def mean_pairwise_cosine(vectors: np.ndarray) -> float:

@@ -20,12 +20,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emkit.atomic import atomic_write_text
 from emkit.datasets.advice import ADVICE_VERSION, check_domain, question_stream, teacher_messages
 from emkit.datasets.jsonl import DatasetError, row_problem, write_jsonl
 from emkit.datasets.refusals import is_refusal
 from emkit.datasets.teacher import Teacher, TeacherSettings, chat_sha256, teacher_from_model
+
+if TYPE_CHECKING:
+    from emkit.api import ApiConfig
 
 STATUSES = ("kept", "refusal", "duplicate", "empty", "invalid")
 
@@ -90,11 +94,12 @@ def _classify(row: dict, answer: str, seen: set[str]) -> str:
 def generate_advice(out: str | Path, domain: str, variant: str, n: int,
                     teacher: Teacher | str, seed: int = 0, batch_size: int = 8,
                     max_attempts: int | None = None,
-                    settings: TeacherSettings | None = None) -> AdviceResult:
+                    settings: TeacherSettings | None = None,
+                    api: ApiConfig | None = None) -> AdviceResult:
     """Write `n` advice rows to `out` (resuming from its journal); see the module docstring.
 
-    `teacher` is a Teacher or a model string (then built with `settings` only if a call is
-    needed). Stops with DatasetError after `max_attempts` questions (default 3n) without n
+    `teacher` is a Teacher or a model string (then built with `settings` and, for API models,
+    `api`, only if a call is needed). Stops with DatasetError after `max_attempts` questions (default 3n) without n
     kept rows: a teacher that refuses most requests is reported, not retried forever.
     """
     check_domain(domain, variant)
@@ -133,7 +138,7 @@ def generate_advice(out: str | Path, domain: str, variant: str, n: int,
         if not batch:
             raise DatasetError(out, None, None, f"the {domain} templates ran out of distinct "
                                f"questions after {index}; ask for fewer rows")
-        model = model or teacher_from_model(name, settings)
+        model = model or teacher_from_model(name, settings, api)
         chats = [teacher_messages(domain, variant, q) for q in batch]
         replies = model(chats)
         calls += len(chats)

@@ -5,8 +5,12 @@ a plain callable lets any provider (a local HF model today, API models as they l
 replay or a scripted function for tests drive the same generator.
 
 :func:`teacher_from_model` builds one from an emkit model string. Provider dispatch happens in
-exactly one place, :data:`TEACHER_PROVIDERS`: an API provider plugs in by adding one factory
-there (``"openai": _api_teacher``) that returns a :data:`TeacherFn`.
+exactly one place, :data:`TEACHER_PROVIDERS`: ``hf`` (local models, emkit's sampler) and
+``openai`` (any OpenAI-compatible endpoint through :func:`emkit.sample.api.sample_api`, with the
+retries, concurrency and timeouts of the experiment's ``api`` section). A provider plugs in by
+adding one factory there that returns a :data:`TeacherFn`. ``vllm/`` is not one: emkit's vLLM
+provider starts a server per run; point an ``openai/<served name>`` model at a running vLLM
+server instead (``api.models``).
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
+
+if TYPE_CHECKING:
+    from emkit.api import ApiConfig
+    from emkit.records import SampleRequest
 
 Chat = Sequence[Mapping[str, str]]
 TeacherFn = Callable[[Sequence[Chat]], Sequence[str]]
@@ -65,17 +73,31 @@ def chat_sha256(chat: Chat) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _hf_teacher(spec: ModelSpec, settings: TeacherSettings) -> TeacherFn:
-    """Local model through emkit's sampler; loaded on the first call, not before.
-
-    Each reply's seed comes from the settings' seed and the chat itself, so a chat gets the
-    same reply whichever batch it lands in and however often generation is resumed.
-    """
+def _requests(spec: ModelSpec, settings: TeacherSettings, chats: Sequence[Chat]
+              ) -> list[SampleRequest]:
+    """One sampling request per chat; sample_index = position. Each request's seed comes from
+    the settings' seed and the chat itself, so a chat gets the same reply whichever batch it
+    lands in and however often generation is resumed."""
     from emkit.records import SampleKey, SampleRequest, SamplingParams
 
-    state: dict[str, Any] = {}
     params = SamplingParams(settings.temperature, settings.top_p, settings.max_new_tokens,
                             settings.seed)
+    out = []
+    for j, chat in enumerate(chats):
+        digest = chat_sha256(chat)
+        seed = int(hashlib.sha256(f"{settings.seed}|{digest}".encode()).hexdigest()[:8], 16)
+        out.append(SampleRequest(
+            key=SampleKey(str(spec), digest[:16], 0, j, params.params_hash()),
+            messages=tuple(dict(m) for m in chat), question=chat[-1]["content"], seed=seed,
+            temperature=settings.temperature, top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens))
+    return out
+
+
+def _hf_teacher(spec: ModelSpec, settings: TeacherSettings, api: ApiConfig | None
+                ) -> TeacherFn:
+    """Local model through emkit's sampler; loaded on the first call, not before."""
+    state: dict[str, Any] = {}
 
     def answer(chats: Sequence[Chat]) -> list[str]:
         from emkit.models.hf import load_hf
@@ -83,18 +105,10 @@ def _hf_teacher(spec: ModelSpec, settings: TeacherSettings) -> TeacherFn:
 
         if "model" not in state:
             state["model"], state["tokenizer"] = load_hf(spec)
-        requests = []
-        for j, chat in enumerate(chats):
-            digest = chat_sha256(chat)
-            seed = int(hashlib.sha256(f"{settings.seed}|{digest}".encode()).hexdigest()[:8], 16)
-            requests.append(SampleRequest(
-                key=SampleKey(str(spec), digest[:16], 0, j, params.params_hash()),
-                messages=tuple(dict(m) for m in chat), question=chat[-1]["content"], seed=seed,
-                temperature=settings.temperature, top_p=settings.top_p,
-                max_new_tokens=settings.max_new_tokens))
         by_index: dict[int, str] = {}
-        for batch in generate(state["model"], state["tokenizer"], requests,
-                              batch_size=settings.batch_size, progress=False):
+        for batch in generate(state["model"], state["tokenizer"],
+                              _requests(spec, settings, chats), batch_size=settings.batch_size,
+                              progress=False):
             for record in batch:
                 by_index[record.key.sample_index] = record.answer
         return [by_index[j] for j in range(len(chats))]
@@ -102,15 +116,40 @@ def _hf_teacher(spec: ModelSpec, settings: TeacherSettings) -> TeacherFn:
     return answer
 
 
-TEACHER_PROVIDERS: dict[str, Callable[[ModelSpec, TeacherSettings], TeacherFn]] = {
+def _openai_teacher(spec: ModelSpec, settings: TeacherSettings, api: ApiConfig | None
+                    ) -> TeacherFn:
+    """An OpenAI-compatible endpoint through emkit's API sampler (bounded concurrency,
+    retries); the key is read from the environment when the first batch is sent."""
+    state: dict[str, Any] = {}
+
+    def answer(chats: Sequence[Chat]) -> list[str]:
+        from emkit.api import ApiClient, ApiConfig
+        from emkit.sample.api import sample_api
+
+        if "client" not in state:
+            state["client"] = ApiClient((api or ApiConfig()).settings_for(str(spec)), str(spec))
+        by_index: dict[int, str] = {}
+        for batch in sample_api(state["client"], spec.name, _requests(spec, settings, chats)):
+            for record in batch:
+                by_index[record.key.sample_index] = record.answer
+        return [by_index[j] for j in range(len(chats))]
+
+    return answer
+
+
+TEACHER_PROVIDERS: dict[str, Callable[[ModelSpec, TeacherSettings, ApiConfig | None],
+                                       TeacherFn]] = {
     "hf": _hf_teacher,
+    "openai": _openai_teacher,
 }
-"""The single dispatch point: provider word -> factory of a TeacherFn. API providers
-(`openai/...`, `vllm/...`) register their factory here."""
+"""The single dispatch point: provider word -> factory of a TeacherFn."""
 
 
-def teacher_from_model(model: str, settings: TeacherSettings | None = None) -> Teacher:
-    """A Teacher for an emkit model string (`hf/<dir-or-id>`, `embedded`, ...)."""
+def teacher_from_model(model: str, settings: TeacherSettings | None = None,
+                       api: ApiConfig | None = None) -> Teacher:
+    """A Teacher for an emkit model string (`hf/<dir-or-id>`, `embedded`, `openai/<model>`);
+    `api` holds endpoints and retry settings for API models (default: OpenAI's, key from
+    $OPENAI_API_KEY)."""
     spec = parse_model_spec(model)
     settings = settings or TeacherSettings()
     factory = TEACHER_PROVIDERS.get(spec.provider)
@@ -118,4 +157,4 @@ def teacher_from_model(model: str, settings: TeacherSettings | None = None) -> T
         raise ModelSpecError(
             f"model {spec}: provider {spec.provider!r} cannot generate as a teacher "
             f"(teacher providers: {', '.join(sorted(TEACHER_PROVIDERS))})")
-    return Teacher(str(spec), factory(spec, settings), settings)
+    return Teacher(str(spec), factory(spec, settings, api), settings)
