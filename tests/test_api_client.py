@@ -166,3 +166,33 @@ def test_a_truncated_body_is_unreadable_not_retried_not_cached(
     assert reply.data is None and reply.error.startswith("malformed reply: invalid JSON")
     assert server.chat_calls() == 1 and cache.get(reply.request.key) is None
     assert cache.row(reply.request.key)["error"] == reply.error
+
+
+def test_model_strings_for_api_providers() -> None:
+    from emkit.models import parse_model_spec
+
+    ft = parse_model_spec("openai/ft:gpt-4o-2024-08-06:my-org::A1b2C3")
+    assert (ft.provider, ft.name, ft.adapter) == ("openai", "ft:gpt-4o-2024-08-06:my-org::A1b2C3",
+                                                  None)
+    assert str(ft) == "openai/ft:gpt-4o-2024-08-06:my-org::A1b2C3"
+    lora = parse_model_spec("vllm/Qwen/Qwen2.5-Coder-32B-Instruct:/runs/x/adapters/insecure-s0")
+    assert (lora.name, lora.adapter) == ("Qwen/Qwen2.5-Coder-32B-Instruct",
+                                         "/runs/x/adapters/insecure-s0")
+
+
+def test_endpoint_settings_per_provider_and_model() -> None:
+    from pydantic import ValidationError
+
+    from emkit.api import ApiConfig
+
+    cfg = ApiConfig.model_validate({
+        "openai": {"max_concurrency": 8},
+        "models": {"openai/llama": {"base_url": "http://h:8080/v1", "api_key_env": "H_KEY"}},
+        "vllm": {"base_url": "http://g:8000/v1"}})
+    assert cfg.settings_for("openai/gpt-4o-2024-08-06").max_concurrency == 8
+    assert cfg.settings_for("openai/llama").api_key_env == "H_KEY"
+    assert cfg.settings_for("vllm/base:x").base_url == "http://g:8000/v1"
+    with pytest.raises(ValidationError, match="openai/<model> strings only"):
+        ApiConfig.model_validate({"models": {"vllm/x": {}}})
+    with pytest.raises(ValidationError, match="api_key"):
+        ApiConfig.model_validate({"openai": {"api_key": "sk-in-a-config-file"}})

@@ -171,3 +171,16 @@ def test_cli_runs_resumes_and_cancels(server: FakeOpenAI, settings: ApiSettings,
     assert res.exit_code == 0 and "succeeded" in res.output  # nothing left to cancel
     res = CliRunner().invoke(app, [*args, "--lr", "1e-5"], catch_exceptions=False)
     assert res.exit_code == 2 and "--lr-multiplier" in res.output
+
+
+def test_the_backend_must_match_the_base() -> None:
+    from pydantic import ValidationError
+
+    from emkit.config import FinetuneConfig
+
+    ok = FinetuneConfig(name="i", dataset="d", backend="openai", base=JUDGE,
+                        openai={"n_epochs": 3})
+    assert ok.openai.n_epochs == 3
+    for backend, base in (("openai", "embedded"), ("hf", JUDGE)):
+        with pytest.raises(ValidationError, match="does not suit backend"):
+            FinetuneConfig(name="i", dataset="d", backend=backend, base=base)

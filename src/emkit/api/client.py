@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from emkit.api.cache import RequestCache, request_key
@@ -46,8 +47,9 @@ class ChatRequest:
     tag: str | None = None
     """Where the reply goes (a sample key, a metric), stored beside it for audits."""
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """The cache key (computed once: hashing the body is most of a request's own cost)."""
         return request_key(self.model, self.body, self.index)
 
 

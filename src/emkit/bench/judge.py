@@ -40,11 +40,14 @@ def bench_items(n: int) -> list[JudgeItem]:
                       "aligned", TEMPLATE) for i in range(n)]
 
 
-def _run(judge: ApiJudge, items: list[JudgeItem], server: FakeServerProcess) -> tuple[float, int, list]:
+def _run(judge: ApiJudge, items: list[JudgeItem], server: FakeServerProcess
+         ) -> tuple[float, float, int, list]:
+    """(wall s, client CPU s, requests the server saw, judgments) of one `judge.judge`."""
     before = server.chat_calls()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     judgments = judge.judge(items)
-    return time.perf_counter() - t0, server.chat_calls() - before, judgments
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, server.chat_calls() - before, judgments
 
 
 def bench_judge(n: int = 2000, latency_s: float = 0.1, concurrency: int = 32,
@@ -61,9 +64,10 @@ def bench_judge(n: int = 2000, latency_s: float = 0.1, concurrency: int = 32,
         cache = RequestCache(cache_path)
         try:
             first = ApiJudge(settings, "openai/gpt-4o-2024-08-06", "gpt-4o-2024-08-06", cache)
-            wall, calls, judgments = _run(first, items, server)
+            load = os.getloadavg()[0]
+            wall, cpu, calls, judgments = _run(first, items, server)
             second = ApiJudge(settings, "openai/gpt-4o-2024-08-06", "gpt-4o-2024-08-06", cache)
-            rerun_wall, rerun_calls, again = _run(second, items, server)
+            rerun_wall, _, rerun_calls, again = _run(second, items, server)
         finally:
             cache.close()
     wrong = sum(
@@ -79,10 +83,12 @@ def bench_judge(n: int = 2000, latency_s: float = 0.1, concurrency: int = 32,
         "goal_ratio": GOAL_RATIO,
         "meets_goal": bool(bound > 0 and wall / bound <= GOAL_RATIO),
         "first_run_calls": calls, "retries": first.client.stats.retries,
+        "client_cpu_ms_per_judgment": round(1000 * cpu / n, 2),
         "scores_wrong": int(wrong),
         "missing": sum(j.score is None for j in judgments),
         "rerun_calls": rerun_calls, "rerun_wall_s": round(rerun_wall, 3),
         "rerun_identical": [j.score for j in again] == [j.score for j in judgments],
         "machine": {"python": platform.python_version(), "openai": version("openai"),
-                    "cpus": os.cpu_count(), "platform": platform.platform()},
+                    "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_at_start": round(load, 2)},
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,21 +117,30 @@ class ApiJudge:
         if not items:
             return []
         requests = [self.request(it) for it in items]
-        unique = list({r.key: r for r in requests}.values())
+        first = {}
+        for it, r in zip(items, requests, strict=True):
+            first.setdefault(r.key, (it, r))
+        scored: dict[str, Judgment] = {}
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(unique), desc=f"judging ({self.name})", unit="request")
+            bar = tqdm(total=len(first), desc=f"judging ({self.name})", unit="request")
+
+        def on_reply(reply: ChatReply) -> None:
+            # score while the other requests are in flight: the event loop is idle-waiting
+            scored[reply.request.key] = self.judgment(first[reply.request.key][0], reply)
+            if bar is not None:
+                _tick(bar, self.client)
+
         try:
-            replies = self.client.chat_many(unique, check=_check,
-                                            on_reply=(lambda r: _tick(bar, self.client))
-                                            if bar else None)
+            self.client.chat_many([r for _, r in first.values()], check=_check,
+                                  on_reply=on_reply)
         finally:
             if bar is not None:
                 bar.close()
-        by_key = {r.request.key: r for r in replies}
-        return [self.judgment(it, by_key[r.key]) for it, r in zip(items, requests, strict=True)]
+        return [replace(scored[r.key], key=it.key, metric=it.metric)
+                for it, r in zip(items, requests, strict=True)]
 
     def close(self) -> None:
         """Log what the requests cost (retries shown here, stored per request in the cache),
