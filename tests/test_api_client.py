@@ -196,3 +196,27 @@ def test_endpoint_settings_per_provider_and_model() -> None:
         ApiConfig.model_validate({"models": {"vllm/x": {}}})
     with pytest.raises(ValidationError, match="api_key"):
         ApiConfig.model_validate({"openai": {"api_key": "sk-in-a-config-file"}})
+
+
+def test_works_inside_a_running_event_loop(server: FakeOpenAI, settings: ApiSettings,
+                                           tmp_path: Path) -> None:
+    import asyncio
+
+    async def notebook_cell() -> list:
+        client = ApiClient(settings, "openai/x", RequestCache(tmp_path / "c.sqlite"))
+        return client.chat_many([chat("from a notebook")])
+
+    (reply,) = asyncio.run(notebook_cell())
+    assert reply.data is not None and server.chat_calls() == 1
+
+
+def test_openai_base_url_in_the_environment_cannot_redirect_openai(
+        server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK would read OPENAI_BASE_URL; emkit passes the endpoint explicitly, so a judge the
+    # config calls OpenAI's (and validated) is never silently answered by another server.
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    settings = ApiSettings(api_key_env=KEY_ENV, max_attempts=1, timeout_s=3.0)
+    with pytest.raises(ApiError, match="api.openai.com"):
+        ApiClient(settings, "openai/x", sleep=SleepLog()).chat_many([chat("where")])
+    assert server.chat_calls() == 0

@@ -64,7 +64,10 @@ class RequestCache:
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        # check_same_thread=False: `ApiClient` may use it from its helper thread (never from
+        # two threads at once), when called inside a notebook's running event loop
+        self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                    check_same_thread=False)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -112,8 +113,17 @@ class ApiClient:
     def chat_many(self, requests: Sequence[ChatRequest], check: Check | None = None,
                   on_reply: Callable[[ChatReply], None] | None = None) -> list[ChatReply]:
         """One reply per request, in order. Raises `ApiError` when a request fails for good
-        (replies received before that are already in the cache)."""
-        return asyncio.run(self.achat_many(requests, check, on_reply))
+        (replies received before that are already in the cache).
+
+        Inside a running event loop (a notebook), the requests run on a loop of their own in a
+        helper thread, since `asyncio.run` cannot nest."""
+        coro = self.achat_many(requests, check, on_reply)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        with ThreadPoolExecutor(1, thread_name_prefix="emkit-api") as pool:
+            return pool.submit(asyncio.run, coro).result()
 
     async def achat_many(self, requests: Sequence[ChatRequest], check: Check | None = None,
                          on_reply: Callable[[ChatReply], None] | None = None
@@ -133,7 +143,7 @@ class ApiClient:
         if todo:
             import openai
 
-            async with openai.AsyncOpenAI(api_key=self._key, base_url=self.settings.base_url,
+            async with openai.AsyncOpenAI(api_key=self._key, base_url=self.settings.endpoint(),
                                           max_retries=0, timeout=self.settings.timeout_s) as oa:
                 pending = iter(todo)
 

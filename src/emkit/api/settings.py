@@ -14,6 +14,9 @@ import os
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_URL = "https://api.openai.com/v1"
+"""Where `base_url: null` sends requests. Passed explicitly, so the SDK's own OPENAI_BASE_URL
+variable cannot redirect a judge that the config (and the report) say is OpenAI's."""
 NO_KEY = "EMPTY"
 """Sent to a self-hosted server (vLLM, llama.cpp) when its key variable is unset: the SDK needs
 some string, and such servers accept any unless started with a key."""
@@ -60,8 +63,8 @@ class ApiSettings(BaseModel):
         return NO_KEY
 
     def endpoint(self) -> str:
-        """Where requests go, for messages (never contains a key)."""
-        return self.base_url or "https://api.openai.com/v1"
+        """Where requests go (never contains a key)."""
+        return self.base_url or OPENAI_URL
 
 
 class VllmSettings(ApiSettings):

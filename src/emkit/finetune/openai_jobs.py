@@ -100,7 +100,7 @@ def _client(settings: ApiSettings, model: str) -> Any:
 
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return openai.OpenAI(api_key=settings.api_key(model), base_url=settings.base_url,
+    return openai.OpenAI(api_key=settings.api_key(model), base_url=settings.endpoint(),
                          max_retries=0, timeout=settings.timeout_s)
 
 
