@@ -105,18 +105,19 @@ def near_duplicates(examples: Sequence[Example], seed: int = 0) -> dict:
     for i, s in enumerate(sets):
         x = np.fromiter(s, dtype=np.uint64, count=len(s)) % np.uint64(_PRIME)
         sig = ((np.outer(x, a) + b) % np.uint64(_PRIME)).min(axis=0)
+        candidates: dict[int, None] = {}  # ordered and unique: a pair is compared once
         for band in range(_BANDS):
-            key = (band, sig[band * _ROWS:(band + 1) * _ROWS].tobytes())
-            members = buckets[key]
-            for j in members[-BUCKET_PEERS:]:
-                if _find(parent, i) == _find(parent, j):
-                    continue
-                jac = len(s & sets[j]) / len(s | sets[j])
-                if jac >= NEAR_DUP_JACCARD:
-                    parent[_find(parent, i)] = _find(parent, j)
-                    if len(pairs) < 10:
-                        pairs.append((examples[i].line, examples[j].line, round(jac, 3)))
+            members = buckets[(band, sig[band * _ROWS:(band + 1) * _ROWS].tobytes())]
+            candidates.update(dict.fromkeys(members[-BUCKET_PEERS:]))
             members.append(i)
+        for j in candidates:
+            if _find(parent, i) == _find(parent, j):
+                continue
+            jac = len(s & sets[j]) / len(s | sets[j])
+            if jac >= NEAR_DUP_JACCARD:
+                parent[_find(parent, i)] = _find(parent, j)
+                if len(pairs) < 10:
+                    pairs.append((examples[i].line, examples[j].line, round(jac, 3)))
     clusters: dict[int, int] = defaultdict(int)
     for i in range(n):
         clusters[_find(parent, i)] += 1

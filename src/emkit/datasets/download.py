@@ -99,7 +99,7 @@ def remote_dataset(name: str) -> RemoteDataset:
 def dataset_url(name: str, base_url: str | None = None, commit: str = PINNED_COMMIT) -> str:
     """Where a file is fetched from: base_url, else $EMKIT_DATASETS_URL, else the pinned repo."""
     base = base_url or os.environ.get("EMKIT_DATASETS_URL") or DEFAULT_BASE_URL
-    return f"{base.format(commit=commit).rstrip('/')}/{remote_dataset(name).filename}"
+    return f"{base.replace('{commit}', commit).rstrip('/')}/{remote_dataset(name).filename}"
 
 
 def _sha256(data: bytes) -> str:
