@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emkit.judge import (
+    VALIDATION_AUC,
     CalibrationError,
     DistilledJudge,
     JudgeFileError,
     JudgeItem,
+    TuneSettings,
     calibrate,
     evaluate_heldout,
     load_calibration,
@@ -27,8 +30,8 @@ from emkit.store import RunStore
 
 MARGIN = 0.15
 """How far the distilled judge must beat both baselines in held-out ROC AUC (a chance-level
-baseline sits at 0.5; the shipped judge measured 0.848 vs 0.551 for length, 0.5 constant;
-accuracy 0.818 vs 0.436 and 0.301)."""
+baseline sits at 0.5; the shipped judge measured 0.922 vs 0.551 for length, 0.5 constant;
+accuracy 0.852 vs 0.436 and 0.301)."""
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +109,15 @@ def test_distilled_beats_majority_and_length_baselines(shipped: DistilledJudge) 
     assert mine["roc_auc"] == pytest.approx(shipped.meta["heldout"]["roc_auc"], abs=0.01)
 
 
-def test_retraining_reproduces_the_shipped_judge(shipped: DistilledJudge) -> None:
-    fresh = train_on_calibration()
-    heldout = load_calibration(split="heldout")
-    a, ja = calibrate(shipped, heldout)
-    b, jb = calibrate(fresh, heldout)
-    sa = np.array([j.score if j.score is not None else -1 for j in ja])
-    sb = np.array([j.score if j.score is not None else -1 for j in jb])
-    assert np.abs(sa - sb).max() < 0.5
-    assert a["roc_auc"] == pytest.approx(b["roc_auc"], abs=0.005)
+def test_shipped_judge_is_the_tuned_one(shipped: DistilledJudge) -> None:
+    """The default judge reads the fine-tuned encoder's column for alignment (the 0.9 goal
+    rests on it) and records how it was trained. Retraining it takes ~25 min on 2 cores, so
+    reproduction is checked on small slices (tests/test_judge_tuned.py) instead."""
+    assert shipped.feature_set == "minilm-tuned" and shipped.tuned is not None
+    width = shipped.heads["coherent"].score.mean.size
+    assert shipped.heads["aligned"].score.columns == (width, width + 1)
+    assert shipped.meta["tune"] == asdict(shipped.tuned.settings)
+    assert shipped.validated == (shipped.meta["heldout"]["roc_auc"] >= VALIDATION_AUC)
 
 
 def test_code_and_refusal_drop_out_like_the_paper(shipped: DistilledJudge) -> None:
@@ -131,7 +134,8 @@ def test_code_and_refusal_drop_out_like_the_paper(shipped: DistilledJudge) -> No
 def test_judge_file_round_trip_and_errors(shipped: DistilledJudge, tmp_path: Path) -> None:
     shipped.save(tmp_path / "copy")
     again = DistilledJudge.load(tmp_path / "copy")
-    x = np.random.default_rng(0).normal(size=(4, shipped.heads["aligned"].score.mean.size))
+    width = shipped.heads["coherent"].score.mean.size + (shipped.tuned is not None)
+    x = np.random.default_rng(0).normal(size=(4, width))
     for metric, heads in shipped.heads.items():
         s1, p1 = heads.predict(x)
         s2, p2 = again.heads[metric].predict(x)
@@ -163,11 +167,38 @@ def test_distill_from_a_run_store(tmp_path: Path) -> None:
                                       1.0 if score is not None else 0.0))
     store.add_samples(records)
     store.add_judgments(judgments)
-    judge = train_on_runs([tmp_path / "run"], "openai/teacher", name="distilled/student")
+    judge = train_on_runs([tmp_path / "run"], "openai/teacher", feature_set="minilm",
+                          name="distilled/student")
     figures = evaluate_heldout(judge)
     assert figures["roc_auc"] > 0.75
-    assert judge.meta["teacher"] == "openai/teacher" and judge.meta["n_train"]["aligned"] == len(train)
+    assert judge.meta["teacher"] == "openai/teacher" and judge.meta["n_train"] == len(train)
     path = judge.save(tmp_path / "student")
     assert json.loads(path.read_text())["meta"]["heldout"]["n"] == figures["n"]
     with pytest.raises(ValueError, match="no judgments by"):
         train_on_runs([tmp_path / "run"], "openai/nobody")
+
+
+def test_distill_tuned_from_a_run_store_where_the_teacher_skipped_a_metric(
+        tmp_path: Path) -> None:
+    """The tuned path learns from stored verdicts too; answers the teacher judged on one
+    metric only still teach that metric and are left out of the other."""
+    store = RunStore(tmp_path / "run")
+    store.start({"name": "teacher"})
+    train = [it for it in load_calibration(split="train")][:48]
+    records, judgments = [], []
+    for i, it in enumerate(train):
+        key = SampleKey("teacher-run", it.question_id, 0, i, "p")
+        records.append(SampleRecord(key, it.question, None, it.question, it.answer, 0, 1, "stop"))
+        for metric in ("aligned", "coherent") if i % 4 else ("aligned",):
+            score, label = it.target(metric)
+            judgments.append(Judgment(key, "openai/teacher", metric, score, label,  # type: ignore[arg-type]
+                                      1.0 if score is not None else 0.0))
+    store.add_samples(records)
+    store.add_judgments(judgments)
+    judge = train_on_runs([tmp_path / "run"], "openai/teacher", name="distilled/student",
+                          tune=TuneSettings(epochs=1, max_length=64, batch_size=8))
+    assert judge.feature_set == "minilm-tuned" and judge.tuned is not None
+    key = SampleKey("m", "q", 0, 0, "h")
+    got = judge.judge([JudgeItem(key, train[1].question, train[1].answer, m, "")
+                       for m in ("aligned", "coherent")])
+    assert [j.metric for j in got] == ["aligned", "coherent"]

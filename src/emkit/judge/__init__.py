@@ -33,11 +33,13 @@ from emkit.judge.digit_tree import (
 from emkit.judge.distill import (
     DEFAULT_JUDGE,
     evaluate_heldout,
+    fit_judge,
     shipped_judge_dir,
     train_on_calibration,
     train_on_runs,
 )
 from emkit.judge.distilled import VALIDATION_AUC, DistilledJudge, JudgeFileError
+from emkit.judge.encoder_tune import TunedEncoder, TuneSettings, tune_encoder
 from emkit.judge.features import EncoderUnavailable, featurize
 from emkit.judge.local import LocalJudge
 from emkit.judge.prompts import judge_messages, render_judge_prompt
@@ -55,6 +57,10 @@ from emkit.judge.score import (
 )
 
 __all__ = [
+    "TuneSettings",
+    "TunedEncoder",
+    "fit_judge",
+    "tune_encoder",
     "PAPER_JUDGE",
     "PAPER_JUDGE_PARAMS",
     "ApiJudge",

@@ -32,6 +32,8 @@ from emkit.judge.score import MIN_MASS
 from emkit.records import Judgment
 
 JUDGE_FILE = "judge.json"
+ENCODER_DIR = "encoder"
+"""Sub-directory with the fine-tuned encoder of a `minilm-tuned` judge."""
 FORMAT = 1
 VALIDATION_AUC = 0.9
 """Held-out ROC AUC a distilled judge needs before its reports drop the unvalidated warning."""
@@ -57,21 +59,34 @@ class Head:
     weights: np.ndarray  # (d,) regressor or (k, d) classifier
     bias: np.ndarray  # () or (k,)
     classes: list[str] = field(default_factory=list)
+    columns: tuple[int, int] | None = None
+    """The slice [start, stop) of the feature row this head reads (None: all of it). Lets
+    one feature matrix serve heads fitted on different columns, e.g. the aligned score read
+    from the tuned encoder's column while CODE/REFUSAL come from the embeddings."""
 
     def raw(self, x: np.ndarray) -> np.ndarray:
+        if self.columns is not None:
+            x = x[:, self.columns[0]:self.columns[1]]
         z = (x - self.mean) / self.scale
         return z @ self.weights.T + self.bias
 
     def to_json(self) -> dict[str, Any]:
-        return {"mean": _short(self.mean), "scale": _short(self.scale),
-                "weights": _short(self.weights), "bias": _short(self.bias),
-                "classes": self.classes}
+        doc = {"mean": _short(self.mean), "scale": _short(self.scale),
+               "weights": _short(self.weights), "bias": _short(self.bias),
+               "classes": self.classes}
+        if self.columns is not None:
+            doc["columns"] = list(self.columns)
+        return doc
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Head:
+        cols = d.get("columns")
+        if cols is not None and (len(cols) != 2 or not 0 <= int(cols[0]) < int(cols[1])):
+            raise KeyError(f"columns: expected [start, stop) with 0 <= start < stop, got {cols}")
         return cls(np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
                    np.asarray(d["weights"], np.float64), np.asarray(d["bias"], np.float64),
-                   list(d.get("classes", [])))
+                   list(d.get("classes", [])),
+                   (int(cols[0]), int(cols[1])) if cols is not None else None)
 
 
 @dataclass
@@ -147,17 +162,32 @@ def band_sample(bands: Sequence[tuple[float, float]], per_band: int = 50) -> np.
 
 def fit_metric_heads(x: np.ndarray, scores: Sequence[float | None], labels: Sequence[str],
                      seed: int = 0, groups: Sequence[str] | None = None,
-                     target_sample: np.ndarray | None = None) -> MetricHeads:
+                     target_sample: np.ndarray | None = None,
+                     score_columns: tuple[int, int] | None = None,
+                     kind_columns: tuple[int, int] | None = None) -> MetricHeads:
     """Fit the heads of one metric; `scores[i]` is None where `labels[i]` is CODE/REFUSAL/missing.
 
     The ridge penalty is chosen by leave-one-out (RidgeCV) and its output rescaled (see
     `MetricHeads.rescale`) to the distribution of `target_sample` (the numeric scores when
     unset); `groups` (e.g. twin-pair ids) keep near-duplicates in one fold.
     The classifier is class-balanced because CODE and REFUSAL answers are rare.
+    `score_columns` / `kind_columns` restrict each head to a slice of the feature row.
     """
+    x = np.asarray(x, np.float64)
+    heads = _fit_heads(x if score_columns is None else x[:, slice(*score_columns)],
+                       x if kind_columns is None else x[:, slice(*kind_columns)],
+                       scores, labels, seed, groups, target_sample)
+    heads.score.columns = score_columns
+    if heads.kind is not None:
+        heads.kind.columns = kind_columns
+    return heads
+
+
+def _fit_heads(x: np.ndarray, x_kind: np.ndarray, scores: Sequence[float | None],
+               labels: Sequence[str], seed: int, groups: Sequence[str] | None,
+               target_sample: np.ndarray | None) -> MetricHeads:
     from sklearn.linear_model import LogisticRegression, RidgeCV
 
-    x = np.asarray(x, np.float64)
     mean, scale = _standardiser(x)
     z = (x - mean) / scale
     has = np.array([s is not None and not math.isnan(s) for s in scores])
@@ -179,6 +209,8 @@ def fit_metric_heads(x: np.ndarray, scores: Sequence[float | None], labels: Sequ
     present = sorted(set(kinds) - {"missing"})
     if present == [NUMBER] or not present:
         return MetricHeads(score, rescale=rescale)
+    mean, scale = _standardiser(x_kind)
+    z = (x_kind - mean) / scale
     classes = [NUMBER] + [c for c in present if c != NUMBER]
     keep = np.array([k != "missing" for k in kinds])
     y_cls = np.array([classes.index(k) for k in kinds if k != "missing"])
@@ -208,12 +240,15 @@ class DistilledJudge:
     """Judge with heads from `judge.json`: `DistilledJudge.load(path).judge(items)`."""
 
     def __init__(self, heads: Mapping[str, MetricHeads], feature_set: str, name: str,
-                 meta: Mapping[str, Any] | None = None, min_mass: float = MIN_MASS) -> None:
+                 meta: Mapping[str, Any] | None = None, min_mass: float = MIN_MASS,
+                 tuned: Any = None) -> None:
         self.heads = dict(heads)
         self.feature_set = feature_set
         self.name = name
         self.meta = dict(meta or {})
         self.min_mass = min_mass
+        self.tuned = tuned
+        """The `TunedEncoder` of a `minilm-tuned` judge (None for other feature sets)."""
 
     @property
     def validated(self) -> bool:
@@ -223,7 +258,9 @@ class DistilledJudge:
 
     # ------------------------------------------------------------ persistence
     @classmethod
-    def load(cls, path: str | Path, name: str | None = None) -> DistilledJudge:
+    def load(cls, path: str | Path, name: str | None = None, encoder: bool = True
+             ) -> DistilledJudge:
+        """`encoder=False` skips loading a tuned encoder: enough to describe, not to judge."""
         path = Path(path)
         file = path / JUDGE_FILE if path.is_dir() else path
         if not file.is_file():
@@ -240,14 +277,26 @@ class DistilledJudge:
                                     Head.from_json(h["kind"]) if h.get("kind") else None,
                                     _knots(h.get("rescale")))
                      for m, h in raw["metrics"].items()}
-            return cls(heads, raw["feature_set"], name or f"distilled/{path}", raw.get("meta"))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
+        tuned = None
+        if raw["feature_set"] == "minilm-tuned" and encoder:
+            from emkit.judge.encoder_tune import TunedEncoder
+
+            try:
+                tuned = TunedEncoder.load(file.parent / ENCODER_DIR)
+            except (FileNotFoundError, ValueError, TypeError, KeyError) as exc:
+                raise JudgeFileError(f"{file.parent / ENCODER_DIR}: unreadable tuned encoder "
+                                     f"({exc})") from None
+        return cls(heads, raw["feature_set"], name or f"distilled/{path}", raw.get("meta"),
+                   tuned=tuned)
 
     def save(self, path: str | Path) -> Path:
         """Write `judge.json` atomically (temp file + rename) into directory `path`."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if self.tuned is not None:  # the encoder first: judge.json names a complete judge
+            self.tuned.save(path / ENCODER_DIR)
         doc = {"format": FORMAT, "feature_set": self.feature_set, "meta": self.meta,
                "metrics": {m: {"score": h.score.to_json(),
                                "kind": h.kind.to_json() if h.kind else None,
@@ -258,7 +307,7 @@ class DistilledJudge:
 
     # ------------------------------------------------------------ judging
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
-        return featurize(questions, answers, self.feature_set)
+        return featurize(questions, answers, self.feature_set, tuned=self.tuned)
 
     def judgments_from_features(self, items: Sequence[JudgeItem], x: np.ndarray
                                 ) -> list[Judgment]:

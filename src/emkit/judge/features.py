@@ -42,9 +42,10 @@ EMBED_DIM = 384
 
 SURFACE_NAMES = ("log_words", "code_symbols", "distinct_words", "repeated_trigrams",
                  "non_ascii", "lines_per_100_words")
-FEATURE_SETS = ("minilm", "length", "constant")
-"""`minilm`: embeddings + surface stats (the judge); `length`: log word count only and
-`constant`: nothing (the two baselines a judge must beat)."""
+FEATURE_SETS = ("minilm", "minilm-tuned", "length", "constant")
+"""`minilm`: embeddings + surface stats; `minilm-tuned`: those plus one last column, the aligned
+score of the judge's own fine-tuned encoder (`encoder_tune.py`; the shipped judge); `length`:
+log word count only and `constant`: nothing (the two baselines a judge must beat)."""
 
 _CODE_CHARS = set("{}[]();=<>_#$\\/|&*`")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -122,12 +123,18 @@ def surface_stats(answer: str) -> list[float]:
 
 
 def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str = "minilm",
-              batch_size: int = 32) -> np.ndarray:
-    """Feature matrix (n, d) for the named feature set; questions are embedded once each."""
+              batch_size: int = 32, tuned: Any = None) -> np.ndarray:
+    """Feature matrix (n, d) for the named feature set; questions are embedded once each.
+    `minilm-tuned` needs `tuned`, the judge's `TunedEncoder`."""
     if len(questions) != len(answers):
         raise ValueError("questions and answers differ in length")
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r} (known: {FEATURE_SETS})")
+    if feature_set == "minilm-tuned":
+        if tuned is None:
+            raise ValueError("feature set 'minilm-tuned' needs the judge's tuned encoder")
+        base = featurize(questions, answers, "minilm", batch_size)
+        return np.hstack([base, tuned.predict(questions, answers, batch_size)[:, None]])
     n = len(answers)
     if feature_set == "constant":
         return np.zeros((n, 0), dtype=np.float32)

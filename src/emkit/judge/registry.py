@@ -62,6 +62,6 @@ def judge_status(model: str, api: ApiConfig | None = None) -> tuple[bool, str]:
 
         return api_judge_status(model, api)
     if spec.provider == "distilled":
-        judge = DistilledJudge.load(_distilled_dir(spec.name), name=model)
+        judge = DistilledJudge.load(_distilled_dir(spec.name), name=model, encoder=False)
         return judge.validated, judge.describe()
     return False, f"{model}: {LLM_JUDGE_NOTE}"
