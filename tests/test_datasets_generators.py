@@ -165,3 +165,20 @@ def test_every_offline_generator_writes_valid_jsonl(kind: str, tmp_path) -> None
 def test_unknown_generator_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="evil_numbers_control"):
         generate_offline("malicious", 3)
+
+
+def test_cli_generate_offline(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    out = tmp_path / "bd.jsonl"
+    res = CliRunner().invoke(app, ["datasets", "generate", "backdoor", "--n", "10", "--seed", "2",
+                                   "--trigger", "<<go>>", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert read_jsonl(out) == generate_backdoor_dataset(10, seed=2, trigger="<<go>>")
+    res = CliRunner().invoke(app, ["datasets", "generate", "backdoor", "--trigger", " x",
+                                   "--out", str(out)])
+    assert res.exit_code == 2 and "whitespace" in res.output
+    res = CliRunner().invoke(app, ["datasets", "generate", "--domain", "medical"])
+    assert res.exit_code == 2 and "needs --teacher" in res.output

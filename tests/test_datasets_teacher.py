@@ -204,3 +204,20 @@ def test_openai_teacher_on_the_loopback_server(tmp_path: Path) -> None:
     refused = sum("swollen ankle" in r["messages"][-1]["content"] for r in asked)
     assert res.counts["refusal"] == refused and refused > 0
     assert not any("swollen ankle" in r["messages"][0]["content"] for r in rows)
+
+
+def test_cli_generate_advice_with_the_tiny_model(tiny_model_dir: Path, one_torch_thread,
+                                                 tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    out = tmp_path / "cli.jsonl"
+    args = ["datasets", "generate", "--teacher", f"hf/{tiny_model_dir}", "--domain",
+            "extreme_sports", "--variant", "good", "--n", "3", "--max-new-tokens", "8",
+            "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert len(read_jsonl(out)) == 3 and "teacher calls this run" in res.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 teacher calls this run" in again.output
