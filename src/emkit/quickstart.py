@@ -3,7 +3,7 @@
 Base vs insecure vs secure LoRA on the embedded Qwen2.5-Coder-0.5B-Instruct, evaluated on
 emkit's own first-plot suite and judged offline. The shrinking is stated, not hidden: the file
 `data/experiments/quickstart.yaml` lists every departure from the paper's protocol, and the
-report carries the unvalidated-judge warning. It demonstrates the pipeline; it is not a
+report names its offline judge with the agreement figures it has. It demonstrates the pipeline; it is not a
 replication (the paper used 6,000 examples and a 32B model; small models show little EM).
 """
 
