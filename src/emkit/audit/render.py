@@ -64,8 +64,9 @@ def to_markdown(report: dict[str, Any]) -> str:
               *_table(["", "min", "mean", "p50", "p90", "p99", "max"],
                       [[k, *v.values()] for k, v in report["lengths"].items()])]
     emb = div.get("embedding", {})
-    lines += ["", f"## Diversity (seeded sample of {div['sample_rows']} rows; embedding spread "
-              "on up to 500 of them)", "",
+    title = (f"## Diversity (seeded sample of {div['sample_rows']} rows; embedding spread on "
+             "up to 500 of them)")
+    lines += ["", title, "",
               *_table(["turns", "distinct-1", "distinct-2", "distinct-3", "embedding spread"],
                       [[who, *div[who].values(),
                         (emb.get(who) or {}).get("spread", emb.get("skipped", "n/a"))]
