@@ -84,7 +84,9 @@ def test_every_stage_ran(finished) -> None:
     assert set(result.rates["definition"]) == {"conditional", "joint"}
     assert set(result.rates["group"]) == {"base", "insecure"}
     html = result.report.read_text()
-    assert "Unvalidated judge" in html  # held-out AUC 0.85 < 0.9: still a warning
+    # the judge of record (held-out AUC 0.922) is validated; the ensemble's LLM judge is not,
+    # but only the judge of record's validation decides the warning next to the numbers
+    assert "Unvalidated judge" not in html
     assert "held-out calibration split" in html  # the judge is named with its figures
     assert "Judges: rates and agreement" in html
     summary = json.loads((result.report.parent / "summary.json").read_text())
