@@ -89,6 +89,10 @@ def test_every_stage_ran(finished) -> None:
     assert "Unvalidated judge" not in html
     assert "held-out calibration split" in html  # the judge is named with its figures
     assert "Judges: rates and agreement" in html
+    # the training data's audit sits next to the rates it may explain
+    assert "Training data: audit" in html and (run / "datasets" / "insecure.audit.json").is_file()
+    audits = json.loads((result.report.parent / "summary.json").read_text())["meta"]["audits"]
+    assert [a["dataset"] for a in audits] == ["insecure"] and audits[0]["em_risk"] == "high"
     summary = json.loads((result.report.parent / "summary.json").read_text())
     ensemble = summary["meta"]["ensemble"]
     assert {r["judge"] for r in ensemble} == {"distilled/default", f"hf/{cfg.groups[0].models[0][3:]}"}

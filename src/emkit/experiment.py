@@ -7,6 +7,7 @@ where it stopped: finished adapters, samples and judgments are never redone or d
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Iterator
@@ -279,6 +280,22 @@ def results_frame(store: RunStore, judge: str, groups: dict[str, list[str]],
     return frame.merge(membership, on="model", how="inner")
 
 
+def dataset_audits(cfg: ExperimentConfig, run_dir: Path) -> pd.DataFrame:
+    """One row per dataset audited by `build_datasets`: the EM-risk level and its reasons, so
+    the report shows what the training data looked like next to what the model became."""
+    rows = []
+    for d in cfg.datasets:
+        path = run_dir / "datasets" / f"{d.name}.audit.json"
+        if not path.is_file():
+            continue
+        risk = json.loads(path.read_text(encoding="utf-8"))["em_risk"]
+        rows.append({"dataset": d.name, "em_risk": risk["level"],
+                     "harmful_share": risk["harmful_share"],
+                     "reasons": "; ".join(risk["reasons"]),
+                     "audit": f"../datasets/{path.stem}.html"})
+    return pd.DataFrame(rows)
+
+
 def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, plan: Plan
                        ) -> tuple[Path, pd.DataFrame]:
     """Both rate definitions with CIs from the judge of record, plus, for an ensemble, each
@@ -304,6 +321,9 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
         "overall": overall,
         "api_requests": pd.DataFrame([s.__dict__ for s in cache_stats(store.db_path)]),
     }
+    audits = dataset_audits(cfg, run_dir)
+    if not audits.empty:
+        meta["audits"] = audits
     if cfg.judge.also:
         meta["ensemble"] = ensemble_table(
             {cfg.judge.model: frame} | {name: results_frame(store, name, plan.groups, plan.keys)

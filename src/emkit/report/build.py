@@ -147,6 +147,16 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
             h.table(ensemble, list(ensemble.columns),
                     {"rate": h.fmt_pct, "ci_low": h.fmt_pct, "ci_high": h.fmt_pct}),
         ]
+    audits = meta.get("audits")
+    if isinstance(audits, pd.DataFrame) and not audits.empty:
+        sections += [
+            "<h2>Training data: audit</h2>",
+            ("<p>What <code>emkit audit</code> found in each fine-tuning dataset: the share of "
+             "examples with a narrow harmful behaviour (bandit-flagged code, evil numbers) and "
+             "whether it is disclosed or framed. Full audits are next to the datasets.</p>"),
+            h.table(audits, ["dataset", "em_risk", "harmful_share", "reasons", "audit"],
+                    {"harmful_share": h.fmt_pct}),
+        ]
     if validated and meta.get("judge_warning"):
         sections.append(f"<p>Judge note: {h.esc(meta['judge_warning'])}</p>")
     sections += [h.json_block(meta.get("config", {})), "<h2>Definitions</h2><ul>"]
