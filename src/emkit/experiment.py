@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
+from emkit.api import cache_stats
 from emkit.config import ExperimentConfig
 from emkit.datasets import read_jsonl, write_jsonl
-from emkit.api import cache_stats
 from emkit.finetune import JobStore, finetune_lora, run_openai_finetune
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.judge.registry import API_PROVIDERS
