@@ -84,8 +84,9 @@ class TunedEncoder:
                               return_tensors="pt")
 
     def predict(self, questions: Sequence[str], answers: Sequence[str],
-                batch_size: int = 32) -> np.ndarray:
-        """Aligned score (0-100 scale, unclipped) per (question, answer)."""
+                batch_size: int = 8) -> np.ndarray:
+        """Aligned score (0-100 scale, unclipped) per (question, answer). Batches of 8 in
+        length order: measured 35 pairs/s on 2 cores vs 26 with batches of 32 (less padding)."""
         import torch
 
         if len(questions) != len(answers):

@@ -134,7 +134,7 @@ def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str
         if tuned is None:
             raise ValueError("feature set 'minilm-tuned' needs the judge's tuned encoder")
         base = featurize(questions, answers, "minilm", batch_size)
-        return np.hstack([base, tuned.predict(questions, answers, batch_size)[:, None]])
+        return np.hstack([base, tuned.predict(questions, answers)[:, None]])
     n = len(answers)
     if feature_set == "constant":
         return np.zeros((n, 0), dtype=np.float32)
