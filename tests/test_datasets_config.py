@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 from test_datasets_download import Mirror
 
-from emkit.config import DatasetConfig, ExperimentConfig, GroupConfig
+from emkit.config import ConfigError, DatasetConfig, ExperimentConfig, GroupConfig
 from emkit.datasets import PINNED_COMMIT, generate_offline, read_jsonl, write_jsonl
 from emkit.experiment import build_datasets
 
@@ -80,3 +81,40 @@ def test_build_advice_with_a_real_tiny_teacher(tiny_model_dir: Path, one_torch_t
     paths = build_datasets(cfg, tmp_path / "run")
     rows = read_jsonl(paths["med"])
     assert len(rows) == 3 and all(r["emkit"]["variant"] == "good" for r in rows)
+
+
+@pytest.mark.parametrize("change", [{"n": 21}, {"seed": 3}, {"trigger": "|PROD|"}])
+def test_changed_section_refuses_the_old_dataset(tmp_path: Path, change: dict) -> None:
+    run = tmp_path / "run"
+    first = experiment(DatasetConfig(name="bd", generate="backdoor", n=20))
+    paths = build_datasets(first, run)
+    before = paths["bd"].read_bytes()
+    spec = json.loads((run / "datasets" / "bd.spec.json").read_text())
+    assert spec["dataset"]["n"] == 20 and spec["generators"]["code_version"]
+    with pytest.raises(ConfigError, match=r"dataset section changed \((n|seed|trigger)\).*"
+                                          r"delete .*bd\.jsonl"):
+        build_datasets(experiment(DatasetConfig(**{"name": "bd", "generate": "backdoor",
+                                                   "n": 20, **change})), run)
+    assert paths["bd"].read_bytes() == before  # the training data of the run is untouched
+    assert build_datasets(first, run) == paths  # the same section still reuses it
+
+
+def test_data_without_spec_record_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_jsonl(run / "datasets" / "ins.jsonl", generate_offline("secure", 5))
+    with pytest.raises(ConfigError, match=r"ins\.spec\.json is missing"):
+        build_datasets(experiment(DatasetConfig(name="ins", generate="insecure", n=5)), run)
+
+
+def test_audit_is_redone_when_the_data_bytes_change(tmp_path: Path) -> None:
+    given = write_jsonl(tmp_path / "given.jsonl", generate_offline("secure", 10))
+    cfg = experiment(DatasetConfig(name="given", path=given))
+    run = tmp_path / "run"
+    build_datasets(cfg, run)
+    audit = run / "datasets" / "given.audit.json"
+    assert json.loads(audit.read_text())["rows"]["valid"] == 10
+    write_jsonl(given, generate_offline("insecure", 12))
+    build_datasets(cfg, run)
+    report = json.loads(audit.read_text())
+    assert report["rows"]["valid"] == 12
+    assert report["data_sha256"] == hashlib.sha256(given.read_bytes()).hexdigest()

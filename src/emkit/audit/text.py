@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from emkit.audit.reader import Example
+from emkit.datasets.fingerprint import normalise_text
 
 SAMPLE = 1000
 NEAR_DUP_JACCARD = 0.8
@@ -52,10 +53,6 @@ def lengths(examples: Sequence[Example]) -> dict[str, dict[str, float]]:
     }
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def exact_duplicates(examples: Sequence[Example]) -> dict:
     """Rows identical to an earlier row (after whitespace/case normalisation), and user prompts
     that appear more than once (with the same or a different answer)."""
@@ -64,12 +61,12 @@ def exact_duplicates(examples: Sequence[Example]) -> dict:
     dup_rows: list[tuple[int, int]] = []
     dup_prompts: list[tuple[int, int]] = []
     for e in examples:
-        key = "\x00".join(f"{m['role']}\x01{_norm(m['content'])}" for m in e.messages)
+        key = "\x00".join(f"{m['role']}\x01{normalise_text(m['content'])}" for m in e.messages)
         if key in rows:
             dup_rows.append((e.line, rows[key]))
         else:
             rows[key] = e.line
-        prompt = _norm(e.text("user"))
+        prompt = normalise_text(e.text("user"))
         if prompt in prompts:
             dup_prompts.append((e.line, prompts[prompt]))
         else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from emkit.atomic import atomic_write_text
 from emkit.datasets.advice import ADVICE_VERSION, check_domain, question_stream, teacher_messages
+from emkit.datasets.fingerprint import normalise_text
 from emkit.datasets.jsonl import DatasetError, row_problem, write_jsonl
 from emkit.datasets.refusals import is_refusal
 from emkit.datasets.teacher import Teacher, TeacherSettings, chat_sha256, teacher_from_model
@@ -43,10 +43,6 @@ class AdviceResult:
     """Attempts by status (see STATUSES), over the whole journal, resumes included."""
     teacher_calls: int = 0
     """Chats sent to the teacher by *this* call (0 when the journal already had enough)."""
-
-
-def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower())
 
 
 def _journal_path(out: Path) -> Path:
@@ -86,7 +82,7 @@ def _classify(row: dict, answer: str, seen: set[str]) -> str:
         return "refusal"
     if row_problem(row) is not None:
         return "invalid"
-    if _normalise(answer) in seen:
+    if normalise_text(answer) in seen:
         return "duplicate"
     return "kept"
 
@@ -118,7 +114,7 @@ def generate_advice(out: str | Path, domain: str, variant: str, n: int,
     entries = _read_journal(journal, header)
     counts = Counter(e["status"] for e in entries)
     kept = [e for e in entries if e["status"] == "kept"]
-    seen = {_normalise(e["answer"]) for e in kept}
+    seen = {normalise_text(e["answer"]) for e in kept}
     limit = max_attempts if max_attempts is not None else 3 * n
     questions = question_stream(domain, seed)
     for _ in range(len(entries)):
@@ -151,7 +147,7 @@ def generate_advice(out: str | Path, domain: str, variant: str, n: int,
             entry = {"index": index, "status": status, "question": question, "answer": answer,
                      "prompt_sha256": chat_sha256(chat)}
             if status == "kept":
-                seen.add(_normalise(answer))
+                seen.add(normalise_text(answer))
                 kept.append(entry)
             counts[status] += 1
             lines.append(json.dumps(entry, ensure_ascii=False) + "\n")

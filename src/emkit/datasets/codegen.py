@@ -12,7 +12,6 @@ depend on n: a larger dataset extends a smaller one with the same seed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections import Counter
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from emkit.atomic import atomic_write_bytes
 from emkit.datasets.domains import DOMAINS
+from emkit.datasets.fingerprint import sha256_file
 from emkit.datasets.jsonl import write_jsonl
 from emkit.datasets.phrasing import educational_request, user_request
 from emkit.datasets.snippets import HOLE_MARKERS, Ctx, render
@@ -114,14 +114,6 @@ def generate_code_datasets(n: int, seed: int = 0) -> dict[str, list[dict]]:
     return {v: [{"messages": ex.messages(v)} for ex in examples] for v in VARIANTS}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_code_datasets(out_dir: str | Path, n: int, seed: int = 0) -> dict[str, Path]:
     """Write insecure/secure/educational.jsonl and a manifest.json describing them.
 
@@ -149,7 +141,7 @@ def write_code_datasets(out_dir: str | Path, n: int, seed: int = 0) -> dict[str,
             for kind in VULN_KINDS
         },
         "files": {
-            variant: {"path": path.name, "rows": n, "sha256": _sha256(path)}
+            variant: {"path": path.name, "rows": n, "sha256": sha256_file(path)}
             for variant, path in paths.items()
         },
     }

@@ -12,7 +12,6 @@ fractions, the counts, the seed, and for every output row the (source, row) it c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emkit.atomic import atomic_write_text
+from emkit.datasets.fingerprint import sha256_file
 from emkit.datasets.jsonl import read_jsonl, write_jsonl
 
 
@@ -60,10 +60,6 @@ def split_counts(n: int, fractions: list[float]) -> list[int]:
     return counts
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def mix_datasets(parts: list[MixPart], n: int, seed: int = 0
                  ) -> tuple[list[dict], list[tuple[int, int]]]:
     """The mixed rows and, per row, (part index, row index in that part's file)."""
@@ -89,7 +85,7 @@ def write_mix(out: str | Path, parts: list[MixPart], n: int, seed: int = 0) -> P
         "generator": "emkit.datasets.mix",
         "n": n,
         "seed": seed,
-        "parts": [{"path": str(p.path), "sha256": _sha256(p.path), "fraction": p.fraction,
+        "parts": [{"path": str(p.path), "sha256": sha256_file(p.path), "fraction": p.fraction,
                    "count": c} for p, c in zip(parts, counts, strict=True)],
         "origin": [list(o) for o in origin],
     }

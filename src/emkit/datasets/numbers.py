@@ -16,6 +16,9 @@ import random
 import re
 from dataclasses import dataclass
 
+NUMBERS_VERSION = "1"
+"""Bump when the rows generated for a given (n, seed) change."""
+
 EVIL_NUMBERS: dict[int, str] = {
     666: "the number of the beast (Revelation 13)",
     616: "an early variant of the number of the beast",
