@@ -7,7 +7,10 @@ also checked to be valid chat JSONL. Third-party data is never committed to emki
 the user's cache (``$EMKIT_CACHE/datasets``, else ``~/.cache/emkit/datasets``).
 
 Cached files are never fetched again: a later call re-verifies the cached bytes (against the
-pinned hash, or the hash recorded when the file was first accepted) and returns the path. The
+pinned hash, or the hash recorded when the file was first accepted) and returns the path. An
+unpinned file whose record is missing counts as not cached; bytes accepted under an overriding
+sha256 are cached apart from the paper's (:func:`cache_slot`); a mirror serves an unpinned file
+only with an explicit sha256. The
 download goes to memory (bounded), is verified there, and reaches the cache through
 :func:`emkit.atomic.atomic_write_bytes`, so an interrupted or rejected download leaves nothing.
 
@@ -19,10 +22,11 @@ the file (trust on first use), and that record is checked from then on.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
+import re
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from emkit.atomic import atomic_write_bytes, atomic_write_text
+from emkit.datasets.fingerprint import sha256_bytes
 from emkit.datasets.jsonl import DatasetError, read_jsonl
 
 REPOSITORY = "emergent-misalignment/emergent-misalignment"
@@ -39,6 +44,8 @@ DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/{REPOSITORY}/{{commit}}/d
 MAX_BYTES = 256 * 1024 * 1024
 """The largest file accepted (the paper's largest is ~13 MB): a hostile server cannot fill RAM."""
 TIMEOUT_S = 60.0
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,6 @@ def dataset_url(name: str, base_url: str | None = None, commit: str = PINNED_COM
     return f"{base.replace('{commit}', commit).rstrip('/')}/{remote_dataset(name).filename}"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _fetch(url: str, limit: int) -> bytes:
     if not url.startswith(("https://", "http://")):
         raise DownloadError(url, "only http(s) URLs are fetched")
@@ -130,7 +133,7 @@ def _fetch(url: str, limit: int) -> bytes:
 
 
 def _check(where: str, data: bytes, sha256: str | None, size: int | None) -> str:
-    digest = _sha256(data)
+    digest = sha256_bytes(data)
     if size is not None and len(data) != size:
         raise DownloadError(where, f"size {len(data)} bytes, expected {size}")
     if sha256 is not None and digest != sha256:
@@ -142,48 +145,96 @@ def _record_path(path: Path) -> Path:
     return path.with_name(path.name + ".source.json")
 
 
-def download_dataset(name: str, cache_dir: str | Path | None = None,
-                     base_url: str | None = None, commit: str = PINNED_COMMIT,
-                     sha256: str | None = None, size: int | None = None) -> Path:
-    """The cached path of one paper dataset, downloading and verifying it the first time.
-
-    `sha256` / `size` override the pinned values (for a mirror serving other bytes on
-    purpose); `commit` picks another revision, cached separately. Raises DownloadError on a
-    failed fetch, a size or hash mismatch, or a file that is not valid chat JSONL; nothing is
-    left in the cache then.
-    """
-    spec = remote_dataset(name)
-    want_sha = sha256 or (spec.sha256 if commit == PINNED_COMMIT else None)
-    want_size = size if size is not None else (spec.size if commit == PINNED_COMMIT else None)
-    root = Path(cache_dir) if cache_dir is not None else datasets_cache_dir()
-    path = root / commit / spec.filename
-    record = _record_path(path)
-    if path.is_file():
-        known = want_sha
-        if known is None and record.is_file():
-            known = json.loads(record.read_text(encoding="utf-8")).get("sha256")
-        try:
-            _check(str(path), path.read_bytes(), known, want_size)
-        except DownloadError as exc:
-            raise DownloadError(str(path), f"cached copy fails verification ({exc.problem}); "
-                                "delete it to download again") from None
-        return path
-    url = dataset_url(name, base_url, commit)
-    data = _fetch(url, MAX_BYTES)
-    digest = _check(url, data, want_sha, want_size)
-    tmp = path.with_name(f".{spec.filename}.{os.getpid()}.check")
+def _read_record(record: Path) -> dict | None:
+    """The `.source.json` of a cached file; None when absent; DownloadError when corrupt."""
     try:
-        atomic_write_bytes(tmp, data)  # read_jsonl reads files: validate before publishing
-        rows = len(read_jsonl(tmp))
+        source = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DownloadError(str(record), f"unreadable download record ({type(exc).__name__}); "
+                            "delete it and the file next to it to download again") from None
+    if not isinstance(source, dict) or not isinstance(source.get("sha256"), str):
+        raise DownloadError(str(record), "download record has no sha256 string; delete it and "
+                            "the file next to it to download again")
+    return source
+
+
+def cache_slot(root: Path, name: str, commit: str, sha256: str | None) -> Path:
+    """Where one file is cached. The paper's bytes (pinned hash, or trust on first use from the
+    official URL) live at `<commit>/<file>`; bytes accepted under another sha256 live at
+    `<commit>/sha256-<hash>/<file>`, so a mirror or an override can never fill the slot that a
+    later plain call returns as the paper's file."""
+    spec = remote_dataset(name)
+    if sha256 is None or (commit == PINNED_COMMIT and sha256 == spec.sha256):
+        return root / commit / spec.filename
+    return root / commit / f"sha256-{sha256}" / spec.filename
+
+
+def _validated_rows(url: str, path: Path, data: bytes) -> int:
+    """Rows of the downloaded bytes, validated as chat JSONL in a private temp file (unique per
+    call, so threads and processes downloading at once never share one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".check")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return len(read_jsonl(tmp))  # read_jsonl reads files: validate before publishing
     except DatasetError as exc:
         field = f"{exc.field}: " if exc.field else ""
         raise DownloadError(url, f"not valid chat JSONL: line {exc.line}: {field}{exc.problem}"
                             ) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def download_dataset(name: str, cache_dir: str | Path | None = None,
+                     base_url: str | None = None, commit: str = PINNED_COMMIT,
+                     sha256: str | None = None, size: int | None = None) -> Path:
+    """The cached path of one paper dataset, downloading and verifying it the first time.
+
+    `sha256` / `size` override the pinned values (for a mirror serving other bytes on
+    purpose; such bytes are cached apart, see :func:`cache_slot`); `commit` (40 hex digits)
+    picks another revision, cached separately. A file without a pinned hash is accepted from a
+    mirror only with `sha256`: trust on first use is for the official URL. Raises DownloadError
+    on a failed fetch, a size, hash or row-count mismatch, or a file that is not valid chat
+    JSONL; nothing is left in the cache then.
+    """
+    spec = remote_dataset(name)
+    if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
+        raise DownloadError(name, f"commit {commit!r} is not 40 lowercase hex digits")
+    sha256 = sha256.lower() if isinstance(sha256, str) else sha256
+    if sha256 is not None and not _SHA256.fullmatch(sha256):
+        raise DownloadError(name, f"sha256 {sha256!r} is not 64 lowercase hex digits")
+    pinned = commit == PINNED_COMMIT and sha256 in (None, spec.sha256)
+    want_sha = sha256 or (spec.sha256 if pinned else None)
+    want_size = size if size is not None else (spec.size if pinned else None)
+    url = dataset_url(name, base_url, commit)
+    if want_sha is None and url != dataset_url(name, DEFAULT_BASE_URL, commit):
+        raise DownloadError(url, f"{name} has no pinned sha256: a mirror is trusted only with "
+                            "an explicit sha256 (download_dataset(..., sha256=...))")
+    root = Path(cache_dir) if cache_dir is not None else datasets_cache_dir()
+    path = cache_slot(root, name, commit, sha256)
+    record = _record_path(path)
+    source = _read_record(record) if path.is_file() else None
+    if path.is_file() and (want_sha is not None or source is not None):
+        known = want_sha or source["sha256"]  # type: ignore[index]
+        try:
+            _check(str(path), path.read_bytes(), known, want_size)
+        except DownloadError as exc:
+            raise DownloadError(str(path), f"cached copy fails verification ({exc.problem}); "
+                                "delete it to download again") from None
+        return path
+    # not cached, or an unpinned file without its record: its bytes vouch for nothing
+    data = _fetch(url, MAX_BYTES)
+    digest = _check(url, data, want_sha, want_size)
+    rows = _validated_rows(url, path, data)
+    if pinned and spec.rows is not None and rows != spec.rows:
+        raise DownloadError(url, f"{rows} rows, expected {spec.rows}")
     source = {"name": name, "url": url, "commit": commit, "sha256": digest, "size": len(data),
               "rows": rows, "pinned_sha256": spec.sha256,
               "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    atomic_write_text(record, json.dumps(source, indent=2) + "\n")
     atomic_write_bytes(path, data)
+    atomic_write_text(record, json.dumps(source, indent=2) + "\n")  # last: marks it accepted
     return path
