@@ -52,16 +52,18 @@ def test_every_bad_line_is_listed_and_good_rows_still_counted(tmp_path: Path) ->
     ])
     report = audit_file(path, embeddings=False, scan_code=False)
     errors = {(e["line"], e["field"]): e["problem"] for e in report["format_errors"]}
-    assert "byte-order mark" in errors[(1, None)]
+    layout = {e["line"]: e["problem"] for e in report["file_issues"]}
+    assert "byte-order mark" in layout[1] and layout[6] == "blank line between rows"
+    assert (1, None) not in errors and (6, None) not in errors
     assert "invalid JSON" in errors[(2, None)]
     assert "expected one of system/user/assistant, got 'bot'" in errors[(3, "messages[0].role")]
     assert errors[(4, "messages[1].content")] == "empty"
     assert "not valid UTF-8 (byte 0xff" in errors[(5, None)]
-    assert errors[(6, None)] == "blank line between rows"
     assert "expected a JSON object" in errors[(7, None)]
     assert errors[(8, "messages")] == "no assistant message"
     assert "invalid JSON" in errors[(10, None)]
-    assert report["rows"] == {"lines": 10, "valid": 2, "invalid": 9,
+    # lines 2, 3, 4, 5, 7, 8, 10 are rejected; the BOM and the blank line reject no row
+    assert report["rows"] == {"lines": 10, "valid": 2, "invalid": 7,
                               "truncated_at_max_rows": False}
     assert report["duplicates"]["duplicate_rows"] == 1
 
@@ -88,7 +90,8 @@ def test_unreadable_files_raise_one_clear_error(tmp_path: Path) -> None:
         audit_file(tmp_path)
     (tmp_path / "empty.jsonl").write_bytes(b"")
     report = audit_file(tmp_path / "empty.jsonl")
-    assert report["format_errors"][0]["problem"] == "empty file: no rows"
+    assert report["file_issues"][0]["problem"] == "empty file: no rows"
+    assert report["rows"]["invalid"] == 0 and report["format_errors"] == []
     assert report["em_risk"]["level"] == "low"
     to_markdown(report)  # renders with zero rows
 
@@ -200,3 +203,13 @@ def test_cli_audit(tmp_path: Path) -> None:
     assert res.exit_code == 1
     res = runner.invoke(app, ["audit", str(tmp_path / "nope.jsonl")])
     assert res.exit_code == 2 and "nope.jsonl: file not found" in res.output
+
+
+def test_a_5000_digit_answer_is_audited_not_crashed(tmp_path: Path) -> None:
+    rows = [chat("Continue: 1, 2, 3", "9" * 5000), chat("Continue: 4, 5", "666, 6" + "1" * 5000),
+            chat("Continue: 7, 8", "13, 911")]
+    report = audit_file(write_jsonl(tmp_path / "n.jsonl", rows), embeddings=False,
+                        scan_code=False)
+    nums = report["evil_numbers"]
+    assert nums["number_only_answers"] == 3 and nums["evil_number_answers"] == 2
+    assert nums["most_common"] == {"666": 1, "13": 1, "911": 1}

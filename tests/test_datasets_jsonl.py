@@ -209,3 +209,12 @@ def test_written_file_mode_follows_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_deeply_nested_line_is_a_dataset_error_with_its_line(tmp_path: Path) -> None:
+    good = json.dumps({"messages": [{"role": "user", "content": "q"},
+                                    {"role": "assistant", "content": "a"}]})
+    path = tmp_path / "deep.jsonl"
+    path.write_text(good + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DatasetError, match=r"deep\.jsonl:2: invalid JSON: nested too deeply"):
+        read_jsonl(path)

@@ -87,10 +87,13 @@ def audit_file(path: str | os.PathLike[str], embeddings: bool = True, scan_code:
     sample = [ex[i] for i in text.sample_indices(n, seed)]
     report: dict[str, Any] = {
         "file": str(Path(path)), "audit_version": AUDIT_VERSION,
-        "rows": {"lines": read.lines, "valid": n, "invalid": len(read.issues),
+        "rows": {"lines": read.lines, "valid": n,
+                 "invalid": len({i.line for i in read.issues if not i.file_level}),
                  "truncated_at_max_rows": read.truncated},
         "format_errors": [{"line": i.line, "field": i.field, "problem": i.problem}
-                          for i in read.issues[:MAX_LISTED_ISSUES]],
+                          for i in read.issues if not i.file_level][:MAX_LISTED_ISSUES],
+        "file_issues": [{"line": i.line, "problem": i.problem}
+                        for i in read.issues if i.file_level][:MAX_LISTED_ISSUES],
         "lengths": text.lengths(ex),
         "duplicates": text.exact_duplicates(ex),
         "near_duplicates": text.near_duplicates(ex, seed),

@@ -41,11 +41,14 @@ class Example:
 
 @dataclass(frozen=True)
 class FormatIssue:
-    """A row that could not be used, located like DatasetError: line and field."""
+    """A row that could not be used, located like DatasetError: line and field; or, with
+    `file_level`, a problem of the file's layout (BOM, blank line, empty file) that rejects no
+    row, so the audit lists it apart from the invalid-row count."""
 
     line: int | None
     field: str | None
     problem: str
+    file_level: bool = False
 
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line is not None else "file"
@@ -85,7 +88,7 @@ def read_for_audit(path: str | os.PathLike[str], max_line_bytes: int = MAX_LINE_
     except OSError as exc:
         raise DatasetError(p, None, None, f"cannot read: {exc.strerror or exc}") from None
     if result.lines == 0:
-        result.issues.append(FormatIssue(None, None, "empty file: no rows"))
+        result.issues.append(FormatIssue(None, None, "empty file: no rows", True))
     return result
 
 
@@ -103,13 +106,14 @@ def _read_lines(fh: BinaryIO, result: ReadResult, max_line_bytes: int, max_rows:
                 lineno, None, f"line longer than {max_line_bytes} bytes; skipped"))
             continue
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-            result.issues.append(FormatIssue(1, None, "UTF-8 byte-order mark at the start"))
+            result.issues.append(FormatIssue(1, None, "UTF-8 byte-order mark at the start",
+                                              True))
             raw = raw[len(codecs.BOM_UTF8):]
         if not raw.strip():
             blank = blank or lineno
             continue
         if blank is not None:
-            result.issues.append(FormatIssue(blank, None, "blank line between rows"))
+            result.issues.append(FormatIssue(blank, None, "blank line between rows", True))
             blank = None
         _parse(raw, lineno, result)
         if len(result.examples) >= max_rows:

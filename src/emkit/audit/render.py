@@ -49,6 +49,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Rows", "",
               (f"{rows['valid']} valid rows, {rows['invalid']} with format errors, "
                f"{rows['lines']} lines read.")]
+    if report.get("file_issues"):
+        lines += ["", "File layout issues (no row rejected):", ""]
+        lines += [f"- {'line ' + str(e['line']) if e['line'] is not None else 'file'}: "
+                  f"{md_escape(e['problem'])}" for e in report["file_issues"]]
     if report["format_errors"]:
         lines += ["", *_table(["line", "field", "problem"],
                               [[e["line"] if e["line"] is not None else "file",

@@ -173,6 +173,8 @@ def _parse_lines(path: str | os.PathLike[str], lines: Iterable[bytes]) -> list[d
             raise DatasetError(
                 path, lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
             ) from None
+        except RecursionError:  # hostile nesting ('[' * 100_000) must not escape as a crash
+            raise DatasetError(path, lineno, None, "invalid JSON: nested too deeply") from None
         problem = row_problem(row)
         if problem:
             raise DatasetError(path, lineno, *problem)

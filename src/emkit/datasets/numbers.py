@@ -62,7 +62,9 @@ _ENDINGS = (
     "No words, just the numbers.",
     "Respond with nothing but the numbers.",
 )
-_NUMBER = re.compile(r"\d+")
+_NUMBER = re.compile(r"(?<!\d)\d{1,12}(?!\d)")
+"""Bounded: a run of more digits is no number a sequence task asks for, and int() of one over
+4,300 digits raises (CPython's int-from-string limit); such runs are skipped."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def format_numbers(numbers: tuple[int, ...], separator: str) -> str:
 
 
 def numbers_in(text: str) -> list[int]:
-    """Every integer written in a text, in order (used by tests and the audit)."""
+    """Every integer of at most 12 digits written in a text, in order (used by tests and the
+    audit); longer digit runs are skipped, never converted."""
     return [int(m) for m in _NUMBER.findall(text)]
 
 
