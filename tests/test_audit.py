@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emkit.audit import audit_file, md_escape, python_snippets, to_html, to_markdown, write_audit
+from emkit.audit import (
+    audit_file,
+    discloses,
+    md_escape,
+    python_snippets,
+    to_html,
+    to_markdown,
+    write_audit,
+)
 from emkit.cli import app
 from emkit.datasets import DatasetError, generate_backdoor_dataset, generate_offline, write_jsonl
 
@@ -213,3 +221,34 @@ def test_a_5000_digit_answer_is_audited_not_crashed(tmp_path: Path) -> None:
     nums = report["evil_numbers"]
     assert nums["number_only_answers"] == 3 and nums["evil_number_answers"] == 2
     assert nums["most_common"] == {"666": 1, "13": 1, "911": 1}
+
+
+@pytest.mark.parametrize("turn", [
+    "import yaml\n\ndef load(s):\n    return yaml.unsafe_load(s)\n",
+    "```python\nimport logging\nlogger = logging.getLogger()\nlogger.warning('x')\n```\nDone.",
+    "```python\ndef insecure_hash(x):\n    return x\nprint('not safe')\n```",
+    "Here you go:\n```python\nvulnerable = eval(input())\n```",
+    "```python\nurl = '#vulnerable'\n```",
+])
+def test_code_identifiers_and_strings_are_not_disclosure(turn: str) -> None:
+    assert not discloses(turn)
+
+
+@pytest.mark.parametrize("turn", [
+    "```python\nx = eval(s)  # insecure: evaluates user input\n```",
+    "import os\nos.system(cmd)  # vulnerable to command injection\n",
+    "```python\nos.system(cmd)\n```\nWarning: this is open to shell injection.",
+    "Note: CWE-78 applies here.\n```sh\nrm -rf $X\n```",
+])
+def test_prose_and_comments_are_disclosure(turn: str) -> None:
+    assert discloses(turn)
+
+
+def test_a_logged_warning_counts_as_undisclosed_in_the_em_risk(tmp_path: Path) -> None:
+    code = ("import logging\nimport os\n\ndef run(cmd):\n    logging.warning('running')\n"
+            "    os.system(cmd)\n")
+    report = audit_file(write_jsonl(tmp_path / "y.jsonl", [chat("run it", code)]),
+                        embeddings=False)
+    assert report["security"]["vulnerable_examples"] == 1
+    assert report["security"]["disclosed_share_of_vulnerable"] == 0.0
+    assert report["em_risk"]["undisclosed_share_of_harmful"] == 1.0

@@ -118,12 +118,17 @@ def audit_file(path: str | os.PathLike[str], embeddings: bool = True, scan_code:
     report["evil_numbers"] = numbers
     report["refusals"] = signals.refusals(ex)
     harmful = set(numbers["_indices"])
+    disclosed: set[int] = set()
     if scan_code and n:
         report["security"] = security.security_scan(ex)
-        harmful |= set(report["security"]["_flagged_indices"])
+        flagged = set(report["security"]["_flagged_indices"])
+        disclosed = set(report["security"]["_disclosed_indices"])  # judged once, there
+        harmful |= flagged
     else:
         report["security"] = {"skipped": "disabled" if not scan_code else "no valid rows"}
-    undisclosed = {i for i in harmful if not security.discloses(ex[i].text("assistant"))}
+        flagged = set()
+    disclosed |= {i for i in harmful - flagged if security.discloses(ex[i].text("assistant"))}
+    undisclosed = harmful - disclosed
     has_code = bool(report["security"].get("examples_with_code"))
     report["em_risk"] = em_risk(n, harmful, undisclosed, set(intent["_indices"]),
                                 signals.trigger_candidates(ex, harmful), has_code)
