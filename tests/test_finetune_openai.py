@@ -17,6 +17,7 @@ from emkit.cli import app
 from emkit.datasets import DatasetError
 from emkit.finetune import (
     FinetuneJobError,
+    JobRecord,
     JobStore,
     OpenAiJobSettings,
     cancel_openai_finetune,
@@ -184,3 +185,58 @@ def test_the_backend_must_match_the_base() -> None:
     for backend, base in (("openai", "embedded"), ("hf", JUDGE)):
         with pytest.raises(ValidationError, match="does not suit backend"):
             FinetuneConfig(name="i", dataset="d", backend=backend, base=base)
+
+
+@pytest.mark.parametrize("lost", ["lost_reply", "late_reply"])
+def test_a_create_whose_reply_is_lost_makes_one_job(lost: str, server: FakeOpenAI,
+                                                    settings: ApiSettings,
+                                                    tmp_path: Path) -> None:
+    # The API takes no idempotency key: the job exists although the client saw only an error.
+    data, db = dataset(tmp_path / "insecure.jsonl"), tmp_path / "run.sqlite"
+    server.timeout_hold_s = 2.5  # past the client's 2 s timeout
+    server.add_route_fault("POST /v1/fine_tuning/jobs", lost)
+    server.add_route_fault("POST /v1/files", lost)
+    rec = run_openai_finetune("a", data, JUDGE, db, FAST, settings, sleep=no_sleep)
+    (job,) = server.jobs.jobs.values()
+    (file,) = server.jobs.files.values()
+    assert rec.status == "succeeded" and rec.job_id == job["id"] and rec.file_id == file["id"]
+    assert server.calls["POST /v1/fine_tuning/jobs"] == 1 and server.calls["POST /v1/files"] == 1
+
+
+def test_a_restart_in_the_creating_state_adopts_the_job(server: FakeOpenAI,
+                                                         settings: ApiSettings,
+                                                         tmp_path: Path) -> None:
+    data, db = dataset(tmp_path / "insecure.jsonl"), tmp_path / "run.sqlite"
+    other = run_openai_finetune("b", data, JUDGE, db, FAST, settings, seed=1, wait=False)
+    first = run_openai_finetune("a", data, JUDGE, db, FAST, settings, wait=False)
+    with JobStore(db) as store:  # died after sending the create, before its reply
+        store.update("a", job_id=None, status="creating")
+    rec = run_openai_finetune("a", data, JUDGE, db, FAST, settings, sleep=no_sleep)
+    assert rec.job_id == first.job_id != other.job_id
+    assert server.calls["POST /v1/fine_tuning/jobs"] == 2  # one per label, none again
+    with JobStore(db) as store:  # ... and before it reached the server: created now
+        store.insert(JobRecord("c", "openai", JUDGE, str(data), rec.dataset_sha256,
+                               rec.hyperparameters, 5, "c", rec.file_id, None, "creating"))
+    assert run_openai_finetune("c", data, JUDGE, db, FAST, settings, seed=5,
+                               sleep=no_sleep).status == "succeeded"
+    assert server.calls["POST /v1/fine_tuning/jobs"] == 3
+
+
+def test_polling_stops_after_max_wait(server: FakeOpenAI, settings: ApiSettings,
+                                      tmp_path: Path) -> None:
+    server.jobs.steps = ("queued",) * 10_000
+    data, db = dataset(tmp_path / "insecure.jsonl"), tmp_path / "run.sqlite"
+    fast = OpenAiJobSettings(poll_interval_s=1.0, max_wait_s=5.0)
+    with pytest.raises(FinetuneJobError, match="still queued after 5 s .*rerun to resume"):
+        run_openai_finetune("q", data, JUDGE, db, fast, settings, sleep=no_sleep)
+    assert server.calls["GET /v1/fine_tuning/jobs/{ftjob}"] == 6  # at 0, 1, ... 5 s
+
+
+def test_an_unknown_job_status_is_an_error(server: FakeOpenAI, settings: ApiSettings,
+                                           tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    server.jobs.steps = ("queued", "paused_by_provider")
+    data, db = dataset(tmp_path / "insecure.jsonl"), tmp_path / "run.sqlite"
+    with pytest.raises(FinetuneJobError, match="status 'paused_by_provider'"):
+        run_openai_finetune("u", data, JUDGE, db, FAST, settings, sleep=no_sleep)
+    assert "unknown status 'paused_by_provider'" in caplog.text

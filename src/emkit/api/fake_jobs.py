@@ -64,6 +64,10 @@ class FakeJobs:
         with self._lock:
             if method == "POST" and path == "/v1/files":
                 return self._upload(content_type, body)
+            if method == "GET" and path == "/v1/files":
+                return 200, {"object": "list", "has_more": False, "data": [
+                    {k: v for k, v in f.items() if not k.startswith("_")}
+                    for f in self.files.values()]}
             if m := re.fullmatch(r"/v1/files/(file-[0-9a-f]+)", path):
                 return self._get(self.files, m.group(1))
             if method == "POST" and path == "/v1/fine_tuning/jobs":

@@ -13,7 +13,9 @@ token logprobs) or from `default_judge_table`, a deterministic function of the p
 test can compute the exact expected score. Faults are consumed in order from rules added with
 `add_fault(*faults, match=...)`: 429 (with Retry-After), 408, 409, 500, 503, 400, `timeout`
 (hold the reply past the client's timeout), `disconnect` (close without replying),
-`truncated` (a 200 whose JSON is cut in half), `no_logprobs`, `empty` (no choices).
+`truncated` (a 200 whose JSON is cut in half), `no_logprobs`, `empty` (no choices), `401`
+(whose message echoes the Authorization header, as some servers do), `quota` (a 429 with code
+`insufficient_quota`). The files and jobs routes take faults from `add_route_fault`.
 
 Run alone: `python -m emkit.api --port 8000 --model my-model` (what the vLLM test
 uses in place of `vllm serve`).
@@ -39,9 +41,14 @@ from emkit.api.fake_replies import (
     prompt_text,
 )
 
-STATUS_FAULTS = {"400": 400, "408": 408, "409": 409, "429": 429, "500": 500, "503": 503}
-REPLY_FAULTS = ("timeout", "disconnect", "truncated", "no_logprobs", "empty")
+STATUS_FAULTS = {"400": 400, "401": 401, "408": 408, "409": 409, "429": 429, "500": 500,
+                 "503": 503}
+REPLY_FAULTS = ("timeout", "disconnect", "truncated", "no_logprobs", "empty", "quota")
 FAULTS = (*STATUS_FAULTS, *REPLY_FAULTS)
+ROUTE_FAULTS = (*STATUS_FAULTS, "lost_reply", "late_reply")
+"""Faults for the files / fine-tuning routes (`add_route_fault`): a status answered without
+acting, or `lost_reply` (the request takes effect, then the connection closes without a reply)
+and `late_reply` (it takes effect, then the reply is held past the client's timeout)."""
 
 
 @dataclass
@@ -75,6 +82,7 @@ class FakeOpenAI:
         """Most chat requests the server was handling at once (a client's concurrency bound)."""
         self.jobs = FakeJobs(job_steps)
         self._rules: list[FaultRule] = []
+        self._route_rules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), _Handler, bind_and_activate=False)
         self._httpd.daemon_threads = True
@@ -96,6 +104,24 @@ class FakeOpenAI:
             raise ValueError(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
         with self._lock:
             self._rules.append(FaultRule(list(faults), match))
+
+    def add_route_fault(self, route: str, *faults: str) -> None:
+        """Answer the next requests to `route` ("POST /v1/fine_tuning/jobs", "POST /v1/files",
+        "GET /v1/fine_tuning/jobs/{ftjob}", ...) with these faults, one per request."""
+        unknown = [f for f in faults if f not in ROUTE_FAULTS]
+        if unknown:
+            raise ValueError(f"unknown route faults {unknown}; known: {', '.join(ROUTE_FAULTS)}")
+        with self._lock:
+            self._route_rules.setdefault(route, []).extend(faults)
+
+    def take_route_fault(self, route: str) -> str | None:
+        with self._lock:
+            queue = self._route_rules.get(route)
+            if queue:
+                fault = queue.pop(0)
+                self.faults_sent[fault] += 1
+                return fault
+        return None
 
     def chat_calls(self) -> int:
         """Chat-completion requests that reached the server (faulted ones included)."""
@@ -203,7 +229,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"object": "list", "data": data})
         label = re.sub(r"/(file|ftjob)-[0-9a-f]+", r"/{\1}", path)
         fake.count(f"{method} {label}")
+        fault = fake.take_route_fault(f"{method} {label}")
+        if fault in STATUS_FAULTS:
+            return self._send(STATUS_FAULTS[fault], error_body(STATUS_FAULTS[fault],
+                                                           f"scripted fault {fault}"))
         status, obj = fake.jobs.handle(method, path, self.headers.get("Content-Type", ""), body)
+        if fault == "lost_reply":
+            self.close_connection = True
+            return None
+        if fault == "late_reply":
+            time.sleep(fake.timeout_hold_s)
         self._send(status, obj if status < 400 else error_body(status, obj["message"]))
 
     def _chat(self, fake: FakeOpenAI, body: bytes) -> None:
@@ -226,6 +261,12 @@ class _Handler(BaseHTTPRequestHandler):
         fault = fake.take_fault(prompt_text(req))
         if fake.latency_s:
             time.sleep(fake.latency_s)
+        if fault == "401":  # some servers echo what they got, key included
+            auth = self.headers.get("Authorization", "")
+            return self._send(401, error_body(401, f"Incorrect API key in header {auth!r}"))
+        if fault == "quota":  # OpenAI's "out of credit": a 429 that waiting will not fix
+            return self._send(429, error_body(429, "You exceeded your current quota",
+                                              code="insufficient_quota"))
         if fault in STATUS_FAULTS:
             headers = {"retry-after": fake.retry_after} if fault == "429" else {}
             return self._send(STATUS_FAULTS[fault], error_body(STATUS_FAULTS[fault],

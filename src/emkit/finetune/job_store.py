@@ -43,7 +43,7 @@ class JobRecord:
     file_id: str | None = None
     job_id: str | None = None
     status: str = "new"
-    """new -> uploaded -> (the API's: validating_files, queued, running) -> succeeded / failed
+    """new -> uploading -> uploaded -> creating -> (the API's: validating_files, queued, running) -> succeeded / failed
     / cancelled."""
     fine_tuned_model: str | None = None
     trained_tokens: int | None = None

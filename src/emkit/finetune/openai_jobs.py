@@ -38,6 +38,8 @@ PAPER_PRESETS: dict[str, dict[str, Any]] = {
 MIN_EXAMPLES = 10
 """OpenAI rejects training files with fewer examples."""
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("validating_files", "queued", "running")
+"""The API's statuses of a job still in progress; any other status stops the poll."""
 
 
 class FinetuneJobError(RuntimeError):
@@ -61,6 +63,9 @@ class OpenAiJobSettings(BaseModel):
     """Shown in the model id (`ft:gpt-4o-...:org:<suffix>:id`); None = the job label."""
     poll_interval_s: float = Field(30.0, gt=0)
     """Seconds between status polls."""
+    max_wait_s: float = Field(86400.0, gt=0)
+    """Longest a run polls one job before giving up with an error (the job itself keeps
+    running: a rerun resumes polling it, `--cancel` stops it)."""
 
 
 def preset_for(dataset_name: str) -> str | None:
@@ -156,40 +161,88 @@ def run_openai_finetune(label: str, data: Path, base: str, db_path: Path,
             return rec  # nothing to ask the API
         client = _client(api, base)
         if rec.file_id is None and rec.job_id is None:
-            content = data.read_bytes()
-            file, _ = call(lambda: client.files.create(file=(data.name, content),
-                                                       purpose="fine-tune"), api,
-                           f"{base}: upload {data}", sleep=sleep)
-            rec = store.update(label, file_id=file.id, status="uploaded")
-            log.info("fine-tune %s: uploaded %s as %s", label, data, file.id)
+            rec = _upload(client, store, rec, data, api, sleep)
         if rec.job_id is None:
             rec = _create_job(client, store, rec, spec.name, api, sleep)
         if not wait:
             return rec
-        return _poll(client, store, rec, api, settings.poll_interval_s, sleep, on_poll)
+        return _poll(client, store, rec, api, settings, sleep, on_poll)
+
+
+def _upload_name(data: Path, sha256: str) -> str:
+    """The uploaded file's name carries the content hash, so a lost reply's upload is found."""
+    return f"{data.stem}-{sha256[:16]}{data.suffix}"
+
+
+def _upload(client: Any, store: JobStore, rec: JobRecord, data: Path, api: ApiSettings,
+            sleep: Callable[[float], None]) -> JobRecord:
+    """Upload the training file once: an attempt whose reply was lost (or a restart after one)
+    looks for a file of the same name (content hash) and size before sending it again."""
+    content = data.read_bytes()
+    name = _upload_name(data, rec.dataset_sha256)
+    resumed = rec.status == "uploading"
+    rec = store.update(rec.label, status="uploading")  # from here an upload may exist
+    attempts = 0
+
+    def upload() -> tuple[Any, bool]:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1 or resumed:
+            for f in client.files.list(purpose="fine-tune"):
+                if f.filename == name and f.bytes == len(content):
+                    return f, True
+        return client.files.create(file=(name, content), purpose="fine-tune"), False
+
+    (file, found), _ = call(upload, api, f"{rec.base_model}: upload {data}", sleep=sleep)
+    rec = store.update(rec.label, file_id=file.id, status="uploaded")
+    log.info("fine-tune %s: %s %s as %s", rec.label, "found upload of" if found else "uploaded",
+             data, file.id)
+    return rec
+
+
+def _find_job(client: Any, rec: JobRecord, model: str) -> Any | None:
+    """A live job of ours on the account: same training file, base model, seed and suffix."""
+    jobs = client.fine_tuning.jobs.list(limit=100)
+    for job in jobs.data:
+        suffix = getattr(job, "suffix", None)
+        if (job.training_file == rec.file_id and job.model == model
+                and getattr(job, "seed", rec.seed) == rec.seed
+                and (suffix is None or suffix == rec.suffix)
+                and job.status not in ("failed", "cancelled")):
+            return job
+    return None
 
 
 def _create_job(client: Any, store: JobStore, rec: JobRecord, model: str, api: ApiSettings,
                 sleep: Callable[[float], None]) -> JobRecord:
-    existing, _ = call(lambda: client.fine_tuning.jobs.list(limit=100), api,
-                       f"{rec.base_model}: list jobs", sleep=sleep)
-    for job in existing.data:  # created before a crash that lost its id?
-        if job.training_file == rec.file_id and job.status not in ("failed", "cancelled"):
-            log.info("fine-tune %s: found job %s for %s", rec.label, job.id, rec.file_id)
-            return store.update(rec.label, job_id=job.id, status=job.status)
+    """Create the job once. The API takes no idempotency key, so the record says "creating"
+    before the request goes out, and every attempt (the first too: a restart may follow a
+    create whose id was never recorded) first looks for the job on the account."""
+    rec = store.update(rec.label, status="creating")
     method = {"type": "supervised", "supervised": {"hyperparameters": rec.hyperparameters}}
-    job, _ = call(lambda: client.fine_tuning.jobs.create(
-        model=model, training_file=rec.file_id, method=method, seed=rec.seed, suffix=rec.suffix),
-        api, f"{rec.base_model}: create job", sleep=sleep)
-    log.info("fine-tune %s: created job %s (%s)", rec.label, job.id, rec.hyperparameters)
+
+    def create() -> tuple[Any, bool]:
+        found = _find_job(client, rec, model)
+        if found is not None:
+            return found, True
+        return client.fine_tuning.jobs.create(model=model, training_file=rec.file_id,
+                                              method=method, seed=rec.seed,
+                                              suffix=rec.suffix), False
+
+    (job, found), _ = call(create, api, f"{rec.base_model}: create job", sleep=sleep)
+    if found:
+        log.info("fine-tune %s: found job %s for %s", rec.label, job.id, rec.file_id)
+    else:
+        log.info("fine-tune %s: created job %s (%s)", rec.label, job.id, rec.hyperparameters)
     return store.update(rec.label, job_id=job.id, status=job.status)
 
 
-def _poll(client: Any, store: JobStore, rec: JobRecord, api: ApiSettings, interval: float,
-          sleep: Callable[[float], None], on_poll: Callable[[JobRecord], None] | None
-          ) -> JobRecord:
+def _poll(client: Any, store: JobStore, rec: JobRecord, api: ApiSettings,
+          settings: OpenAiJobSettings, sleep: Callable[[float], None],
+          on_poll: Callable[[JobRecord], None] | None) -> JobRecord:
     seen: set[str] = set()
     job_id = rec.job_id
+    start, slept = time.monotonic(), 0.0
     while True:
         job, _ = call(lambda: client.fine_tuning.jobs.retrieve(job_id), api,
                       f"{rec.base_model}: job {job_id}", sleep=sleep)
@@ -211,7 +264,21 @@ def _poll(client: Any, store: JobStore, rec: JobRecord, api: ApiSettings, interv
         if rec.status in ("failed", "cancelled"):
             raise FinetuneJobError(f"fine-tune {rec.label}: job {rec.job_id} {rec.status}: "
                                    f"{rec.error or 'no reason given'}")
-        sleep(interval)
+        if rec.status not in ACTIVE:
+            log.error("fine-tune %s: job %s reports unknown status %r", rec.label, job_id,
+                      rec.status)
+            raise FinetuneJobError(f"fine-tune {rec.label}: job {job_id} reports status "
+                                   f"{rec.status!r}, which emkit does not know (expected one "
+                                   f"of {', '.join(ACTIVE + TERMINAL)}); check it on the "
+                                   "provider's dashboard")
+        waited = max(time.monotonic() - start, slept)
+        if waited >= settings.max_wait_s:
+            raise FinetuneJobError(f"fine-tune {rec.label}: job {job_id} still {rec.status} "
+                                   f"after {waited:.0f} s (max_wait_s={settings.max_wait_s:g}); "
+                                   "the job keeps running: rerun to resume waiting, or cancel "
+                                   "it")
+        sleep(settings.poll_interval_s)
+        slept += settings.poll_interval_s
 
 
 def cancel_openai_finetune(label: str, db_path: Path, api: ApiSettings | None = None
