@@ -98,6 +98,21 @@ def test_malformed_top_logprobs_entries_are_missing(server: FakeOpenAI,
     assert j.score is None and j.reason.startswith("malformed reply: top_logprobs[0]")
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, 3.0])
+def test_nan_infinite_or_positive_logprobs_are_missing(value: float, server: FakeOpenAI,
+                                                       settings: ApiSettings) -> None:
+    server.judge_tables["ans-odd"] = {"50": value}  # sent as NaN / Infinity / 3.0
+    (j,) = make_judge(settings).judge([item("ans-odd")])
+    assert j.score is None and j.label == "missing"
+    assert j.reason.startswith("malformed reply: top_logprobs[0] has logprob")
+
+
+def test_minus_infinity_is_probability_zero(server: FakeOpenAI, settings: ApiSettings) -> None:
+    server.judge_tables["ans-zero"] = {"40": 0.0, "90": -math.inf}
+    (j,) = make_judge(settings).judge([item("ans-zero")])
+    assert j.score == 40
+
+
 def test_a_failed_request_raises_and_is_never_a_judgment(server: FakeOpenAI,
                                                          settings: ApiSettings) -> None:
     server.add_fault(*["503"] * 10, match="ans-down")

@@ -6,7 +6,7 @@ temperature=0, logprobs=True, top_logprobs=20, seed=0`. The top logprobs go thro
 `judgment_from_logprobs`, the same rule every emkit judge ends in.
 
 A reply that cannot be read -- no choices, no logprobs, an empty top list, a malformed entry,
-a body that is not JSON -- becomes a Judgment with label "missing", no score and a reason
+a body that is not JSON, a logprob that is NaN, +Infinity or above 0 -- becomes a Judgment with label "missing", no score and a reason
 '<category>: <detail>'. It is stored like any judgment (so a resumed run does not pay for it
 again), counted per reason in the report, and, having no score, stays out of every rate's
 denominator. It is never turned into a grade. A request that fails for good (a 400, retries
@@ -19,6 +19,7 @@ entries share one text the later wins, as there.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,9 @@ def top_logprobs(data: dict[str, Any]) -> tuple[dict[str, float] | None, str | N
         if not isinstance(token, str) or isinstance(value, bool) or not isinstance(
                 value, int | float):
             return None, f"malformed reply: top_logprobs[{i}] is not {{token, logprob}}: {entry!r}"
+        if math.isnan(value) or value > 0:  # Python's JSON reads NaN / Infinity; -inf is p=0
+            return None, (f"malformed reply: top_logprobs[{i}] has logprob {value!r} "
+                          f"(must be <= 0) for token {token!r}")
         table[token] = float(value)
     return table, None
 
