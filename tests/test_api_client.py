@@ -214,9 +214,41 @@ def test_openai_base_url_in_the_environment_cannot_redirect_openai(
         server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     # The SDK would read OPENAI_BASE_URL; emkit passes the endpoint explicitly, so a judge the
     # config calls OpenAI's (and validated) is never silently answered by another server.
+    # No request leaves the machine: OpenAI's URL is swapped for a closed loopback port.
+    import emkit.api.settings as api_settings
+
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv(KEY_ENV, SECRET)
     settings = ApiSettings(api_key_env=KEY_ENV, max_attempts=1, timeout_s=3.0)
-    with pytest.raises(ApiError, match="api.openai.com"):
+    assert settings.endpoint() == "https://api.openai.com/v1"
+    monkeypatch.setattr(api_settings, "OPENAI_URL", "http://127.0.0.1:9/v1")
+    with pytest.raises(ApiError, match="at http://127.0.0.1:9/v1: APIConnectionError"):
         ApiClient(settings, "openai/x", sleep=SleepLog()).chat_many([chat("where")])
     assert server.chat_calls() == 0
+
+
+def test_insufficient_quota_is_not_retried(server: FakeOpenAI, settings: ApiSettings) -> None:
+    server.add_fault("quota")
+    with pytest.raises(ApiError, match="HTTP 429 .*insufficient_quota") as info:
+        ApiClient(settings, "openai/x", sleep=SleepLog()).chat_many([chat("broke")])
+    assert info.value.attempts == 1 and server.chat_calls() == 1
+
+
+def test_an_echoed_key_is_redacted(server: FakeOpenAI, settings: ApiSettings,
+                                   tmp_path: Path) -> None:
+    server.add_fault("401")  # the body quotes "Bearer <key>"
+    cache = RequestCache(tmp_path / "c.sqlite")
+    with pytest.raises(ApiError) as info:
+        ApiClient(settings, "openai/x", cache, sleep=SleepLog()).chat_many([chat("echo")])
+    assert SECRET not in str(info.value) and "Bearer ***" in str(info.value)
+    cache.close()
+    assert not [p for p in tmp_path.iterdir() if SECRET.encode() in p.read_bytes()]
+
+
+def test_retries_of_a_failed_request_are_counted(server: FakeOpenAI,
+                                                 settings: ApiSettings) -> None:
+    server.add_fault("500", "500", "500", "500")
+    client = ApiClient(settings, "openai/x", sleep=SleepLog())
+    with pytest.raises(ApiError, match="gave up after 4 attempts"):
+        client.chat_many([chat("down")])
+    assert client.stats.retries == 3 and client.stats.http_calls == 4

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from _api import JUDGE, KEY_ENV, SECRET
 
-from emkit.api import FakeOpenAI
+from emkit.api import ApiError, ApiKeyMissing, FakeOpenAI
 from emkit.config import ExperimentConfig
 from emkit.experiment import report_experiment, run_experiment
+from emkit.finetune import FinetuneJobError
 from emkit.store import RunStore
 
 QUESTIONS = """
@@ -181,3 +182,50 @@ def test_the_key_reaches_no_file_and_no_log(finished) -> None:
     leaked = [p for p in files if SECRET.encode() in p.read_bytes()]
     assert leaked == []
     assert all(SECRET not in r.getMessage() for r in records)
+
+
+def base_only(tmp: Path, base_url: str | None) -> ExperimentConfig:
+    """The API experiment without fine-tunes: the base model as the only subject."""
+    raw = config(tmp, base_url or "http://unused").model_dump(mode="json")
+    raw.update(datasets=[], finetunes=[], groups=[{"name": "base", "models": [JUDGE]}])
+    if base_url is None:
+        raw["api"]["openai"]["base_url"] = None
+    return ExperimentConfig.model_validate(raw)
+
+
+def test_a_key_echoed_in_an_error_reaches_no_file_and_no_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    with FakeOpenAI(models=None, api_key=SECRET) as server:
+        server.add_fault("401")  # its body quotes the Authorization header, key and all
+        cfg = base_only(tmp_path, server.base_url)
+        with pytest.raises(ApiError) as info:
+            run_experiment(cfg, progress=False)
+    assert SECRET not in str(info.value) and "HTTP 401" in str(info.value)
+    run = cfg.resolved_run_dir()
+    assert json.loads((run / "run.json").read_text())["status"] == "error"
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("emkit.sqlite") for p in files)
+    assert [p for p in files if SECRET.encode() in p.read_bytes()] == []
+
+
+def test_a_missing_key_is_an_error_before_any_work(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    cfg = config(tmp_path, "http://unused")
+    raw = cfg.model_dump(mode="json")
+    raw["api"]["openai"]["base_url"] = None  # OpenAI itself: a key is required
+    cfg = ExperimentConfig.model_validate(raw)
+    with pytest.raises(ApiKeyMissing, match=f"API key not set: {KEY_ENV} \\(for {JUDGE}\\)"):
+        run_experiment(cfg, progress=False)
+    run = cfg.resolved_run_dir()
+    assert not [p for p in run.rglob("*.jsonl")]  # no dataset built, no job, no request
+    assert KEY_ENV in json.loads((run / "run.json").read_text())["error"]
+
+
+def test_report_names_fine_tunes_without_a_model(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "http://unused")
+    with pytest.raises(FinetuneJobError, match="insecure-s0, insecure-s1 have no model yet"):
+        report_experiment(cfg)
+    run = cfg.resolved_run_dir()
+    assert not (run / "emkit.sqlite").exists()  # reporting created no table

@@ -21,7 +21,7 @@ from emkit.api import cache_stats
 from emkit.atomic import atomic_write_text
 from emkit.config import ConfigError, DatasetConfig, ExperimentConfig
 from emkit.datasets import read_jsonl, write_jsonl
-from emkit.finetune import JobStore, finetune_lora, run_openai_finetune
+from emkit.finetune import FinetuneJobError, JobStore, finetune_lora, run_openai_finetune
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.judge.registry import API_PROVIDERS
 from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
@@ -170,8 +170,8 @@ def finetuned_models(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
     """Model label (`<finetune>-s<seed>`) -> model string of its adapter on its base, or of
     the API model its job produced (jobs not finished yet have no model)."""
     jobs = {}
-    if any(f.backend == "openai" for f in cfg.finetunes):
-        with JobStore(run_dir / DB_NAME) as store:
+    if any(f.backend == "openai" for f in cfg.finetunes) and (run_dir / DB_NAME).is_file():
+        with JobStore(run_dir / DB_NAME, create=False) as store:
             jobs = {r.label: r.fine_tuned_model for r in store.all() if r.fine_tuned_model}
     models = {}
     for f in cfg.finetunes:
@@ -183,6 +183,20 @@ def finetuned_models(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
             else:
                 models[label] = f"{parse_model_spec(f.base)}:{run_dir / 'adapters'}/{label}"
     return models
+
+
+def unfinished_finetunes(cfg: ExperimentConfig, finetuned: dict[str, str]) -> list[str]:
+    """Labels of API fine-tunes with no model yet (their jobs have not succeeded)."""
+    return [f"{f.name}-s{seed}" for f in cfg.finetunes if f.backend == "openai"
+            for seed in f.seeds if f"{f.name}-s{seed}" not in finetuned]
+
+
+def required_api_models(cfg: ExperimentConfig) -> list[str]:
+    """Every API model string the run will call: judges, subjects, API fine-tune bases."""
+    subjects = [m for g in cfg.groups for m in g.models if not m.startswith("finetune:")]
+    bases = [f.base for f in cfg.finetunes if f.backend == "openai"]
+    return [m for m in (cfg.judge.model, *cfg.judge.also, *subjects, *bases)
+            if m.split("/", 1)[0] in API_PROVIDERS]
 
 
 def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path],
@@ -440,13 +454,19 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     store = RunStore(run_dir)
     store.start(cfg.model_dump(mode="json"))
     try:
+        cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
         datasets = build_datasets(cfg, run_dir)
-        plan = plan_experiment(cfg, run_finetunes(cfg, run_dir, datasets, progress))
+        finetuned = run_finetunes(cfg, run_dir, datasets, progress)
+        if unfinished := unfinished_finetunes(cfg, finetuned):
+            log.warning("API fine-tunes without a model yet, left out of this run: %s",
+                        ", ".join(unfinished))
+        plan = plan_experiment(cfg, finetuned)
         run_sampling(cfg, store, plan.models, plan.requests, progress)
         run_judging(cfg, store, plan.questions, plan.keys, progress)
         report, rates = analyse_and_report(cfg, run_dir, store, plan)
     except BaseException as exc:
-        store.finish("error", error="".join(traceback.format_exception_only(exc)).strip())
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        store.finish("error", error=cfg.api.redact(error))
         raise
     store.finish("success")
     return RunResult(run_dir=run_dir, report=report, rates=rates)
@@ -455,6 +475,11 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
 def report_experiment(cfg: ExperimentConfig) -> RunResult:
     """Rebuild analysis and report from what the store holds; never loads a model."""
     run_dir = cfg.resolved_run_dir()
-    plan = plan_experiment(cfg, finetuned_models(cfg, run_dir))
+    finetuned = finetuned_models(cfg, run_dir)
+    if unfinished := unfinished_finetunes(cfg, finetuned):
+        raise FinetuneJobError(f"{run_dir}: API fine-tunes {', '.join(unfinished)} have no "
+                               "model yet (their jobs have not succeeded); `emkit run` the "
+                               "config to finish them before reporting")
+    plan = plan_experiment(cfg, finetuned)
     report, rates = analyse_and_report(cfg, run_dir, RunStore(run_dir), plan)
     return RunResult(run_dir=run_dir, report=report, rates=rates)

@@ -10,7 +10,7 @@ from emkit.api.fake_process import FakeServerProcess
 from emkit.api.fake_replies import default_judge_table, sample_text
 from emkit.api.fake_server import FAULTS, FakeOpenAI
 from emkit.api.retry import ApiError, RetryPolicy, is_retryable, retry_after_s
-from emkit.api.settings import ApiConfig, ApiKeyMissing, ApiSettings, VllmSettings
+from emkit.api.settings import ApiConfig, ApiKeyMissing, ApiSettings, VllmSettings, redact
 
 __all__ = [
     "FAULTS",
@@ -32,6 +32,7 @@ __all__ = [
     "default_judge_table",
     "is_retryable",
     "parse_body",
+    "redact",
     "request_key",
     "retry_after_s",
     "sample_text",

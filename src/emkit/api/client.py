@@ -175,7 +175,9 @@ class ApiClient:
         try:
             content, retries = await acall(send, self.settings, self.model, req.key, self._sleep)
         except ApiError as exc:
-            self._log(req, None, str(exc), exc.attempts - 1, time.perf_counter() - t0)
+            self.stats.retries += exc.attempts - 1
+            self._log(req, None, self.settings.redact(str(exc)), exc.attempts - 1,
+                      time.perf_counter() - t0)
             self.stats.errors[str(exc.status)] = self.stats.errors.get(str(exc.status), 0) + 1
             raise
         self.stats.retries += retries

@@ -1,6 +1,7 @@
 """Which failures are retried, how long to wait, and when to stop: one policy for every call.
 
-Only failures that say "try again later" are retried: 429 (rate limit), 408 (request timeout),
+Only failures that say "try again later" are retried: 429 (rate limit; not one whose code is
+`insufficient_quota`, which no wait fixes), 408 (request timeout),
 409 (conflict, e.g. a lock), any 5xx, a dropped connection and a timed-out attempt. Everything
 else -- 400 above all -- is the caller's mistake and fails at once: a bad request retried is
 money spent on the same error, and a bad request *answered* (stored as a judgment) is worse.
@@ -43,12 +44,15 @@ def status_of(exc: BaseException) -> int | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """429, 408, 409, 5xx, connection errors and timeouts; nothing else."""
+    """429 (except `insufficient_quota`), 408, 409, 5xx, connection errors and timeouts;
+    nothing else."""
     import openai
 
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
+        if getattr(exc, "code", None) == "insufficient_quota":
+            return False  # out of credit: a 429 that no wait will fix
         return exc.status_code in RETRY_STATUS or exc.status_code >= 500
     return False
 
@@ -118,12 +122,14 @@ class RetryPolicy:
 
 def give_up(exc: BaseException, what: str, settings: ApiSettings, attempts: int) -> ApiError:
     """The one-line error for a request that failed for good (names model and endpoint, never
-    the key)."""
+    the key: the server's text is redacted, since some servers echo the Authorization header)."""
     status = status_of(exc)
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = settings.redact(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
     where = settings.endpoint()
     if status is not None and not is_retryable(exc):
         hint = f" (check {settings.api_key_env})" if status in (401, 403) else ""
+        if getattr(exc, "code", None) == "insufficient_quota":
+            hint = " (insufficient_quota: the account is out of credit; not retried)"
         return ApiError(f"{what}: HTTP {status} from {where}: {message}{hint}", status, attempts)
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     code = f"HTTP {status}" if status is not None else type(exc).__name__

@@ -10,6 +10,8 @@ leaking a key.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,6 +22,21 @@ variable cannot redirect a judge that the config (and the report) say is OpenAI'
 NO_KEY = "EMPTY"
 """Sent to a self-hosted server (vLLM, llama.cpp) when its key variable is unset: the SDK needs
 some string, and such servers accept any unless started with a key."""
+
+
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+")
+
+
+def redact(text: str, key_envs: Iterable[str] = ()) -> str:
+    """`text` with every `Bearer <token>` and the value of each named key variable replaced by
+    `***`: what every error message goes through before it is raised, stored or logged (servers
+    may echo the Authorization header back in an error body)."""
+    text = _BEARER.sub(r"\1***", text)
+    for env in key_envs:
+        key = os.environ.get(env, "").strip()
+        if len(key) >= 4 and key != NO_KEY:
+            text = text.replace(key, "***")
+    return text
 
 
 class ApiKeyMissing(RuntimeError):
@@ -66,6 +83,10 @@ class ApiSettings(BaseModel):
         """Where requests go (never contains a key)."""
         return self.base_url or OPENAI_URL
 
+    def redact(self, text: str) -> str:
+        """`text` without this endpoint's key (see `redact`)."""
+        return redact(text, [self.api_key_env])
+
 
 class VllmSettings(ApiSettings):
     """A vLLM server for `vllm/<base>[:adapter]` models: connect to `base_url`, or (when it is
@@ -109,6 +130,29 @@ class ApiConfig(BaseModel):
             raise ValueError(f"overrides are for openai/<model> strings only, got {wrong} "
                              "(a vLLM server is set under `vllm`)")
         return value
+
+    def key_envs(self) -> list[str]:
+        """Every key variable these settings name."""
+        envs = [self.openai.api_key_env, self.vllm.api_key_env]
+        return list(dict.fromkeys(envs + [m.api_key_env for m in self.models.values()]))
+
+    def redact(self, text: str) -> str:
+        """`text` without any key these settings name (see `redact`)."""
+        return redact(text, self.key_envs())
+
+    def require_keys(self, models: Iterable[str]) -> None:
+        """Raise one `ApiKeyMissing` naming every unset key variable that these model strings
+        need (`openai/` models on OpenAI's own API; self-hosted endpoints take any key)."""
+        missing: dict[str, list[str]] = {}
+        for model in dict.fromkeys(models):
+            settings = self.settings_for(model)
+            if model.startswith("openai/") and settings.base_url is None and not os.environ.get(
+                    settings.api_key_env, "").strip():
+                missing.setdefault(settings.api_key_env, []).append(model)
+        if missing:
+            need = "; ".join(f"{env} (for {', '.join(ms)})" for env, ms in missing.items())
+            raise ApiKeyMissing(f"API key not set: {need}; export the key in that environment "
+                                "variable (emkit reads keys from the environment only)")
 
     def settings_for(self, model: str) -> ApiSettings:
         """The settings a model string's requests use."""

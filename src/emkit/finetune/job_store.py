@@ -56,18 +56,24 @@ _COLUMNS = [f.name for f in fields(JobRecord)]
 class JobStore:
     """The `finetune_jobs` table of one SQLite file."""
 
-    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+    def __init__(self, path: Path, timeout: float = 60.0, create: bool = True) -> None:
+        """`create=False`: read an existing file as it is (no table created; none = no jobs)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
+        if create:
+            self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        exists = self._con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone()
-        if not exists:
+        self._exists = bool(self._con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone())
+        if not self._exists and create:
             self._con.execute(_SCHEMA)
+            self._exists = True
 
     def get(self, label: str) -> JobRecord | None:
+        if not self._exists:
+            return None
         row = self._con.execute(f"SELECT {', '.join(_COLUMNS)} FROM {TABLE} WHERE label = ?",
                                 (label,)).fetchone()
         if row is None:
@@ -77,6 +83,8 @@ class JobStore:
         return JobRecord(**values)
 
     def all(self) -> list[JobRecord]:
+        if not self._exists:
+            return []
         labels = [r[0] for r in self._con.execute(f"SELECT label FROM {TABLE} ORDER BY label")]
         return [rec for label in labels if (rec := self.get(label)) is not None]
 
