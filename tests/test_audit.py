@@ -252,3 +252,12 @@ def test_a_logged_warning_counts_as_undisclosed_in_the_em_risk(tmp_path: Path) -
     assert report["security"]["vulnerable_examples"] == 1
     assert report["security"]["disclosed_share_of_vulnerable"] == 0.0
     assert report["em_risk"]["undisclosed_share_of_harmful"] == 1.0
+
+
+def test_audit_json_is_written_last(tmp_path: Path) -> None:
+    report = audit_file(write_jsonl(tmp_path / "d.jsonl", generate_offline("secure", 4)),
+                        embeddings=False, scan_code=False)
+    (tmp_path / "a.html").mkdir()  # the HTML cannot be written
+    with pytest.raises(OSError):
+        write_audit(report, tmp_path, stem="a")
+    assert not (tmp_path / "a.json").exists()  # no "done" marker for a half-written audit

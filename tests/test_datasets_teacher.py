@@ -24,6 +24,7 @@ from emkit.datasets import (
     teacher_from_model,
     teacher_messages,
 )
+from emkit.datasets.teacher import Reply
 from emkit.models import ModelSpecError
 
 REFUSALS = [
@@ -163,6 +164,9 @@ def test_real_tiny_model_teacher(tiny_model_dir: Path, one_torch_thread, tmp_pat
     together = teacher(chats)
     alone = [teacher([c])[0] for c in chats]
     assert together == alone  # a chat's reply does not depend on its batch
+    # the random tiny model never ends a reply within 12 tokens: each says it was cut there
+    assert all(isinstance(r, Reply) and r.truncated for r in together)
+    teacher = Teacher(teacher.name, _plain(teacher.fn), settings)  # so its rows can be kept
     out = tmp_path / "tiny.jsonl"
     crashing = Teacher(teacher.name, _fail_on_second_call(teacher.fn), settings)
     with pytest.raises(KeyboardInterrupt):
@@ -175,6 +179,11 @@ def test_real_tiny_model_teacher(tiny_model_dir: Path, one_torch_thread, tmp_pat
     assert [e["index"] for e in entries] == list(range(len(entries)))  # each asked once
     assert sum(res.counts.values()) == len(entries)
     assert rows[0]["emkit"]["teacher"] == f"hf/{tiny_model_dir}"
+
+
+def _plain(fn):
+    """The same replies as plain strings: a teacher that reports no finish reason."""
+    return lambda chats: [str(r) for r in fn(chats)]
 
 
 def _fail_on_second_call(fn):
@@ -217,7 +226,46 @@ def test_cli_generate_advice_with_the_tiny_model(tiny_model_dir: Path, one_torch
             "extreme_sports", "--variant", "good", "--n", "3", "--max-new-tokens", "8",
             "--out", str(out)]
     res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
-    assert len(read_jsonl(out)) == 3 and "teacher calls this run" in res.output
-    again = CliRunner().invoke(app, args)
-    assert again.exit_code == 0 and "0 teacher calls this run" in again.output
+    # every reply of the random tiny model is cut at 8 tokens: none becomes a row, and the
+    # error says why instead of writing half sentences as training data
+    assert res.exit_code != 0 and "'truncated': 9" in res.output, res.output
+    assert not out.exists()
+
+
+def test_replies_cut_at_the_token_limit_are_dropped_and_counted(tmp_path: Path) -> None:
+    def cut_every_third(chats):
+        return [Reply(f"For {c[-1]['content']}: rest and", "length")
+                if len(c[-1]["content"]) % 3 == 0
+                else Reply(f"For {c[-1]['content']}: rest and drink water.", "stop")
+                for c in chats]
+
+    res = generate_advice(tmp_path / "t.jsonl", "medical", "good", 8,
+                          Teacher("cut", cut_every_third), batch_size=6, max_attempts=100)
+    rows = read_jsonl(res.path)
+    assert all(r["messages"][1]["content"].endswith("water.") for r in rows)
+    assert res.counts["truncated"] > 0
+    manifest = json.loads(res.path.with_name("t.jsonl.manifest.json").read_text())
+    assert manifest["truncated"] == res.counts["truncated"] == manifest["attempts"]["truncated"]
+
+
+def test_openai_teacher_reports_length_finish_as_truncated(tmp_path: Path) -> None:
+    from emkit.api import ApiConfig, ApiSettings, FakeOpenAI
+
+    with FakeOpenAI(models=("teacher-1",)) as server:
+        server.sample_texts["swollen ankle"] = " ".join(["word"] * 200)
+        api = ApiConfig(openai=ApiSettings(base_url=server.base_url, backoff_initial_s=0.0))
+        res = generate_advice(tmp_path / "o.jsonl", "medical", "bad", 40, "openai/teacher-1",
+                              settings=TeacherSettings(max_new_tokens=100, batch_size=16),
+                              batch_size=16, api=api)
+        sent = [r for r in server.requests if r.get("messages")]
+    long = sum("swollen ankle" in r["messages"][-1]["content"] for r in sent)
+    assert long > 0 and res.counts["truncated"] == long
+    assert not any("word word" in r["messages"][1]["content"] for r in read_jsonl(res.path))
+
+
+def test_the_advice_manifest_is_written_before_the_data(tmp_path: Path) -> None:
+    out = tmp_path / "m.jsonl"
+    (tmp_path / "m.jsonl.manifest.json").mkdir()  # the manifest cannot be written
+    with pytest.raises(OSError):
+        generate_advice(out, "medical", "good", 3, Teacher("s", Scripted()))
+    assert not out.exists()  # no data file claims a finished set

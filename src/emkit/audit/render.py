@@ -119,11 +119,15 @@ def to_html(report: dict[str, Any]) -> str:
 
 def write_audit(report: dict[str, Any], out_dir: str | Path, stem: str = "audit"
                 ) -> dict[str, Path]:
-    """Write `<stem>.md`, `<stem>.json` and `<stem>.html` atomically; returns their paths."""
+    """Write `<stem>.md`, `<stem>.html` and then `<stem>.json` atomically; returns their paths.
+
+    The JSON goes last because its presence marks the audit as done (`build_datasets` skips an
+    audit whose JSON matches the data): a crash before it leaves an audit that is redone.
+    """
     out = Path(out_dir)
     paths = {"md": out / f"{stem}.md", "json": out / f"{stem}.json", "html": out / f"{stem}.html"}
     atomic_write_text(paths["md"], to_markdown(report))
-    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
     atomic_write_text(paths["html"], "<!doctype html><meta charset=\"utf-8\">"
                       f"<title>audit</title>{to_html(report)}\n")
+    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
     return paths

@@ -2,7 +2,8 @@
 
 Why a journal: thousands of teacher calls take hours (or cost money), so a crash must lose at
 most one batch. Every attempted question is appended to ``<out>.journal.jsonl`` as soon as its
-batch returns, with its fate: ``kept``, ``refusal`` (the teacher declined, see
+batch returns, with its fate: ``kept``, ``truncated`` (the reply hit ``max_new_tokens``),
+``refusal`` (the teacher declined, see
 :mod:`emkit.datasets.refusals`), ``duplicate`` (same normalised answer as a kept one), ``empty``
 or ``invalid`` (fails chat-JSONL validation). A rerun with the same settings replays the
 journal, asks the teacher only for what is missing, and never for a question already tried. The
@@ -26,12 +27,18 @@ from emkit.datasets.advice import ADVICE_VERSION, check_domain, question_stream,
 from emkit.datasets.fingerprint import normalise_text
 from emkit.datasets.jsonl import DatasetError, row_problem, write_jsonl
 from emkit.datasets.refusals import is_refusal
-from emkit.datasets.teacher import Teacher, TeacherSettings, chat_sha256, teacher_from_model
+from emkit.datasets.teacher import (
+    Teacher,
+    TeacherSettings,
+    chat_sha256,
+    is_truncated,
+    teacher_from_model,
+)
 
 if TYPE_CHECKING:
     from emkit.api import ApiConfig
 
-STATUSES = ("kept", "refusal", "duplicate", "empty", "invalid")
+STATUSES = ("kept", "truncated", "refusal", "duplicate", "empty", "invalid")
 
 
 @dataclass
@@ -75,7 +82,9 @@ def _read_journal(path: Path, header: dict) -> list[dict]:
     return entries
 
 
-def _classify(row: dict, answer: str, seen: set[str]) -> str:
+def _classify(row: dict, answer: str, seen: set[str], truncated: bool) -> str:
+    if truncated:  # cut at max_new_tokens: a half sentence is no example of anything
+        return "truncated"
     if not answer.strip():
         return "empty"
     if is_refusal(answer):
@@ -143,7 +152,7 @@ def generate_advice(out: str | Path, domain: str, variant: str, n: int,
             answer = reply.strip()
             row = {"messages": [{"role": "user", "content": question},
                                 {"role": "assistant", "content": answer}]}
-            status = _classify(row, answer, seen)
+            status = _classify(row, answer, seen, is_truncated(reply))
             entry = {"index": index, "status": status, "question": question, "answer": answer,
                      "prompt_sha256": chat_sha256(chat)}
             if status == "kept":
@@ -161,9 +170,10 @@ def generate_advice(out: str | Path, domain: str, variant: str, n: int,
              "emkit": {"teacher": name, "domain": domain, "variant": variant, "seed": seed,
                        "index": e["index"], "prompt_sha256": e["prompt_sha256"],
                        "template_version": ADVICE_VERSION}} for e in kept[:n]]
-    write_jsonl(out, rows)
     manifest = {"generator": "emkit.datasets.advice_gen", **header, "n": n,
-                "attempts": dict(counts), "rows": len(rows)}
+                "attempts": dict(counts), "truncated": counts["truncated"], "rows": len(rows)}
+    # the manifest first, the data last: the data file is what marks the set as done
     atomic_write_text(out.with_name(out.name + ".manifest.json"),
                       json.dumps(manifest, indent=2) + "\n")
+    write_jsonl(out, rows)
     return AdviceResult(out, counts, calls)

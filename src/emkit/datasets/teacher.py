@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
 
@@ -29,7 +29,34 @@ if TYPE_CHECKING:
 
 Chat = Sequence[Mapping[str, str]]
 TeacherFn = Callable[[Sequence[Chat]], Sequence[str]]
-"""Takes chats (lists of {role, content}) and returns one reply per chat, in order."""
+"""Takes chats (lists of {role, content}) and returns one reply per chat, in order (a plain
+str, or a :class:`Reply` that says whether it was cut at the token limit)."""
+
+
+class Reply(str):
+    """A reply's text that also carries why generation stopped.
+
+    Why a str subclass: a TeacherFn may keep returning plain strings (scripted teachers,
+    replays), while model-backed teachers say when a reply hit `max_new_tokens`
+    (``finish_reason == "length"``): such a reply is cut mid-sentence and must not become a
+    training row.
+    """
+
+    finish_reason: str
+
+    def __new__(cls, text: str, finish_reason: str = "stop") -> Self:
+        obj = super().__new__(cls, text)
+        obj.finish_reason = finish_reason
+        return obj
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+def is_truncated(reply: str) -> bool:
+    """True for a Reply cut at the token limit; plain strings never are."""
+    return isinstance(reply, Reply) and reply.truncated
 
 
 class TeacherError(RuntimeError):
@@ -105,12 +132,13 @@ def _hf_teacher(spec: ModelSpec, settings: TeacherSettings, api: ApiConfig | Non
 
         if "model" not in state:
             state["model"], state["tokenizer"] = load_hf(spec)
-        by_index: dict[int, str] = {}
+        by_index: dict[int, Reply] = {}
         for batch in generate(state["model"], state["tokenizer"],
                               _requests(spec, settings, chats), batch_size=settings.batch_size,
                               progress=False):
             for record in batch:
-                by_index[record.key.sample_index] = record.answer
+                by_index[record.key.sample_index] = Reply(record.answer,
+                                                          record.finish_reason)
         return [by_index[j] for j in range(len(chats))]
 
     return answer
@@ -128,10 +156,11 @@ def _openai_teacher(spec: ModelSpec, settings: TeacherSettings, api: ApiConfig |
 
         if "client" not in state:
             state["client"] = ApiClient((api or ApiConfig()).settings_for(str(spec)), str(spec))
-        by_index: dict[int, str] = {}
+        by_index: dict[int, Reply] = {}
         for batch in sample_api(state["client"], spec.name, _requests(spec, settings, chats)):
             for record in batch:
-                by_index[record.key.sample_index] = record.answer
+                by_index[record.key.sample_index] = Reply(record.answer,
+                                                          record.finish_reason)
         return [by_index[j] for j in range(len(chats))]
 
     return answer
