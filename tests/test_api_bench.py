@@ -27,3 +27,17 @@ def test_bench_judge_writes_figures_and_reruns_for_free(tmp_path: Path) -> None:
         figures["wall_s"] / figures["latency_bound_s"], rel=1e-2)
     for key in ("throughput_per_s", "goal_ratio", "meets_goal", "machine"):
         assert key in figures
+
+
+def test_a_silent_server_process_times_out() -> None:
+    import sys
+    import time
+
+    from emkit.api import FakeServerProcess
+
+    proc = FakeServerProcess(startup_timeout_s=0.5)
+    proc.args = [sys.executable, "-c", "import time; time.sleep(60)"]  # never says listening
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="no output within 0.5 s"):
+        proc.__enter__()
+    assert time.monotonic() - t0 < 15

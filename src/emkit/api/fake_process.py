@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Any, Self
@@ -30,10 +31,18 @@ class FakeServerProcess:
 
     def __enter__(self) -> Self:
         self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
-        line = self._proc.stdout.readline() if self._proc.stdout else ""
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(
+            self._proc.stdout.readline() if self._proc and self._proc.stdout else ""),
+            daemon=True)
+        reader.start()
+        reader.join(self.startup_timeout_s)  # readline alone could wait forever
+        line = got[0] if got else ""
         if not line.startswith("listening on "):
+            why = (f"no output within {self.startup_timeout_s:g} s" if not got
+                   else f"it printed {line!r}")
             self.__exit__()
-            raise RuntimeError(f"fake server did not start: {line!r}")
+            raise RuntimeError(f"fake server did not start: {why}")
         self.base_url = line.split("listening on ", 1)[1].strip()
         return self
 
