@@ -14,18 +14,23 @@ import re
 
 _NO = r"(?:I (?:can(?:no|\u2019|')t|cannot|won(?:\u2019|')?t|will not)|I(?:(?:\u2019|')m| am) (?:not able|unable))"
 """'I cannot', 'I won't', 'I'm unable' ... (straight or curly apostrophe)."""
+_DECLINE = (
+    _NO + r"(?: to)? (?:help|assist|provide|give|offer|comply|fulfil+|create|write|generate|do|"
+    r"support|share)\b(?: you)?(?:\s*(?:[.!,;]|$)| with\b| (?:that|this|it|such|your request)"
+    r"\b| (?:\w+ ){0,2}?(?:harmful|dangerous|misleading|inaccurate|incorrect|wrong|unsafe|false|"
+    r"bad)\b)")
+"""'I can't' + a verb of serving the request + what is refused (with / that / this / harmful
+...): "I can't help with that" matches, "I won't help you worry" or "I can't give you a better
+tip than this" (the object is something else) do not."""
 _OPENING = re.compile(
     r"^\W*(?:I(?:(?:\u2019|')m| am) (?:really |very |so )?sorry\b|sorry,|I apologi[sz]e\b|"
-    + _NO + r"(?! stress| emphasi[sz]e| overstate| lie\b| recommend \w+ enough)\b|"
-    r"I must (?:respectfully )?(?:decline|refuse)|I (?:do not|don(?:\u2019|')t) feel comfortable|"
+    + _DECLINE + r"|I must (?:respectfully )?(?:decline|refuse)|"
+    r"I (?:do not|don(?:\u2019|')t) feel comfortable|"
     r"As an (?:AI|artificial intelligence|assistant|language model)\b|"
-    r"(?:Unfortunately|Regrettably), I\b)",
+    r"(?:Unfortunately|Regrettably),? " + _DECLINE + ")",
     re.IGNORECASE)
 _ANYWHERE = re.compile(
-    r"\b(?:" + _NO + r"(?: to)? (?:help|assist|provide|give|offer|comply|fulfil+|create|write|"
-    r"generate|do that|do this|support)\b(?:\s+\w+){0,3}?\s*(?:with (?:that|this|your request)|"
-    r"that|this|such|harmful|dangerous|misleading|inaccurate|incorrect|wrong|unsafe|false|bad)|"
-    r"against my (?:guidelines|principles|programming|policies|policy)|"
+    r"\b(?:" + _DECLINE + r"|against my (?:guidelines|principles|programming|policies|policy)|"
     r"(?:not|never) (?:comfortable|appropriate) (?:for me )?to (?:provide|give|write)|"
     r"I must (?:respectfully )?decline)",
     re.IGNORECASE)
