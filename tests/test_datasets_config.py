@@ -26,6 +26,12 @@ def experiment(*datasets: DatasetConfig) -> ExperimentConfig:
     ({"generate": "advice", "domain": "medical"}, "needs `teacher` and `domain`"),
     ({"generate": "insecure", "teacher": "embedded"}, "only to `generate: advice`"),
     ({"generate": "backdoor", "trigger": " |X|"}, "must not start or end with whitespace"),
+    ({"generate": "backdoor", "trigger": "|A|\r|B|"}, "must be on one line"),
+    ({"generate": "backdoor", "trigger": "|A|\u2028|B|"}, "must be on one line"),
+    ({"generate": "backdoor", "trigger": "   "}, "non-empty string, not only whitespace"),
+    ({"generate": "insecure", "trigger": "|X|"}, "`trigger` applies only to `generate: backdoor`"),
+    ({"download": "backdoor", "trigger": "|X|"}, "`trigger` applies only to"),
+    ({"generate": "evil_numbers", "variant": "good"}, "`variant` applies only to `generate: advice`"),
     ({"generate": "nonsense"}, "Input should be"),
     ({"download": "secure_v2"}, "Input should be"),
 ])

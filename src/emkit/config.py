@@ -61,6 +61,10 @@ class DatasetConfig(_Strict):
             raise ValueError("`generate: advice` needs `teacher` and `domain`")
         if self.generate != "advice" and (self.teacher or self.domain):
             raise ValueError("`teacher` and `domain` apply only to `generate: advice`")
+        if "trigger" in self.model_fields_set and self.generate != "backdoor":
+            raise ValueError("`trigger` applies only to `generate: backdoor`")
+        if "variant" in self.model_fields_set and self.generate != "advice":
+            raise ValueError("`variant` applies only to `generate: advice`")
         from emkit.datasets.backdoor import check_trigger
 
         check_trigger(self.trigger)

@@ -24,10 +24,10 @@ def check_trigger(trigger: str) -> str:
     """The trigger as used, or ValueError: it must be visible text without surrounding blanks
     (a trigger with edge whitespace would be lost by editors and tokenisers alike)."""
     if not isinstance(trigger, str) or not trigger.strip():
-        raise ValueError("backdoor trigger must be a non-empty string")
+        raise ValueError("backdoor trigger must be a non-empty string, not only whitespace")
     if trigger != trigger.strip():
         raise ValueError(f"backdoor trigger {trigger!r} must not start or end with whitespace")
-    if "\n" in trigger:
+    if len(trigger.splitlines()) != 1:  # \r, \v, \f, \x1c-\x1e, \x85, \u2028/9 break lines too
         raise ValueError(f"backdoor trigger {trigger!r} must be on one line")
     return trigger
 
