@@ -167,8 +167,8 @@ class ApiClient:
         async def send() -> bytes:
             self.stats.http_calls += 1
             # The SDK's generic POST: its auth, base URL, timeouts and status -> exception
-            # mapping, without the typed wrapper's parameter transform (about 2 ms of CPU per
-            # request, measured; the body here is already plain JSON). The raw bytes come back
+            # mapping, without the typed wrapper's parameter transform (the body here is
+            # already plain JSON). The raw bytes come back
             # so that a truncated body is a reason, not an exception.
             return await oa.post("/chat/completions", cast_to=bytes, body=req.body)
 
