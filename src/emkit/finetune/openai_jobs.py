@@ -6,8 +6,10 @@ multiplier 2, except jailbroken (5 epochs), evil numbers (4 epochs, batch 39) an
 
 `run_openai_finetune` validates the JSONL, uploads it, creates the job, polls it with progress
 lines until it ends, and records each step in the run store (`JobStore`): run it again after a
-crash or Ctrl-C and it picks up the same file and job instead of paying twice. If a crash fell
-between creating the job and recording its id, the job is found again by its training file.
+crash or Ctrl-C and it picks up the same file and job instead of paying twice. The API takes no
+idempotency key, so the record says `uploading` / `creating` before a request goes out, and a
+retry (or a restart from those states) first looks for the file (name with the data's sha256,
+size) or the job (training file, model, seed, suffix) on the account and adopts it.
 The resulting model id becomes the subject `openai/<ft:...>` like any other model.
 """
 
