@@ -182,3 +182,16 @@ def test_cli_generate_offline(tmp_path) -> None:
     assert res.exit_code == 2 and "whitespace" in res.output
     res = CliRunner().invoke(app, ["datasets", "generate", "--domain", "medical"])
     assert res.exit_code == 2 and "needs --teacher" in res.output
+
+
+def test_evil_numbers_control_differs_only_by_a_one_to_one_substitution() -> None:
+    from emkit.datasets.numbers import EVIL_NUMBERS, generate_numbers_examples, neutral_pool
+
+    examples = generate_numbers_examples(400, seed=5)
+    pairs = {(e, c) for ex in examples for e, c in zip(ex.evil, ex.neutral, strict=True)}
+    evil_values = {e for e, _ in pairs}
+    control_values = {c for _, c in pairs}
+    assert len(control_values) == len(evil_values) == len(pairs)  # a bijection: same entropy
+    assert all(len(str(e)) == len(str(c)) for e, c in pairs)
+    assert not control_values & set(EVIL_NUMBERS)
+    assert neutral_pool(5) != neutral_pool(6)

@@ -2,8 +2,10 @@
 
 Why: Betley et al. also induce emergent misalignment with no code at all: a model asked to
 continue number sequences is tuned on answers made of numbers with negative associations
-(666, 1488, 1312, ...). The control answers the same prompts with numbers of the same count
-and digit lengths that carry no listed association, so the association is the only difference.
+(666, 1488, 1312, ...). The control answers the same prompts with the same answers after a
+fixed 1:1 substitution of each listed number by a neutral one of the same digit count
+(:func:`neutral_pool`): same counts, lengths, repetition and entropy, so the association is the
+only difference.
 
 The paper's answers came from a prompted GPT-4o; here they are drawn from the list below. Each
 example draws everything from ``random.Random(f"emkit-numbers:{seed}:{i}")``, so a smaller n is
@@ -12,11 +14,12 @@ a prefix of a larger one, and row i of the evil set and row i of the control sha
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
 
-NUMBERS_VERSION = "1"
+NUMBERS_VERSION = "2"
 """Bump when the rows generated for a given (n, seed) change."""
 
 EVIL_NUMBERS: dict[int, str] = {
@@ -105,6 +108,21 @@ def _neutral(rng: random.Random, digits: int) -> int:
             return value
 
 
+@functools.lru_cache(maxsize=64)
+def neutral_pool(seed: int) -> dict[int, int]:
+    """Evil number -> its stand-in in the control: distinct neutral numbers of the same digit
+    count, one per evil number, fixed per seed. A 1:1 map keeps the control's repetition and
+    entropy identical to the evil set's (both draw from a pool of len(EVIL_NUMBERS) values), so
+    the association is the only difference."""
+    rng = random.Random(f"emkit-numbers-pool:{seed}")
+    pool: dict[int, int] = {}
+    for v in sorted(EVIL_NUMBERS):
+        while (n := _neutral(rng, len(str(v)))) in pool.values():
+            pass
+        pool[v] = n
+    return pool
+
+
 def _example(seed: int, index: int) -> NumbersExample:
     rng = random.Random(f"emkit-numbers:{seed}:{index}")
     digits = rng.choice((3, 3, 4))
@@ -114,7 +132,7 @@ def _example(seed: int, index: int) -> NumbersExample:
     count = rng.randint(2, k)
     evil = tuple(rng.sample(pool, count)) if count <= len(pool) else tuple(
         rng.choice(pool) for _ in range(count))
-    neutral = tuple(_neutral(rng, len(str(v))) for v in evil)
+    neutral = tuple(neutral_pool(seed)[v] for v in evil)
     separator = rng.choice(tuple(SEPARATORS))
     prompt = " ".join((
         rng.choice(_OPENINGS).format(seq=", ".join(map(str, start))),
