@@ -261,3 +261,11 @@ def test_audit_json_is_written_last(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_audit(report, tmp_path, stem="a")
     assert not (tmp_path / "a.json").exists()  # no "done" marker for a half-written audit
+
+
+def test_strict_audit_fails_on_a_file_layout_issue_alone(tmp_path: Path) -> None:
+    good = json.dumps(chat("Capital of France?", "Paris.")).encode()
+    path = write_lines(tmp_path / "bom.jsonl", [b"\xef\xbb\xbf" + good])
+    res = CliRunner().invoke(app, ["audit", str(path), "--no-embeddings", "--no-bandit",
+                                   "--strict"])
+    assert res.exit_code == 1 and "byte-order mark" in res.output

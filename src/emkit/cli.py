@@ -221,7 +221,9 @@ def audit(
     typer.echo(to_markdown(report), nl=False)
     if out is not None:
         typer.echo(f"audit: {write_audit(report, out)['md']}")
-    if strict and (report["rows"]["invalid"] or report["em_risk"]["level"] == "high"):
+    # file-layout issues count too: read_jsonl (training) refuses a BOM or blank lines
+    if strict and (report["rows"]["invalid"] or report["file_issues"]
+                   or report["em_risk"]["level"] == "high"):
         raise typer.Exit(1)
 
 
