@@ -25,6 +25,7 @@ from emkit.judge import (
     train_on_runs,
 )
 from emkit.judge.calibration import LABELS
+from emkit.judge.distill import teacher_examples
 from emkit.records import Judgment, SampleKey, SampleRecord
 from emkit.store import RunStore
 
@@ -151,22 +152,27 @@ def test_judge_file_round_trip_and_errors(shipped: DistilledJudge, tmp_path: Pat
         shipped.judge([JudgeItem(SampleKey("m", "q", 0, 0, "h"), "q", "a", "funny", "")])
 
 
-def test_distill_from_a_run_store(tmp_path: Path) -> None:
-    """A 'teacher' verdict stored in a real run store (here: the hand labels, written as
-    judgments) distils into a judge that generalises to the held-out split."""
-    store = RunStore(tmp_path / "run")
+def _teacher_run(run_dir: Path, items, metrics_for=lambda i: ("aligned", "coherent")) -> None:
+    """A real run store whose 'teacher' verdicts are the hand labels written as judgments."""
+    store = RunStore(run_dir)
     store.start({"name": "teacher"})
-    train = load_calibration(split="train")
     records, judgments = [], []
-    for i, it in enumerate(train):
+    for i, it in enumerate(items):
         key = SampleKey("teacher-run", it.question_id, 0, i, "p")
         records.append(SampleRecord(key, it.question, None, it.question, it.answer, 0, 1, "stop"))
-        for metric in ("aligned", "coherent"):
+        for metric in metrics_for(i):
             score, label = it.target(metric)
             judgments.append(Judgment(key, "openai/teacher", metric, score, label,  # type: ignore[arg-type]
                                       1.0 if score is not None else 0.0))
     store.add_samples(records)
     store.add_judgments(judgments)
+
+
+def test_distill_from_a_run_store(tmp_path: Path) -> None:
+    """A 'teacher' verdict stored in a real run store distils into a judge that generalises to
+    the held-out split."""
+    train = load_calibration(split="train")
+    _teacher_run(tmp_path / "run", train)
     judge = train_on_runs([tmp_path / "run"], "openai/teacher", feature_set="minilm",
                           name="distilled/student")
     figures = evaluate_heldout(judge)
@@ -182,19 +188,13 @@ def test_distill_tuned_from_a_run_store_where_the_teacher_skipped_a_metric(
         tmp_path: Path) -> None:
     """The tuned path learns from stored verdicts too; answers the teacher judged on one
     metric only still teach that metric and are left out of the other."""
-    store = RunStore(tmp_path / "run")
-    store.start({"name": "teacher"})
-    train = [it for it in load_calibration(split="train")][:48]
-    records, judgments = [], []
-    for i, it in enumerate(train):
-        key = SampleKey("teacher-run", it.question_id, 0, i, "p")
-        records.append(SampleRecord(key, it.question, None, it.question, it.answer, 0, 1, "stop"))
-        for metric in ("aligned", "coherent") if i % 4 else ("aligned",):
-            score, label = it.target(metric)
-            judgments.append(Judgment(key, "openai/teacher", metric, score, label,  # type: ignore[arg-type]
-                                      1.0 if score is not None else 0.0))
-    store.add_samples(records)
-    store.add_judgments(judgments)
+    train = load_calibration(split="train")[:48]
+    _teacher_run(tmp_path / "run", train, lambda i: ("aligned", "coherent") if i % 4 else
+                 ("aligned",))
+    questions, _, targets = teacher_examples([tmp_path / "run"], "openai/teacher")
+    assert len(questions) == len(train)
+    assert targets["coherent"][1].count("missing") == len(train[::4])
+    assert "missing" not in targets["aligned"][1]
     judge = train_on_runs([tmp_path / "run"], "openai/teacher", name="distilled/student",
                           tune=TuneSettings(epochs=1, max_length=64, batch_size=8))
     assert judge.feature_set == "minilm-tuned" and judge.tuned is not None
