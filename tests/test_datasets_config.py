@@ -40,6 +40,20 @@ def test_dataset_section_errors(fields: dict, message: str) -> None:
         DatasetConfig(name="d", **fields)
 
 
+def test_a_config_read_back_from_run_json_validates() -> None:
+    """run.json stores the full dump (defaults included); `emkit report`/`emkit judge --run-dir`
+    validate it again, so written-out defaults must not count as misplaced options."""
+    cfg = experiment(
+        DatasetConfig(name="a", generate="insecure"),
+        DatasetConfig(name="b", generate="backdoor", trigger="|X|"),
+        DatasetConfig(name="c", generate="evil_numbers"),
+        DatasetConfig(name="d", generate="advice", teacher="embedded", domain="medical",
+                      variant="good"),
+        DatasetConfig(name="e", download="jailbroken"))
+    again = ExperimentConfig.model_validate(json.loads(json.dumps(cfg.model_dump(mode="json"))))
+    assert again == cfg
+
+
 def test_build_generates_audits_and_reuses(tmp_path: Path) -> None:
     given = write_jsonl(tmp_path / "given.jsonl", generate_offline("secure", 10))
     cfg = experiment(

@@ -61,9 +61,12 @@ class DatasetConfig(_Strict):
             raise ValueError("`generate: advice` needs `teacher` and `domain`")
         if self.generate != "advice" and (self.teacher or self.domain):
             raise ValueError("`teacher` and `domain` apply only to `generate: advice`")
-        if "trigger" in self.model_fields_set and self.generate != "backdoor":
+        # a value other than the default is a mistake; the default itself may be written out
+        # (run.json stores the full config, and reading it back must validate)
+        defaults = type(self).model_fields
+        if self.trigger != defaults["trigger"].default and self.generate != "backdoor":
             raise ValueError("`trigger` applies only to `generate: backdoor`")
-        if "variant" in self.model_fields_set and self.generate != "advice":
+        if self.variant != defaults["variant"].default and self.generate != "advice":
             raise ValueError("`variant` applies only to `generate: advice`")
         from emkit.datasets.backdoor import check_trigger
 
