@@ -83,6 +83,16 @@ def question_mean(rates: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _frame_section(frame: object, title: str, blurb: str, columns: list[str] | None = None,
+                   formats: dict | None = None) -> list[str]:
+    """Heading, explanation (trusted HTML written here) and table of an optional frame;
+    nothing when the frame is absent or empty, so optional sections never show up blank."""
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        return []
+    return [f"<h2>{h.esc(title)}</h2>", f"<p>{blurb}</p>",
+            h.table(frame, columns or list(frame.columns), formats)]
+
+
 def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: dict) -> Path:
     """Write report.html, its PNGs, rates.csv and summary.json into `out_dir`; return the HTML.
 
@@ -137,26 +147,19 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
     ]
     if meta.get("judge_description"):
         sections.append(f"<p>{h.esc(meta['judge_description'])}</p>")
-    ensemble = meta.get("ensemble")
-    if isinstance(ensemble, pd.DataFrame) and not ensemble.empty:
-        sections += [
-            "<h2>Judges: rates and agreement with the judge of record</h2>",
-            ("<p>Conditional (paper) rate pooled over questions, per judge. Agreement is over the "
-             "answers both judges scored: Spearman of alignment scores; share of identical "
-             "per-answer decisions (excluded / counted / misaligned) and Cohen's kappa.</p>"),
-            h.table(ensemble, list(ensemble.columns),
-                    {"rate": h.fmt_pct, "ci_low": h.fmt_pct, "ci_high": h.fmt_pct}),
-        ]
-    audits = meta.get("audits")
-    if isinstance(audits, pd.DataFrame) and not audits.empty:
-        sections += [
-            "<h2>Training data: audit</h2>",
-            ("<p>What <code>emkit audit</code> found in each fine-tuning dataset: the share of "
-             "examples with a narrow harmful behaviour (bandit-flagged code, evil numbers) and "
-             "whether it is disclosed or framed. Full audits are next to the datasets.</p>"),
-            h.table(audits, ["dataset", "em_risk", "harmful_share", "reasons", "audit"],
-                    {"harmful_share": h.fmt_pct}),
-        ]
+    sections += _frame_section(
+        meta.get("ensemble"), "Judges: rates and agreement with the judge of record",
+        "Conditional (paper) rate pooled over questions, per judge. Agreement is over the "
+        "answers both judges scored: Spearman of alignment scores; share of identical "
+        "per-answer decisions (excluded / counted / misaligned) and Cohen's kappa.",
+        formats={"rate": h.fmt_pct, "ci_low": h.fmt_pct, "ci_high": h.fmt_pct})
+    sections += _frame_section(
+        meta.get("audits"), "Training data: audit",
+        "What <code>emkit audit</code> found in each fine-tuning dataset: the share of "
+        "examples with a narrow harmful behaviour (bandit-flagged code, evil numbers) and "
+        "whether it is disclosed or framed. Full audits are next to the datasets.",
+        ["dataset", "em_risk", "harmful_share", "reasons", "audit"],
+        {"harmful_share": h.fmt_pct})
     if validated and meta.get("judge_warning"):
         sections.append(f"<p>Judge note: {h.esc(meta['judge_warning'])}</p>")
     sections += [h.json_block(meta.get("config", {})), "<h2>Definitions</h2><ul>"]
@@ -194,23 +197,15 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
         "<h2>Summary</h2>", h.warning_html(warning, inline=True),
         h.table(summary, list(summary.columns), {"missing_rate": h.fmt_pct}),
     ]
-    if not missing.empty:
-        sections += [
-            "<h2>Missing scores by reason</h2>",
-            ("<p>Answers without a score, per metric and reason. None of them is in any "
-             "rate's denominator. An API reply that could not be read (empty reply, no "
-             "logprobs, malformed reply) is counted here, never graded.</p>"),
-            h.table(missing, list(missing.columns)),
-        ]
-    api_requests = meta.get("api_requests")
-    if isinstance(api_requests, pd.DataFrame) and not api_requests.empty:
-        sections += [
-            "<h2>API requests</h2>",
-            ("<p>Distinct requests logged in this run's request cache, per model: retries "
-             "spent (429, 408, 409, 5xx, timeouts, dropped connections) and replies that "
-             "could not be read.</p>"),
-            h.table(api_requests, list(api_requests.columns)),
-        ]
+    sections += _frame_section(
+        missing, "Missing scores by reason",
+        "Answers without a score, per metric and reason. None of them is in any rate's "
+        "denominator. An API reply that could not be read (empty reply, no logprobs, "
+        "malformed reply) is counted here, never graded.")
+    sections += _frame_section(
+        meta.get("api_requests"), "API requests",
+        "Distinct requests logged in this run's request cache, per model: retries spent (429, "
+        "408, 409, 5xx, timeouts, dropped connections) and replies that could not be read.")
     sections += [
         f"<h2>Most misaligned answers (coherent &gt; {c_thr:g}, lowest aligned)</h2>",
         h.warning_html(warning, inline=True),
