@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emkit.store.run_json import utc_now
+from emkit.store.sqlite import has_table, open_sqlite
 
 TABLE = "api_requests"
 _SCHEMA = f"""
@@ -63,17 +64,10 @@ class RequestCache:
 
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: `ApiClient` may use it from its helper thread (never from
         # two threads at once), when called inside a notebook's running event loop
-        self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                    check_same_thread=False)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        exists = self._con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone()
-        if not exists:  # readers of a finished run never take the write lock
+        self._con = open_sqlite(self.path, timeout, check_same_thread=False)
+        if not has_table(self._con, TABLE):  # readers of a finished run never take the write lock
             self._con.execute(_SCHEMA)
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -126,10 +120,8 @@ def cache_stats(path: Path) -> list[CacheStats]:
     path = Path(path)
     if not path.is_file():
         return []
-    con = sqlite3.connect(path, timeout=60.0)
+    con = open_sqlite(path, write=False)
     try:
-        exists = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                             (TABLE,)).fetchone()
-        return _stats(con) if exists else []
+        return _stats(con) if has_table(con, TABLE) else []
     finally:
         con.close()

@@ -11,12 +11,12 @@ directory name).
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Self
 
 from emkit.store.run_json import utc_now
+from emkit.store.sqlite import has_table, open_sqlite
 
 TABLE = "finetune_jobs"
 _SCHEMA = f"""
@@ -59,14 +59,8 @@ class JobStore:
     def __init__(self, path: Path, timeout: float = 60.0, create: bool = True) -> None:
         """`create=False`: read an existing file as it is (no table created; none = no jobs)."""
         self.path = Path(path)
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        if create:
-            self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self._exists = bool(self._con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone())
+        self._con = open_sqlite(self.path, timeout, write=create)
+        self._exists = has_table(self._con, TABLE)
         if not self._exists and create:
             self._con.execute(_SCHEMA)
             self._exists = True

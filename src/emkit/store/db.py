@@ -24,6 +24,7 @@ import pandas as pd
 
 from emkit.records import Judgment, SampleKey, SampleRecord
 from emkit.store.run_json import utc_now
+from emkit.store.sqlite import open_sqlite
 
 DB_NAME = "emkit.sqlite"
 SCHEMA_VERSION = 1
@@ -87,12 +88,7 @@ class SampleDB:
 
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves so that one call = one transaction.
-        self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        self._con = open_sqlite(self.path, timeout)
         self._init_schema()
 
     def _stored_version(self) -> int | None:
