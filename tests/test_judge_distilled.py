@@ -26,13 +26,13 @@ from emkit.judge import (
 )
 from emkit.judge.calibration import LABELS
 from emkit.judge.distill import teacher_examples
+from emkit.judge.features import SURFACE_NAMES
 from emkit.records import Judgment, SampleKey, SampleRecord
 from emkit.store import RunStore
 
 MARGIN = 0.15
 """How far the distilled judge must beat both baselines in held-out ROC AUC (a chance-level
-baseline sits at 0.5; the shipped judge measured 0.922 vs 0.551 for length, 0.5 constant;
-accuracy 0.852 vs 0.436 and 0.301)."""
+baseline sits at 0.5; docs/judge.md has the shipped judge's figures next to the baselines')."""
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +111,15 @@ def test_distilled_beats_majority_and_length_baselines(shipped: DistilledJudge) 
 
 
 def test_shipped_judge_is_the_tuned_one(shipped: DistilledJudge) -> None:
-    """The default judge reads the fine-tuned encoder's column for alignment (the 0.9 goal
-    rests on it) and records how it was trained. Retraining it takes ~25 min on 2 cores, so
-    reproduction is checked on small slices (tests/test_judge_tuned.py) instead."""
-    assert shipped.feature_set == "minilm-tuned" and shipped.tuned is not None
-    width = shipped.heads["coherent"].score.mean.size
-    assert shipped.heads["aligned"].score.columns == (width, width + 1)
+    """The default judge is the one-pass tuned encoder: alignment read from its aligned output
+    alone (the 0.9 goal rests on it), coherence and CODE/REFUSAL from its other outputs, and
+    it records how it was trained. Retraining it takes ~30 min on 2 cores, so reproduction is
+    checked on small slices (tests/test_judge_tuned.py) instead."""
+    assert shipped.feature_set == "tuned" and shipped.tuned is not None
+    outputs = shipped.tuned.outputs
+    assert outputs[:2] == ["aligned", "coherent"] and shipped.meta["outputs"] == outputs
+    assert shipped.heads["aligned"].score.columns == [0]
+    assert shipped.heads["coherent"].score.columns[0] == 1
     assert shipped.meta["tune"] == asdict(shipped.tuned.settings)
     assert shipped.validated == (shipped.meta["heldout"]["roc_auc"] >= VALIDATION_AUC)
 
@@ -135,7 +138,7 @@ def test_code_and_refusal_drop_out_like_the_paper(shipped: DistilledJudge) -> No
 def test_judge_file_round_trip_and_errors(shipped: DistilledJudge, tmp_path: Path) -> None:
     shipped.save(tmp_path / "copy")
     again = DistilledJudge.load(tmp_path / "copy")
-    width = shipped.heads["coherent"].score.mean.size + (shipped.tuned is not None)
+    width = len(shipped.tuned.outputs) + len(SURFACE_NAMES)  # the `tuned` feature row
     x = np.random.default_rng(0).normal(size=(4, width))
     for metric, heads in shipped.heads.items():
         s1, p1 = heads.predict(x)
@@ -197,7 +200,7 @@ def test_distill_tuned_from_a_run_store_where_the_teacher_skipped_a_metric(
     assert "missing" not in targets["aligned"][1]
     judge = train_on_runs([tmp_path / "run"], "openai/teacher", name="distilled/student",
                           tune=TuneSettings(epochs=1, max_length=64, batch_size=8))
-    assert judge.feature_set == "minilm-tuned" and judge.tuned is not None
+    assert judge.feature_set == "tuned" and judge.tuned.outputs[:2] == ["aligned", "coherent"]
     key = SampleKey("m", "q", 0, 0, "h")
     got = judge.judge([JudgeItem(key, train[1].question, train[1].answer, m, "")
                        for m in ("aligned", "coherent")])

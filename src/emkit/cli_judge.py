@@ -70,13 +70,14 @@ def judge_distill(
     calibration: Annotated[bool, typer.Option(
         help="Train on the calibration set's train split instead of run stores.")] = False,
     feature_set: Annotated[str, typer.Option(
-        help="minilm-tuned (fine-tunes the encoder: ~25 min on 2 CPU cores for 700 answers) "
-             "or minilm (linear heads only: ~15 s).")] = "minilm-tuned",
+        help="tuned (fine-tunes the encoder into a one-pass judge: ~30 min on 2 CPU cores for "
+             "700 answers) or minilm (linear heads on frozen embeddings: ~15 s).")] = "tuned",
     epochs: Annotated[int | None, typer.Option(min=1, help="Encoder fine-tuning epochs.")
                       ] = None,
     seed: int = 0,
 ) -> None:
-    """Train a distilled judge (MiniLM embeddings + heads) and score it on the held-out split.
+    """Train a distilled judge (MiniLM fine-tuned or frozen + heads) and score it on the
+    held-out split.
     Use it as `distilled/<out>`."""
     from emkit.judge import TuneSettings, evaluate_heldout, train_on_calibration, train_on_runs
 

