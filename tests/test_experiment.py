@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -118,6 +119,25 @@ def test_resume_keeps_finished_work_and_adds_no_duplicates(finished) -> None:
     again = run_experiment(cfg, progress=False)
     assert table_rows(again.run_dir, "samples") == after
     assert len(table_rows(again.run_dir, "judgments")) == 3 * 6 * 2 * 2
+
+
+def test_a_copied_run_is_reported_where_it_is(finished, tmp_path: Path) -> None:
+    """`emkit report --run-dir COPY` works in COPY: the stored config's run_dir is where the
+    run first lived, and writing (or re-running a whole experiment) there would be wrong."""
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    cfg, result, _ = finished
+    original = result.run_dir / "report" / "report.html"
+    before = original.stat().st_mtime_ns
+    moved = tmp_path / "moved"
+    shutil.copytree(result.run_dir, moved)
+    shutil.rmtree(moved / "report")
+    res = CliRunner().invoke(app, ["report", "--run-dir", str(moved)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (moved / "report" / "report.html").is_file()
+    assert original.stat().st_mtime_ns == before
 
 
 def test_failure_marks_run_as_error(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -72,7 +72,9 @@ def adhoc_config(run_dir: Path, models: list[str], questions: list[str], samples
     previous = RunStore(run_dir).read_run_json().get("config") if (
         run_dir / "run.json").is_file() else None
     if previous and not models:
-        cfg = ExperimentConfig.model_validate(previous)
+        # the run lives where the user points, not where its config first put it (a copied
+        # or moved run must not write into, or re-create, the original location)
+        cfg = ExperimentConfig.model_validate(previous).model_copy(update={"run_dir": run_dir})
         return cfg.model_copy(update={"judge": JudgeConfig(model=judge)}) if judge else cfg
     if not models:
         raise ValueError(f"{run_dir}: no run.json here; pass --model")
