@@ -128,7 +128,7 @@ def test_a_copied_run_is_reported_where_it_is(finished, tmp_path: Path) -> None:
 
     from emkit.cli import app
 
-    cfg, result, _ = finished
+    _, result, _ = finished
     original = result.run_dir / "report" / "report.html"
     before = original.stat().st_mtime_ns
     moved = tmp_path / "moved"
@@ -138,6 +138,29 @@ def test_a_copied_run_is_reported_where_it_is(finished, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert (moved / "report" / "report.html").is_file()
     assert original.stat().st_mtime_ns == before
+
+
+def test_a_changed_judge_under_the_same_name_is_refused(finished, tmp_path: Path) -> None:
+    """A resumed run whose judge of record changed (e.g. emkit upgraded `distilled/default`)
+    would mix two judges under one name: refused before anything is judged."""
+    from emkit.judge import load_judge
+    from emkit.store.judge_identity import JudgeChangedError, judge_fingerprints
+
+    cfg, result, _ = finished
+    shipped = load_judge("distilled/default").fingerprint
+    assert judge_fingerprints(result.run_dir / "emkit.sqlite")["distilled/default"] == shipped
+    summary = json.loads((result.run_dir / "report" / "summary.json").read_text())
+    assert summary["meta"]["judge_fingerprint"] == shipped
+    moved = tmp_path / "run"
+    shutil.copytree(result.run_dir, moved)
+    with sqlite3.connect(moved / "emkit.sqlite") as con:
+        con.execute("UPDATE judge_identity SET fingerprint = 'an-older-judge'")
+        con.execute("DELETE FROM judgments WHERE rowid = (SELECT MIN(rowid) FROM judgments "
+                    "WHERE judge = 'distilled/default')")
+    before = table_rows(moved, "judgments")
+    with pytest.raises(JudgeChangedError, match="another version"):
+        run_experiment(cfg.model_copy(update={"run_dir": moved}), progress=False)
+    assert table_rows(moved, "judgments") == before
 
 
 def test_failure_marks_run_as_error(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -196,3 +196,20 @@ def test_concurrent_reader_not_blocked_by_open_write(store):
         assert reader.count_samples() == 2
     writer.close()
     assert (store.run_dir / DB_NAME).exists()
+
+
+def test_one_judge_name_means_one_judge(tmp_path: Path) -> None:
+    """The first judging under a name records the judge's fingerprint; another judge under the
+    same name is refused, naming the way out; a run file from before the table reads empty."""
+    from emkit.store.judge_identity import JudgeChangedError, claim_judge_name, judge_fingerprints
+
+    db = tmp_path / "run" / "emkit.sqlite"
+    RunStore(tmp_path / "run")  # an existing run file without the table
+    assert judge_fingerprints(db) == {}
+    claim_judge_name(db, "distilled/default", "aaaa")
+    claim_judge_name(db, "distilled/default", "aaaa")  # the same judge again: fine
+    claim_judge_name(db, "openai/x", "bbbb")
+    with pytest.raises(JudgeChangedError, match="distilled/default.*--judge distilled/<dir>"):
+        claim_judge_name(db, "distilled/default", "cccc")
+    assert judge_fingerprints(db) == {"distilled/default": "aaaa", "openai/x": "bbbb"}
+    assert judge_fingerprints(tmp_path / "nowhere.sqlite") == {}

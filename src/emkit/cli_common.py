@@ -26,8 +26,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from emkit.judge import CalibrationError, EncoderUnavailable, JudgeFileError
     from emkit.models import EmbeddedModelError, ModelSpecError
     from emkit.questions import QuestionError
+    from emkit.store.judge_identity import JudgeChangedError
 
-    mine = (SecurityScanError, TeacherError)  # datasets/audit (DownloadError is a DatasetError)
+    mine = (SecurityScanError, TeacherError, JudgeChangedError)  # datasets/audit (DownloadError is a DatasetError)
     providers = provider_errors()  # APIs, fine-tuning jobs, vLLM
     return (*mine, *providers, ConfigError, DatasetError, QuestionError, ModelSpecError,
             EmbeddedModelError, CalibrationError, JudgeFileError, EncoderUnavailable,

@@ -30,6 +30,7 @@ from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_seed
 from emkit.report import write_report
 from emkit.sample import generate, run_api_sampling
 from emkit.store import DB_NAME, RunStore
+from emkit.store.judge_identity import claim_judge_name, judge_fingerprints
 
 log = logging.getLogger("emkit")
 
@@ -339,6 +340,8 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
         judge = load_judge(name, batch_size=cfg.judge.batch_size,
                            max_answer_tokens=cfg.judge.max_answer_tokens, api=cfg.api,
                            cache_path=store.db_path)
+        if fingerprint := getattr(judge, "fingerprint", None):
+            claim_judge_name(store.db_path, name, fingerprint)  # one name, one judge
         # judges batch internally; chunks here only pace persisting and progress (an API judge
         # asks for chunks that keep its requests in flight)
         step = getattr(judge, "chunk_size", max(cfg.judge.batch_size, 64))
@@ -409,6 +412,7 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
         "judge": cfg.judge.model,
         "judge_validated": validated,
         "judge_description": description,
+        "judge_fingerprint": judge_fingerprints(store.db_path).get(cfg.judge.model),
         "judge_warning": None if validated else UNVALIDATED_JUDGE_WARNING.format(
             judge=cfg.judge.model, description=description),
         "overall": overall,

@@ -357,6 +357,22 @@ class DistilledJudge:
         return self.judgments_from_features(
             items, x[[row[(it.question, it.answer)] for it in items]])
 
+    @property
+    def fingerprint(self) -> str:
+        """Digest of what decides its verdicts (heads, feature set, encoder adapter and head):
+        the run store refuses to mix two judges that share a name (`claim_judge_name`)."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps(
+            {"feature_set": self.feature_set,
+             "metrics": {m: [x.score.to_json(), x.kind.to_json() if x.kind else None,
+                             x.rescale] for m, x in sorted(self.heads.items())}},
+            sort_keys=True).encode())
+        if self.tuned is not None:
+            for part in self.tuned.identity_parts():
+                h.update(hashlib.sha256(part).digest())
+        return h.hexdigest()[:16]
+
     def describe(self) -> str:
         """One line for reports: what it was trained on and how well it agrees."""
         h = self.meta.get("heldout", {})

@@ -114,6 +114,11 @@ class TunedEncoder:
     def _settings_text(self) -> str:
         return json.dumps({"settings": asdict(self.settings), "outputs": self.outputs}) + "\n"
 
+    def identity_parts(self) -> list[bytes]:
+        """The bytes that determine this encoder's outputs: adapter, head, settings."""
+        return ([self.adapter_files[n] for n in sorted(self.adapter_files)]
+                + [self._head_bytes(), self._settings_text().encode()])
+
     def session(self) -> Any:
         """The int8 ONNX Runtime session, built (or read from the cache) on first use."""
         from emkit.judge import int8_runtime
@@ -121,9 +126,7 @@ class TunedEncoder:
         if self._session is None:
             key = None
             if self.cache_graph:
-                key = int8_runtime.graph_key(
-                    [self.adapter_files[n] for n in sorted(self.adapter_files)]
-                    + [self._head_bytes(), self._settings_text().encode()])
+                key = int8_runtime.graph_key(self.identity_parts())
             example = self._batch(["Is this an example?"], ["It is an example answer."])
             self._session = int8_runtime.cached_session(
                 key, lambda: int8_runtime.int8_graph(self.model, self.head, example))

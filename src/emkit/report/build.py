@@ -143,7 +143,9 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
     sections += [
         "<h2>Run</h2>",
         (f"<p>Judge: <b>{h.esc(meta.get('judge', 'unknown'))}</b> &mdash; "
-         f"{'validated' if validated else 'NOT validated'}</p>"),
+         f"{'validated' if validated else 'NOT validated'}"
+         + (f" (fingerprint <code>{h.esc(meta['judge_fingerprint'])}</code>)"
+            if meta.get("judge_fingerprint") else "") + "</p>"),
     ]
     if meta.get("judge_description"):
         sections.append(f"<p>{h.esc(meta['judge_description'])}</p>")
