@@ -255,8 +255,8 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
         raise ValueError("need at least two scored answers to tune the encoder")
     classes = list(classes) if classes is not None else kind_classes(kinds)
     outputs = list(scores) + [KIND_PREFIX + c for c in classes]
-    cls = torch.tensor([classes.index(k) if k in classes else -100 for k in kinds]
-                       if classes else [-100] * n)
+    cls = torch.tensor([classes.index(k) if k in classes else -100
+                        for k in (kinds or ["missing"] * n)])
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     base, tokenizer = _base_model()
