@@ -12,7 +12,7 @@ from test_datasets_download import Mirror
 
 from emkit.config import ConfigError, DatasetConfig, ExperimentConfig, GroupConfig
 from emkit.datasets import PINNED_COMMIT, generate_offline, read_jsonl, write_jsonl
-from emkit.experiment import build_datasets
+from emkit.run_datasets import build_datasets
 
 
 def experiment(*datasets: DatasetConfig) -> ExperimentConfig:

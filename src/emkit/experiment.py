@@ -7,7 +7,6 @@ where it stopped: finished adapters, samples and judgments are never redone or d
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from collections.abc import Iterator
@@ -18,9 +17,7 @@ import pandas as pd
 
 from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
 from emkit.api import cache_stats
-from emkit.atomic import atomic_write_text
-from emkit.config import ConfigError, DatasetConfig, ExperimentConfig
-from emkit.datasets import read_jsonl, write_jsonl
+from emkit.config import ExperimentConfig
 from emkit.finetune import FinetuneJobError, JobStore, finetune_lora, run_openai_finetune
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.judge.registry import API_PROVIDERS
@@ -28,6 +25,7 @@ from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_p
 from emkit.questions import Question, questions_from
 from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_seed
 from emkit.report import write_report
+from emkit.run_datasets import build_datasets, dataset_audits
 from emkit.sample import generate, run_api_sampling
 from emkit.store import DB_NAME, RunStore
 from emkit.store.judge_identity import claim_judge_name, judge_fingerprints
@@ -49,121 +47,8 @@ class RunResult:
 
 
 # ---------------------------------------------------------------- stage 1: datasets
-DATASET_SPEC_VERSION = "1"
-"""Bump when a generator's output for the same config changes: old run datasets then refuse."""
-
-
-def dataset_spec(d: DatasetConfig) -> dict:
-    """What a generated/subset dataset was built from: its config section (minus `audit`, which
-    does not change the data) and the versions of the code that built it."""
-    from emkit.datasets import ADVICE_VERSION, GENERATOR_VERSION, PINNED_COMMIT
-    from emkit.datasets.numbers import NUMBERS_VERSION
-
-    if d.download is not None:
-        version = {"download_commit": PINNED_COMMIT}
-    elif d.generate == "advice":
-        version = {"advice_version": ADVICE_VERSION}
-    elif d.generate is not None and d.generate.startswith("evil_numbers"):
-        version = {"numbers_version": NUMBERS_VERSION}
-    else:
-        version = {"code_version": GENERATOR_VERSION}
-    return {"spec_version": DATASET_SPEC_VERSION, "generators": version,
-            "dataset": d.model_dump(mode="json", exclude={"audit"})}
-
-
-def _spec_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}.spec.json")
-
-
-def reusable_dataset(out: Path, spec: dict) -> bool:
-    """True when `out` exists and was built from `spec`; False when it must be built.
-
-    Raises ConfigError when `out` exists but was built from another spec (or none is recorded):
-    the run's adapters were trained on that file, so it is never overwritten silently.
-    """
-    if not out.is_file():
-        return False
-    record = _spec_path(out)
-    try:
-        old = json.loads(record.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        old = None
-    except (OSError, ValueError):
-        old = "unreadable"
-    if old == spec:
-        return True
-    if isinstance(old, dict):
-        before = {**old.get("generators", {}), **old.get("dataset", {})}
-        after = {**spec["generators"], **spec["dataset"]}
-        changed = ", ".join(sorted(k for k in set(before) | set(after)
-                                   if before.get(k) != after.get(k))) or "spec_version"
-        why = f"the dataset section changed ({changed})"
-    else:
-        why = f"{record} is {'missing' if old is None else 'unreadable'}"
-    raise ConfigError(
-        f"datasets: {spec['dataset']['name']}: {out} was built from other settings: {why}. "
-        f"Adapters of this run may have been trained on it, so it is not overwritten: use a new "
-        f"run_dir, or delete {out} and {record} to rebuild it")
-
-
-def _write_spec(out: Path, spec: dict) -> None:
-    """Written after the data, atomically: a spec record means its data file is complete."""
-    atomic_write_text(_spec_path(out), json.dumps(spec, indent=2, sort_keys=True) + "\n")
-
-
-def _audit_current(audit_json: Path, digest: str) -> bool:
-    """True when the audit on disk was made of exactly these bytes."""
-    try:
-        return json.loads(audit_json.read_text(encoding="utf-8")).get("data_sha256") == digest
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
-    """Generate, download or validate every dataset section, then audit each one.
-
-    Generated files are written atomically, then `<name>.spec.json` (the section and generator
-    versions); a later run reuses a file only when its spec matches, and refuses (ConfigError)
-    when the section changed. A teacher-generated set resumes from its journal. Audits go next
-    to the data as `<name>.audit.md/.html/.json` (without the embedding spread, to keep runs
-    fast), keyed by the data's sha256: changed bytes are audited again.
-    """
-    from emkit.audit import audit_file, write_audit
-    from emkit.datasets import download_dataset, generate_advice, generate_offline, write_mix
-    from emkit.datasets.fingerprint import sha256_file
-    from emkit.datasets.mix import MixPart
-
-    paths: dict[str, Path] = {}
-    folder = run_dir / "datasets"
-    for d in cfg.datasets:
-        out = folder / f"{d.name}.jsonl"
-        spec = dataset_spec(d)
-        if d.path is not None:
-            read_jsonl(d.path)  # validate now: a bad line must fail before hours of training
-            paths[d.name] = d.path
-        elif d.download is not None and "n" not in d.model_fields_set:
-            paths[d.name] = download_dataset(d.download)  # verified and validated when fetched
-        else:
-            if not reusable_dataset(out, spec):
-                if d.download is not None:
-                    source = download_dataset(d.download)
-                    write_mix(out, [MixPart(source, 1.0)], d.n, d.seed)  # seeded subset
-                elif d.generate == "advice":
-                    generate_advice(out, d.domain, d.variant, d.n, d.teacher, seed=d.seed,
-                                    api=cfg.api)
-                else:
-                    write_jsonl(out, generate_offline(d.generate, d.n, d.seed, d.trigger))
-                _write_spec(out, spec)
-            paths[d.name] = out
-        audit_json = folder / f"{d.name}.audit.json"
-        if d.audit:
-            digest = sha256_file(paths[d.name])
-            if not _audit_current(audit_json, digest):
-                report = audit_file(paths[d.name], embeddings=False)
-                report["data_sha256"] = digest
-                write_audit(report, folder, stem=f"{d.name}.audit")
-                log.info("dataset %s: EM risk %s", d.name, report["em_risk"]["level"])
-    return paths
+# `build_datasets` (emkit/run_datasets.py) generates, downloads or validates each dataset
+# section into the run, reuses it only when its spec matches, and audits it.
 
 
 # ---------------------------------------------------------------- stage 2: finetune
@@ -374,22 +259,6 @@ def results_frame(store: RunStore, judge: str, groups: dict[str, list[str]],
     membership = pd.DataFrame([(g, m) for g, ms in groups.items() for m in ms],
                               columns=["group", "model"])
     return frame.merge(membership, on="model", how="inner")
-
-
-def dataset_audits(cfg: ExperimentConfig, run_dir: Path) -> pd.DataFrame:
-    """One row per dataset audited by `build_datasets`: the EM-risk level and its reasons, so
-    the report shows what the training data looked like next to what the model became."""
-    rows = []
-    for d in cfg.datasets:
-        path = run_dir / "datasets" / f"{d.name}.audit.json"
-        if not path.is_file():
-            continue
-        risk = json.loads(path.read_text(encoding="utf-8"))["em_risk"]
-        rows.append({"dataset": d.name, "em_risk": risk["level"],
-                     "harmful_share": risk["harmful_share"],
-                     "reasons": "; ".join(risk["reasons"]),
-                     "audit": f"../datasets/{path.stem}.html"})
-    return pd.DataFrame(rows)
 
 
 def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, plan: Plan
