@@ -64,3 +64,19 @@ def test_judge_calibrate_writes_figures(tmp_path: Path) -> None:
     figures = json.loads((tmp_path / "calibration.json").read_text())
     assert figures["n"] == 40 and 0 <= figures["accuracy"] <= 1
     assert (tmp_path / "calibration.png").stat().st_size > 10_000
+
+
+def test_bench_offline_judge_writes_its_figures(tmp_path: Path) -> None:
+    """The benchmark reports every run, the median and the goal, the agreement it measured
+    (the shipped judge's own held-out figure) and the machine; no wall-clock assertion."""
+    res = invoke("bench", "offline-judge", "--repeats", "2", "--out", str(tmp_path / "b.json"))
+    assert res.exit_code == 0, res.output
+    from emkit.judge import load_calibration
+
+    got = json.loads((tmp_path / "b.json").read_text())
+    n = len(load_calibration(split="heldout"))
+    assert got["answers"] == n and got["judgments_per_run"] == 2 * n
+    assert len(got["judgments_per_s"]) == 2 and got["median_judgments_per_s"] > 0
+    assert got["goal_reached"] == (got["median_judgments_per_s"] >= 100)
+    assert got["same_verdicts_every_run"] is True
+    assert got["roc_auc"] > 0.9 and got["machine"]["cpus"] >= 1

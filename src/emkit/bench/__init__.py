@@ -1,6 +1,9 @@
 """Benchmarks that need no network: `emkit bench judge` runs the API judge against emkit's
-loopback OpenAI server (see docs/providers.md for measured numbers)."""
+loopback OpenAI server (see docs/providers.md for measured numbers); `emkit bench
+offline-judge` times an offline judge on the held-out calibration split (docs/judge.md)."""
 
 from emkit.bench.judge import GOAL_RATIO, bench_items, bench_judge
+from emkit.bench.offline_judge import GOAL_JUDGMENTS_PER_S, bench_offline_judge, cpu_facts
 
-__all__ = ["GOAL_RATIO", "bench_items", "bench_judge"]
+__all__ = ["GOAL_JUDGMENTS_PER_S", "GOAL_RATIO", "bench_items", "bench_judge",
+           "bench_offline_judge", "cpu_facts"]
