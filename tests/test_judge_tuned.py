@@ -116,6 +116,21 @@ def test_tuning_is_seeded_round_trips_and_caches_its_graph(slice_items, tmp_path
     np.testing.assert_allclose(TunedEncoder.load(tmp_path / "enc").predict(q, a), p1, atol=1e-3)
 
 
+def test_a_shallower_encoder_trains_and_round_trips(slice_items, tmp_path: Path) -> None:
+    """`layers` keeps the first blocks of MiniLM (proportionally faster); the saved settings
+    rebuild the same shallow model."""
+    q, a, y = _xy(slice_items[:16])
+    two = TuneSettings(epochs=1, max_length=64, batch_size=8, layers=2)
+    enc = tune_encoder(q, a, y, settings=two)
+    assert len(enc.model.encoder.layer) == 2
+    enc.save(tmp_path / "enc")
+    loaded = TunedEncoder.load(tmp_path / "enc")
+    assert len(loaded.model.encoder.layer) == 2 and loaded.settings.layers == 2
+    np.testing.assert_allclose(loaded.predict(q, a), enc.predict(q, a), atol=1e-3)
+    with pytest.raises(ValueError, match="layers"):
+        tune_encoder(q, a, y, settings=TuneSettings(layers=7))
+
+
 def test_encoder_kinds_and_columns() -> None:
     targets = {"aligned": ([10.0, None, None, 90.0], ["number", "CODE", "missing", "number"]),
                "coherent": ([80.0, 70.0, None, None], ["number", "number", "missing",

