@@ -129,6 +129,11 @@ def test_a_shallower_encoder_trains_and_round_trips(slice_items, tmp_path: Path)
     np.testing.assert_allclose(loaded.predict(q, a), enc.predict(q, a), atol=1e-3)
     with pytest.raises(ValueError, match="layers"):
         tune_encoder(q, a, y, settings=TuneSettings(layers=7))
+    # an encoder saved before `layers` existed used all six blocks, whatever today's default
+    raw = json.loads((tmp_path / "enc" / "tune.json").read_text())
+    del raw["settings"]["layers"]
+    (tmp_path / "enc" / "tune.json").write_text(json.dumps(raw))
+    assert len(TunedEncoder.load(tmp_path / "enc").model.encoder.layer) == 6
 
 
 def test_encoder_kinds_and_columns() -> None:

@@ -4,7 +4,7 @@ Why: linear heads over frozen all-MiniLM-L6-v2 embeddings stall at a held-out RO
 0.85 on the calibration set: a frozen sentence embedding says what an answer is *about*, and a
 style-matched misaligned twin is about the same thing. Letting the encoder read the question
 and answer together, and adapting it (LoRA, rank 8, on every attention and feed-forward
-projection), lifts the same held-out split above 0.9 while adding about 1.4 MB to a judge
+projection), lifts the same held-out split above 0.9 while adding about 1 MB to a judge
 directory (docs/judge.md has the figures).
 
 One model, several outputs: a linear map from the mean-pooled encoding to one score per metric
@@ -61,8 +61,9 @@ class TuneSettings:
     epochs: int = 7
     max_length: int = 256
     seed: int = 0
-    layers: int = 6
-    """Transformer blocks of MiniLM kept (of 6): fewer is proportionally faster to run."""
+    layers: int = 4
+    """Transformer blocks of MiniLM kept (of 6): four do a third less work per answer and
+    measured no worse on the held-out split than six (docs/judge.md)."""
     kind_weight: float = 0.1
     """Weight of the answer-kind cross-entropy next to the score MSEs (which live on a 0-1
     scale and are ~0.05 once fitted): CODE and REFUSAL are easy to tell apart, alignment is
@@ -194,7 +195,8 @@ class TunedEncoder:
         if "outputs" not in raw:
             raise ValueError(f"{path / SETTINGS_FILE}: no 'outputs' (an encoder of the earlier "
                              f"two-pass judge; retrain it with `emkit judge distill`)")
-        settings = TuneSettings(**raw["settings"])
+        # encoders saved before `layers` existed used all six blocks
+        settings = TuneSettings(**{"layers": 6, **raw["settings"]})
         base, tokenizer = _base_model(settings.layers)
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
         head = torch.nn.Linear(model.config.hidden_size, len(raw["outputs"]))
