@@ -28,7 +28,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from emkit.questions import QuestionError
     from emkit.store.judge_identity import JudgeChangedError
 
-    mine = (SecurityScanError, TeacherError, JudgeChangedError)  # datasets/audit (DownloadError is a DatasetError)
+    # datasets/audit (DownloadError is a DatasetError) and the run store's judge guard
+    mine = (SecurityScanError, TeacherError, JudgeChangedError)
     providers = provider_errors()  # APIs, fine-tuning jobs, vLLM
     return (*mine, *providers, ConfigError, DatasetError, QuestionError, ModelSpecError,
             EmbeddedModelError, CalibrationError, JudgeFileError, EncoderUnavailable,

@@ -176,8 +176,8 @@ class ApiClient:
             content, retries = await acall(send, self.settings, self.model, req.key, self._sleep)
         except ApiError as exc:
             self.stats.retries += exc.attempts - 1
-            self._log(req, None, self.settings.redact(str(exc)), exc.attempts - 1,
-                      time.perf_counter() - t0)
+            # `give_up` built the message from the redacted server text: no key in it
+            self._log(req, None, str(exc), exc.attempts - 1, time.perf_counter() - t0)
             self.stats.errors[str(exc.status)] = self.stats.errors.get(str(exc.status), 0) + 1
             raise
         self.stats.retries += retries

@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 GOAL_JUDGMENTS_PER_S = 100.0
@@ -23,13 +24,14 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_b
 def cpu_facts() -> dict[str, Any]:
     """CPU model and the vector extensions that change int8/fp32 speed (Linux; else empty)."""
     try:
-        info = open("/proc/cpuinfo", encoding="utf-8").read()  # noqa: SIM115
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
     except OSError:
         return {}
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
-                      if line.startswith("flags")), []))
+    first = {}  # the first value of each field: every core reports the same model and flags
+    for key, _, value in (line.partition(":") for line in lines):
+        first.setdefault(key.strip(), value.strip())
+    model = first.get("model name", "unknown")
+    flags = set(first.get("flags", "").split())
     return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags]}
 
 

@@ -104,7 +104,11 @@ def tuned_features(questions: Sequence[str], answers: Sequence[str], targets: Ta
         splits = KFold(CROSSFIT_FOLDS, shuffle=True, random_state=seed).split(rows)
     log.info("tuning the encoder on all %d judged answers", len(rows))
     full = tune(range(len(rows)), fold=False)
-    outputs = full.predict(questions, answers)  # rows nobody judged: not used by any fit
+    outputs = np.zeros((len(answers), len(full.outputs)), np.float32)
+    unjudged = np.setdiff1d(np.arange(len(answers)), rows)  # used by no fit; the full model's
+    if len(unjudged):
+        outputs[unjudged] = full.predict([questions[i] for i in unjudged],
+                                         [answers[i] for i in unjudged])
     for k, (fit_idx, out_idx) in enumerate(splits):
         log.info("tuning the encoder: cross-fit fold %d/%d", k + 1, CROSSFIT_FOLDS)
         fold = tune(fit_idx, fold=True)

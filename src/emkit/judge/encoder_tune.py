@@ -108,11 +108,10 @@ class TunedEncoder:
         """Keep the int8 graph in the user's cache (False for cross-fit fold models)."""
         self._session: Any = None
 
-    def _batch(self, questions: Sequence[str], answers: Sequence[str],
-               tensors: str = "pt") -> Any:
+    def _batch(self, questions: Sequence[str], answers: Sequence[str]) -> Any:
         return self.tokenizer(list(questions), list(answers), padding=True,
                               truncation="longest_first", max_length=self.settings.max_length,
-                              return_tensors=tensors)
+                              return_tensors="pt")
 
     def _head_bytes(self) -> bytes:
         from safetensors.torch import save
@@ -151,9 +150,14 @@ class TunedEncoder:
             raise ValueError("questions and answers differ in length")
         sess = self.session()
         out = np.zeros((len(answers), len(self.outputs)), np.float32)
-        for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
-            enc = self._batch([q], [a], tensors="np")
-            out[i] = run_one(sess, {k: v.astype(np.int64) for k, v in enc.items()})[0]
+        if not answers:
+            return out
+        # one tokenizer call for all pairs (half the cost of one call per pair), unpadded
+        enc = self.tokenizer(list(questions), list(answers), truncation="longest_first",
+                             max_length=self.settings.max_length)
+        for i in range(len(answers)):
+            out[i] = run_one(sess, {k: np.asarray([ids[i]], np.int64)
+                                    for k, ids in enc.items()})[0]
         return out * np.array([1.0 if o.startswith(KIND_PREFIX) else 100.0
                                for o in self.outputs], np.float32)
 
