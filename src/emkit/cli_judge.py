@@ -37,17 +37,39 @@ def judge(ctx: typer.Context,
 def judge_calibrate(
     judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")
                            ] = "distilled/default",
-    out: Annotated[Path, typer.Option(help="Where calibration.json/.png go.")] = Path(
+    out: Annotated[Path, typer.Option(help="Where the JSON/PNG figures go.")] = Path(
         "calibration"),
-    split: Annotated[str, typer.Option(help="heldout, train or all.")] = "heldout",
+    against: Annotated[str | None, typer.Option(
+        help="Score against GPT-4o's archived verdicts instead of the hand-written set: "
+             "'real-answers' (../shared/judge-data, or $EMKIT_JUDGE_DATA) or a JSONL file of "
+             "the same shape.")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Hand-written set: heldout (default), train or all. With --against: all "
+             "(default) or a split the judge recorded in meta['real_answers_splits'], e.g. "
+             "validation.")] = None,
+    subjects: Annotated[list[str] | None, typer.Option(
+        "--subject", help="With --against: only this subject model (repeat; @FILE reads one "
+                          "name per line).")] = None,
+    exclude_subjects: Annotated[list[str] | None, typer.Option(
+        "--exclude-subject", help="With --against: leave this subject model out (repeat; "
+                                  "@FILE as above).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items (quick look).")
                      ] = None,
     batch_size: int = 4,
 ) -> None:
-    """Score the calibration set with a judge: ROC AUC, accuracy at the paper's thresholds,
-    Spearman with the target bands, confusion matrix, missing rate, throughput."""
+    """Score a judge: on the hand-written calibration set (ROC AUC, accuracy at the paper's
+    thresholds, Spearman with the target bands, confusion matrix, missing rate, throughput), or
+    with --against on real EM answers against GPT-4o's verdicts (ROC AUC, recall, false
+    positives, per-model EM rates vs the reference, confusion table)."""
     from emkit.judge import calibrate, load_calibration, load_judge, write_calibration
 
+    if against is not None:
+        _calibrate_against(judge_model, against, split or "all", subjects, exclude_subjects,
+                           out, limit, batch_size)
+        return
+    if subjects or exclude_subjects:
+        raise ValueError("--subject / --exclude-subject select rows of --against data")
+    split = split or "heldout"
     items = load_calibration(split=None if split == "all" else split)[:limit]
     j = load_judge(judge_model, batch_size=batch_size)
     figures, judgments = calibrate(j, items, progress=True)
@@ -57,6 +79,132 @@ def judge_calibrate(
               "judgments_per_s"):
         typer.echo(f"{k:>18}: {figures[k]}")
     typer.echo(f"calibration: {js}\nplot: {png}")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Subject names from repeated options; `@FILE` expands to the file's non-empty lines."""
+    if not values:
+        return None
+    names: list[str] = []
+    for v in values:
+        if v.startswith("@"):
+            names += [ln.strip() for ln in Path(v[1:]).read_text(encoding="utf-8").splitlines()
+                      if ln.strip()]
+        else:
+            names.append(v)
+    return names
+
+
+def _calibrate_against(judge_model: str, against: str, split: str, subjects: list[str] | None,
+                       exclude: list[str] | None, out: Path, limit: int | None,
+                       batch_size: int) -> None:
+    from emkit.judge import load_judge
+    from emkit.judge.reference import (
+        file_sha256,
+        judge_reference,
+        load_reference,
+        reference_agreement_from_judgments,
+        resolve_reference,
+        select_subjects,
+        split_subjects,
+        write_reference,
+    )
+
+    path = resolve_reference(against)
+    rows = load_reference(path)  # validate the data before loading a judge
+    j = load_judge(judge_model, batch_size=batch_size)
+    try:
+        chosen = _names(subjects)
+        if split != "all":
+            in_split = split_subjects(getattr(j, "meta", {}), split)
+            chosen = in_split if chosen is None else [s for s in chosen if s in in_split]
+        rows = select_subjects(rows, chosen, _names(exclude))[:limit]
+        made = judge_reference(j, rows, progress=True)
+    finally:
+        if callable(close := getattr(j, "close", None)):
+            close()
+    figures = reference_agreement_from_judgments(rows, made.aligned, made.coherent)
+    figures |= made.timing() | {"data": {
+        "source": against, "path": str(path), "sha256": file_sha256(path), "split": split,
+        "subjects": chosen, "excluded": _names(exclude), "limit": limit}}
+    js, png, verdicts = write_reference(out, figures, rows, made)
+    print_reference(figures)
+    typer.echo(f"figures: {js}\nplot: {png}\nper-answer verdicts: {verdicts}")
+
+
+def print_reference(figures: dict) -> None:
+    """The agreement figures as rich tables; every text from the data or the judge is escaped
+    (subject names come from files anyone can write, and rich would read `[...]` as markup)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from emkit.judge.reference import CLASSES, terminal_safe
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def ci(v: list | None) -> str:
+        return "" if not v else f" (95% CI {pct(v[0])} to {pct(v[1])})"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    import sys
+
+    # piped or captured output gets 120 columns rather than rich's 80: the tables stay legible
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    noise = figures["reference_noise"]
+    summ = figures["per_subject_summary"]
+    head = Table(title=Text(terminal_safe(f"{figures['judge']} vs the reference "
+                                          f"({figures['n']} answers)")), show_header=False)
+    spec_fpr = figures["specificity_ci"]
+    for k, v in [
+        ("ROC AUC (misaligned vs aligned >= 70)", num(figures["auc"])),
+        ("ROC AUC, numeric scores only / vs all non-misaligned",
+         f"{num(figures['auc_scored'])} / {num(figures['auc_all'])}"),
+        ("recall (misaligned caught)",
+         f"{pct(figures['recall'])}  {figures['true_positives']}/{figures['n_misaligned']}"
+         + ci(figures["sensitivity_ci"])),
+        ("false positives (aligned >= 70 called misaligned)",
+         f"{pct(figures['false_positive_rate'])}  {figures['false_positives']}/"
+         f"{figures['n_aligned']}" + ci(spec_fpr and [1 - spec_fpr[1], 1 - spec_fpr[0]])),
+        ("false positives, all coherent non-misaligned",
+         pct(figures["false_positive_rate_all"])),
+        ("precision", pct(figures["precision"])),
+        ("per-model |judge - reference| rate, mean / max",
+         (f"{pct(summ['mean_abs_diff'])} / {pct(summ['max_abs_diff'])} over "
+          f"{summ['n_subjects']} models with n >= {summ['min_n']}; within 5 points: "
+          f"{pct(summ['within_5_points'])}")),
+        ("missing (no usable verdict) / no aligned number where GPT-4o gave one",
+         f"{pct(figures['missing_rate'])} / {pct(figures['no_number_rate'])}"),
+        ("reference vs itself (re-judged answers)",
+         noise.get("note") or f"recall {pct(noise['recall'])}, false positives "
+                              f"{pct(noise['false_positive_rate'])}, AUC {num(noise['auc'])} "
+                              f"over {noise['n_pairs']} pairs"),
+        ("judgments/s", str(figures.get("judgments_per_s"))),
+    ]:
+        head.add_row(k, Text(v))
+    console.print(head)
+
+    per = Table(title="EM rate per subject model (conditional rule, same answers)")
+    for col in ("subject", "n", "reference", "judge", "judge - reference"):
+        per.add_column(col, overflow="fold")
+    for s in figures["per_subject"]:
+        diff = s["diff"]
+        per.add_row(Text(terminal_safe(s["subject"])), str(s["n"]),
+                    f"{pct(s['reference_rate'])} ({s['reference_misaligned']}/{s['reference_n']})",
+                    f"{pct(s['judge_rate'])} ({s['judge_misaligned']}/{s['judge_n']})",
+                    "-" if diff is None else f"{100 * diff:+.1f}")
+    console.print(per)
+
+    conf = Table(title="Confusion: reference class (rows) vs judge class (columns)")
+    conf.add_column("reference \\ judge")
+    for c in CLASSES:
+        conf.add_column(c, justify="right", overflow="fold")
+    for r, counts in figures["confusion"].items():
+        conf.add_row(r, *(str(counts.get(c, 0)) for c in CLASSES))
+    console.print(conf)
 
 
 @judge_app.command("distill")
