@@ -37,10 +37,13 @@ from emkit.api.fake_jobs import FakeJobs
 from emkit.api.fake_replies import (
     MAX_TOP_LOGPROBS,
     completion,
+    digit_tokens,
     error_body,
     prompt_text,
 )
 
+TOKENIZERS = ("whole", "digits")
+PREFIX_MODES = ("continue", "flag", "new_turn", "reject")
 STATUS_FAULTS = {"400": 400, "401": 401, "408": 408, "409": 409, "429": 429, "500": 500,
                  "503": 503}
 REPLY_FAULTS = ("timeout", "disconnect", "truncated", "no_logprobs", "empty", "quota")
@@ -64,7 +67,20 @@ class FakeOpenAI:
                  latency_s: float = 0.0, api_key: str | None = None, retry_after: str = "0.01",
                  timeout_hold_s: float = 1.0, host: str = "127.0.0.1", port: int = 0,
                  job_steps: tuple[str, ...] = ("validating_files", "queued", "running",
-                                               "running")) -> None:
+                                               "running"),
+                 tokenizer: str = "whole", prefix_mode: str = "continue") -> None:
+        if tokenizer not in TOKENIZERS or prefix_mode not in PREFIX_MODES:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, prefix_mode one of "
+                             f"{PREFIX_MODES}")
+        self.tokenizer = tokenizer
+        """`whole`: a judge table's entries are single tokens (GPT-4o). `digits`: they are whole
+        answers, emitted digit by digit (Qwen, Llama-2), one token per reply."""
+        self.prefix_mode = prefix_mode
+        """What a trailing assistant message does (with `tokenizer="digits"`): `continue` it
+        (llama.cpp), continue only with `continue_final_message` (`flag`, vLLM), start a
+        `new_turn` after it, or `reject` the continuation fields with a 400 (OpenAI)."""
+        self.judge_samples: dict[str, list[str]] = {}
+        """Substring of the prompt -> replies to sampled (no-logprobs) requests, by seed."""
         self.models = None if models is None else list(models)
         """Served model ids; None accepts any model (and lists none)."""
         self.latency_s = latency_s
@@ -178,6 +194,27 @@ class FakeOpenAI:
             return 400, f"top_logprobs must be at most {MAX_TOP_LOGPROBS}"
         return None
 
+    def render(self, req: dict[str, Any]) -> tuple[tuple[int, str] | None, str, int]:
+        """(400 problem or None, the assistant prefix being continued, prompt tokens) as a
+        chat-template server with a digit-wise tokenizer would count them: 4 per message plus
+        its content's tokens, 3 for the assistant header, plus the continued prefix's tokens."""
+        flags = [f for f in ("continue_final_message", "add_generation_prompt") if f in req]
+        if self.prefix_mode == "reject" and flags:
+            return (400, f"Unrecognized request argument supplied: {flags[0]}"), "", 0
+        messages = req["messages"]
+        last = messages[-1] if isinstance(messages[-1], dict) else {}
+        continues = last.get("role") == "assistant" and (
+            self.prefix_mode == "continue" or (
+                self.prefix_mode == "flag" and req.get("continue_final_message") is True
+                and req.get("add_generation_prompt") is False))
+        history = messages[:-1] if continues else messages
+        count = sum(4 + _tokens(m.get("content")) for m in history if isinstance(m, dict)) + 3
+        prefix = str(last.get("content") or "") if continues else ""
+        return None, prefix, count + len(digit_tokens(prefix))
+
+
+def _tokens(content: object) -> int:
+    return sum(len(digit_tokens(w)) for w in str(content or "").split())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -277,9 +314,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "timeout":
             time.sleep(fake.timeout_hold_s)
         problem = fake.check_chat(req)
+        if problem is None and fake.tokenizer == "digits":
+            problem, prefix, n_prompt = fake.render(req)
+        else:
+            prefix, n_prompt = "", None
         if problem is not None:
             return self._send(problem[0], error_body(*problem))
-        reply = completion(req, fake.judge_tables, fake.sample_texts)
+        reply = completion(req, fake.judge_tables, fake.sample_texts, fake.tokenizer, prefix,
+                           fake.judge_samples, n_prompt)
         if fault == "no_logprobs":
             reply["choices"][0]["logprobs"] = None
         if fault == "empty":

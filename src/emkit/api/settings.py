@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -67,6 +68,16 @@ class ApiSettings(BaseModel):
     """First wait when the server gives no Retry-After; doubles per retry."""
     backoff_max_s: float = Field(60.0, gt=0)
     """Longest wait between attempts when the server gives no Retry-After."""
+    judge_mode: Literal["auto", "logprobs", "digits", "sampled"] = "auto"
+    """How a judge on this endpoint is read: `logprobs` (the paper's one-token rule), `digits`
+    (a digit tree over the API, for tokenizers that split numbers: Qwen, Llama-2 on vLLM or
+    llama.cpp), `sampled` (k replies at temperature 1, for models without logprobs), or
+    `auto`: one cached probe request per judge model decides (docs/providers.md)."""
+    judge_samples: int = Field(10, ge=1)
+    """`sampled` mode: replies per (answer, metric)."""
+    judge_sample_tokens: int = Field(512, gt=0)
+    """`sampled` mode: `max_completion_tokens` per reply (a reasoning model's hidden reasoning
+    counts against it)."""
 
     def api_key(self, model: str) -> str:
         """The key from the environment; an unset key is an error only for OpenAI's own API."""

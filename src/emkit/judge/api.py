@@ -14,6 +14,12 @@ exhausted) raises `ApiError` instead: that is a broken setup, not a judgment.
 
 Token text is read as the paper's code reads it: `{entry.token: entry.logprob}`, so if two
 entries share one text the later wins, as there.
+
+`mode` chooses how a score is read (`judge_mode` in the endpoint's settings, see
+docs/providers.md): `logprobs` is the paper's rule above; `digits` the digit tree over the API
+for tokenizers that split numbers (`api_digits.py`); `sampled` k replies at temperature 1 for
+judges without logprobs (`sampled.py`); `auto` decides once per judge by a cached probe
+(`api_probe.py`). Every mode ends in `judgment_from_logprobs`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from emkit.api import ApiClient, ApiConfig, ApiSettings, ChatReply, ChatRequest, RequestCache
+from emkit.judge.api_digits import MIN_BRANCH_P, DigitTreeJudging
+from emkit.judge.api_probe import JudgeMode, JudgeModeError, probe_mode
 from emkit.judge.base import JudgeItem, judgment_from_logprobs
 from emkit.judge.prompts import judge_messages
+from emkit.judge.sampled import SAMPLE_TOKENS, SAMPLES, SampledJudging
 from emkit.judge.score import MIN_MASS
 from emkit.models.spec import ModelSpecError, parse_model_spec
 from emkit.records import Judgment
@@ -83,13 +92,22 @@ class ApiJudge:
     def __init__(self, settings: ApiSettings, name: str, served: str,
                  cache: RequestCache | None = None, validated: bool = False,
                  min_mass: float = MIN_MASS, params: dict[str, Any] | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, mode: JudgeMode = "logprobs",
+                 samples: int = SAMPLES, sample_tokens: int = SAMPLE_TOKENS,
+                 min_branch_p: float = MIN_BRANCH_P) -> None:
         self.name = name
         self.served = served
         self.validated = validated
         self.min_mass = min_mass
         self.params = dict(PAPER_JUDGE_PARAMS if params is None else params)
         self.client = ApiClient(settings, name, cache)
+        self.mode: JudgeMode = mode
+        """How scores are read; `auto` becomes one of the others at the first `judge` call."""
+        self.mode_evidence: str | None = None
+        """Why `auto` chose the mode (the probe's top tokens), for the log and audits."""
+        self.digits = DigitTreeJudging(self.client, name, min_mass, min_branch_p)
+        self.sampled = SampledJudging(self.client, name, served, samples, sample_tokens,
+                                      min_mass)
         self.chunk_size = settings.max_concurrency * 16
         """Items per `judge` call the runner should send: big enough that the in-flight window
         stays full, small enough that the store is written every few seconds."""
@@ -113,6 +131,22 @@ class ApiJudge:
                             label="missing", mass=0.0, reason=reason, top={})
         return judgment_from_logprobs(item, self.name, table, self.min_mass)
 
+    def resolve_mode(self) -> JudgeMode:
+        """The mode scores are read in; `auto` is decided here, once, by the cached probe.
+
+        The paper's judge of record is validated only as the paper read it: if its probe says
+        anything but `logprobs`, judging stops rather than publish numbers read another way."""
+        if self.mode != "auto":
+            return self.mode
+        mode, evidence = probe_mode(self.client, self.name, self.served, self.params)
+        if self.validated and mode != "logprobs":
+            raise JudgeModeError(f"{self.name}: the validated judge of record answered the "
+                                 f"judge-mode probe like a '{mode}' judge ({evidence}); its "
+                                 "scores would not be the paper's")
+        log.info("judge %s: judge_mode auto -> %s (%s)", self.name, mode, evidence)
+        self.mode, self.mode_evidence = mode, evidence
+        return mode
+
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
         """One Judgment per item, in order; raises `ApiError` on a request that failed for good.
 
@@ -120,7 +154,12 @@ class ApiJudge:
         reads a distribution at temperature 0, not a sample, so they share one reply."""
         if not items:
             return []
+        mode = self.resolve_mode()
+        if mode == "sampled":
+            return self.sampled.judge(items)
         requests = [self.request(it) for it in items]
+        if mode == "digits":
+            return self.digits.judge(items, requests, _check)
         first = {}
         for it, r in zip(items, requests, strict=True):
             first.setdefault(r.key, (it, r))
@@ -151,6 +190,8 @@ class ApiJudge:
         then release what this judge holds."""
         if self.client.stats.requests:
             log.info("judge %s", self.client.stats.line(self.name))
+        if self.digits.judgments:
+            log.info("judge %s: %s", self.name, self.digits.line())
         closers, self.closers = self.closers, []
         for close in closers:
             close()
@@ -178,14 +219,26 @@ def api_judge_status(model: str, api: ApiConfig | None = None) -> tuple[bool, st
     api = api or ApiConfig()
     spec = parse_model_spec(model)
     settings = api.settings_for(model)
-    if spec.provider == "openai" and spec.name == PAPER_JUDGE and settings.base_url is None:
+    mode = settings.judge_mode
+    if (spec.provider == "openai" and spec.name == PAPER_JUDGE and settings.base_url is None
+            and mode in ("auto", "logprobs")):
         return True, (f"{model}: the paper's judge of record (Betley et al. 2025), same request "
                       "settings (1 token, top-20 logprobs, temperature 0, seed 0); validated by "
                       "reference, not re-measured on emkit's calibration set")
     where = settings.endpoint() if spec.provider == "openai" else "a vLLM server"
-    return False, (f"{model} at {where}: an API judge scored with the paper's logprob rule; not "
-                   f"validated (only openai/{PAPER_JUDGE} on OpenAI's endpoint is the paper's "
-                   "judge of record; calibrate others with `emkit judge calibrate`)")
+    return False, (f"{model} at {where}: an API judge, {MODE_NOTES[mode]}; not "
+                   f"validated (only openai/{PAPER_JUDGE} on OpenAI's endpoint, read with the "
+                   "paper's logprob rule, is the paper's judge of record; calibrate others with "
+                   "`emkit judge calibrate`)")
+
+
+MODE_NOTES: dict[str, str] = {
+    "logprobs": "scored with the paper's logprob rule",
+    "digits": "scored with the digit tree over the API (numbers split into digit tokens)",
+    "sampled": "scored from sampled replies at temperature 1 (no logprobs)",
+    "auto": ("scored with the paper's logprob rule, or the digit tree, or sampled replies, as "
+             "a probe of the judge decided (logged, and kept in the request cache)"),
+}
 
 
 def load_api_judge(model: str, api: ApiConfig | None = None, cache_path: Path | None = None,
@@ -216,6 +269,7 @@ def load_api_judge(model: str, api: ApiConfig | None = None, cache_path: Path | 
     else:
         raise ModelSpecError(f"judge {model!r}: provider {spec.provider!r} is not an API")
     judge = ApiJudge(settings, model, served, cache=cache, validated=validated,
-                     progress=progress)
+                     progress=progress, mode=settings.judge_mode,
+                     samples=settings.judge_samples, sample_tokens=settings.judge_sample_tokens)
     judge.closers = closers
     return judge
