@@ -96,7 +96,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
 def test_wal_mode_and_schema_version(store):
     con = sqlite3.connect(store.db_path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
     con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     con.commit()
     con.close()

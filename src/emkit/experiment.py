@@ -18,16 +18,26 @@ import pandas as pd
 from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
 from emkit.api import cache_stats
 from emkit.config import ExperimentConfig
-from emkit.finetune import FinetuneJobError, JobStore, finetune_lora, run_openai_finetune
+from emkit.finetune import FinetuneJobError
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.judge.registry import API_PROVIDERS
-from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
+from emkit.models import load_hf, parse_model_spec, release_memory
 from emkit.questions import Question, questions_from
-from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_seed
+from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_input_hash, sample_seed
 from emkit.report import write_report
 from emkit.run_datasets import build_datasets, dataset_audits
+from emkit.run_finetunes import finetuned_models, run_finetunes, unfinished_finetunes
+from emkit.run_identity import (
+    judge_prompt_fingerprints,
+    messages_fingerprints,
+    model_identity,
+    paraphrases,
+    preflight,
+    question_messages,
+)
 from emkit.sample import generate, run_api_sampling
-from emkit.store import DB_NAME, RunStore
+from emkit.store import RunStore
+from emkit.store.identity import Change, RunChangedError, claim, log_changes, recorded
 from emkit.store.judge_identity import claim_judge_name, judge_fingerprints
 
 log = logging.getLogger("emkit")
@@ -52,29 +62,8 @@ class RunResult:
 
 
 # ---------------------------------------------------------------- stage 2: finetune
-def finetuned_models(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
-    """Model label (`<finetune>-s<seed>`) -> model string of its adapter on its base, or of
-    the API model its job produced (jobs not finished yet have no model)."""
-    jobs = {}
-    if any(f.backend == "openai" for f in cfg.finetunes) and (run_dir / DB_NAME).is_file():
-        with JobStore(run_dir / DB_NAME, create=False) as store:
-            jobs = {r.label: r.fine_tuned_model for r in store.all() if r.fine_tuned_model}
-    models = {}
-    for f in cfg.finetunes:
-        for seed in f.seeds:
-            label = f"{f.name}-s{seed}"
-            if f.backend == "openai":
-                if label in jobs:
-                    models[label] = f"openai/{jobs[label]}"
-            else:
-                models[label] = f"{parse_model_spec(f.base)}:{run_dir / 'adapters'}/{label}"
-    return models
-
-
-def unfinished_finetunes(cfg: ExperimentConfig, finetuned: dict[str, str]) -> list[str]:
-    """Labels of API fine-tunes with no model yet (their jobs have not succeeded)."""
-    return [f"{f.name}-s{seed}" for f in cfg.finetunes if f.backend == "openai"
-            for seed in f.seeds if f"{f.name}-s{seed}" not in finetuned]
+# `run_finetunes` (emkit/run_finetunes.py) trains each LoRA not on disk yet (refusing or, with
+# --reuse-changed, retraining one made from other settings) and awaits each API job.
 
 
 def required_api_models(cfg: ExperimentConfig) -> list[str]:
@@ -83,30 +72,6 @@ def required_api_models(cfg: ExperimentConfig) -> list[str]:
     bases = [f.base for f in cfg.finetunes if f.backend == "openai"]
     return [m for m in (cfg.judge.model, *cfg.judge.also, *subjects, *bases)
             if m.split("/", 1)[0] in API_PROVIDERS]
-
-
-def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path],
-                  progress: bool) -> dict[str, str]:
-    """Train each (finetune, seed) LoRA that is not on disk yet, and submit then await each API
-    job not finished yet (all submitted before any is awaited); return label -> model string."""
-    remote = [(f, seed) for f in cfg.finetunes if f.backend == "openai" for seed in f.seeds]
-    for wait in (False, True):
-        for f, seed in remote:
-            run_openai_finetune(f"{f.name}-s{seed}", datasets[f.dataset], f.base,
-                                run_dir / DB_NAME, f.openai, cfg.api.settings_for(f.base),
-                                dataset_name=f.dataset, seed=seed, wait=wait)
-    for f in cfg.finetunes:
-        if f.backend == "openai":
-            continue
-        base_dir = Path(resolve_hf_path(parse_model_spec(f.base)))
-        for seed in f.seeds:
-            adapter = run_dir / "adapters" / f"{f.name}-s{seed}"
-            if not (adapter / "adapter_config.json").is_file():
-                log.info("fine-tuning %s-s%d on %s", f.name, seed, f.dataset)
-                finetune_lora(base_dir, datasets[f.dataset], adapter, f.lora,
-                              f.train.model_copy(update={"seed": seed}), progress=progress)
-                release_memory()
-    return finetuned_models(cfg, run_dir)
 
 
 def group_members(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, list[str]]:
@@ -145,12 +110,14 @@ def load_suite(cfg: ExperimentConfig) -> list[Question]:
     return questions
 
 
-def plan_requests(cfg: ExperimentConfig, questions: list[Question],
-                  model: str) -> list[SampleRequest]:
+def plan_requests(cfg: ExperimentConfig, questions: list[Question], model: str,
+                  identity: str) -> list[SampleRequest]:
     """Every (question, paraphrase, sample index) for one model, each with its own seed.
 
     The system prompt and `samples_per_paraphrase` come from the question file (the original
-    script dropped both); `evaluation` may override the sample count for quick runs.
+    script dropped both); `evaluation` may override the sample count for quick runs. Each key's
+    hash covers the messages and the model's `identity` (run_identity.model_identity), so an
+    edited prompt or a retrained adapter never reuses an old answer.
     """
     ev = cfg.evaluation
     requests = []
@@ -159,12 +126,11 @@ def plan_requests(cfg: ExperimentConfig, questions: list[Question],
             temperature=q.temperature if q.temperature is not None else ev.temperature,
             top_p=ev.top_p, max_new_tokens=ev.max_new_tokens, seed=ev.seed)
         n = ev.samples_per_paraphrase or q.samples_per_paraphrase
-        paraphrases = q.paraphrases[: ev.max_paraphrases] if ev.max_paraphrases else q.paraphrases
-        for p_idx, text in enumerate(paraphrases):
-            messages = ([{"role": "system", "content": q.system}] if q.system else []) + [
-                {"role": "user", "content": text}]
+        for p_idx, text in enumerate(paraphrases(cfg, q)):
+            messages = question_messages(q, text)
+            input_hash = sample_input_hash(params, messages, identity)
             for s_idx in range(n):
-                key = SampleKey(model, q.id, p_idx, s_idx, params.params_hash())
+                key = SampleKey(model, q.id, p_idx, s_idx, input_hash)
                 requests.append(SampleRequest(
                     key=key, messages=tuple(messages), question=text,
                     seed=sample_seed(params.seed, key), temperature=params.temperature,
@@ -213,9 +179,15 @@ def judge_items(store: RunStore, questions: list[Question], keys: list[SampleKey
 
 
 def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question],
-                keys: list[SampleKey], progress: bool) -> None:
-    """Judge every sample on every metric with the judge of record and each `judge.also`."""
-    for name in [cfg.judge.model, *cfg.judge.also]:
+                keys: list[SampleKey], progress: bool, reuse_changed: bool = False,
+                judges: list[str] | None = None) -> None:
+    """Judge every sample on every metric with `judges` (default: the judge of record and each
+    `judge.also`). A judge prompt changed since its judgments were made is refused, or with
+    `reuse_changed` its old judgments are superseded and the answers judged again."""
+    for name in judges or [cfg.judge.model, *cfg.judge.also]:
+        claim(store.db_path, "judge_prompt",
+              judge_prompt_fingerprints(questions, [name], cfg.judge.metrics), reuse_changed,
+              store.run_dir)
         items = list(judge_items(store, questions, keys, name, cfg.judge.metrics))
         if not items:
             continue
@@ -307,35 +279,74 @@ class Plan:
     models: dict[str, str]
     questions: list[Question]
     requests: dict[str, list[SampleRequest]]
+    identities: dict[str, str]
+    """Model label -> `run_identity.model_identity` (part of every key of its samples)."""
 
     @property
     def keys(self) -> list[SampleKey]:
         return [r.key for reqs in self.requests.values() for r in reqs]
 
 
-def plan_experiment(cfg: ExperimentConfig, finetuned: dict[str, str]) -> Plan:
+def plan_experiment(cfg: ExperimentConfig, finetuned: dict[str, str],
+                    recorded_models: dict[str, str] | None = None) -> Plan:
+    """`recorded_models` (the store's model identities) stand in for adapters no longer on
+    disk, so a report still finds the answers they gave."""
     groups = group_members(cfg, finetuned)
-    models = {m: finetuned.get(m, m) for ms in groups.values() for m in ms}
+    models = plan_models(cfg, finetuned)
     questions = load_suite(cfg)
+    known = recorded_models or {}
+    identities = {label: model_identity(spec, known.get(label)) for label, spec in models.items()}
     return Plan(groups, models, questions,
-                {label: plan_requests(cfg, questions, label) for label in models})
+                {label: plan_requests(cfg, questions, label, identities[label])
+                 for label in models}, identities)
 
 
-def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
-    """Run (or resume) every stage; run.json ends as `success` or `error` with the reason."""
+def claim_inputs(cfg: ExperimentConfig, store: RunStore, plan: Plan,
+                 reuse_changed: bool) -> None:
+    """Record the identity of every model and message about to be sampled; a change since
+    the stored answers were made is refused, or accepted and logged (RunChangedError)."""
+    claim(store.db_path, "model", plan.identities, reuse_changed, store.run_dir)
+    claim(store.db_path, "messages", messages_fingerprints(cfg, plan.questions), reuse_changed,
+          store.run_dir)
+
+
+def check_unchanged(cfg: ExperimentConfig, run_dir: Path, reuse_changed: bool) -> list[Change]:
+    """Before touching the run: what changed since its stored work was made (refused unless
+    `reuse_changed`), found without loading or writing anything."""
+    models = plan_models(cfg, finetuned_models(cfg, run_dir))
+    found = preflight(cfg, run_dir, load_suite(cfg), models)
+    if found and not reuse_changed:
+        raise RunChangedError(run_dir, found)
+    return found
+
+
+def plan_models(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, str]:
+    """Label -> model string of every model the groups name."""
+    return {m: finetuned.get(m, m) for ms in group_members(cfg, finetuned).values() for m in ms}
+
+
+def run_experiment(cfg: ExperimentConfig, progress: bool = True,
+                   reuse_changed: bool = False) -> RunResult:
+    """Run (or resume) every stage; run.json ends as `success` or `error` with the reason.
+    A resume whose inputs changed is refused before anything is written (RunChangedError),
+    unless `reuse_changed` accepts the change (redone and recorded, never mixed)."""
     run_dir = cfg.resolved_run_dir()
+    cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
+    accepted = check_unchanged(cfg, run_dir, reuse_changed)
     store = RunStore(run_dir)
     store.start(cfg.model_dump(mode="json"))
     try:
-        cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
-        datasets = build_datasets(cfg, run_dir)
-        finetuned = run_finetunes(cfg, run_dir, datasets, progress)
+        if rebuilt := [c for c in accepted if c.kind == "dataset"]:
+            log_changes(store.db_path, rebuilt)
+        datasets = build_datasets(cfg, run_dir, reuse_changed)
+        finetuned = run_finetunes(cfg, run_dir, datasets, progress, reuse_changed)
         if unfinished := unfinished_finetunes(cfg, finetuned):
             log.warning("API fine-tunes without a model yet, left out of this run: %s",
                         ", ".join(unfinished))
-        plan = plan_experiment(cfg, finetuned)
+        plan = plan_experiment(cfg, finetuned, recorded(store.db_path, "model"))
+        claim_inputs(cfg, store, plan, reuse_changed)
         run_sampling(cfg, store, plan.models, plan.requests, progress)
-        run_judging(cfg, store, plan.questions, plan.keys, progress)
+        run_judging(cfg, store, plan.questions, plan.keys, progress, reuse_changed)
         report, rates = analyse_and_report(cfg, run_dir, store, plan)
     except BaseException as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()
@@ -353,6 +364,7 @@ def report_experiment(cfg: ExperimentConfig) -> RunResult:
         raise FinetuneJobError(f"{run_dir}: API fine-tunes {', '.join(unfinished)} have no "
                                "model yet (their jobs have not succeeded); `emkit run` the "
                                "config to finish them before reporting")
-    plan = plan_experiment(cfg, finetuned)
-    report, rates = analyse_and_report(cfg, run_dir, RunStore(run_dir), plan)
+    with RunStore.open_existing(run_dir) as store:
+        plan = plan_experiment(cfg, finetuned, recorded(store.db_path, "model"))
+        report, rates = analyse_and_report(cfg, run_dir, store, plan)
     return RunResult(run_dir=run_dir, report=report, rates=rates)

@@ -3,12 +3,16 @@
 They live in one small module so that `sample`, `judge`, `store` and `analysis` agree on one
 vocabulary without importing each other: a sample is keyed by (model, question_id,
 paraphrase_index, sample_index, params_hash), and that key is what makes every stage resumable.
+`params_hash` (`sample_input_hash`) covers everything else that decides an answer: sampling
+parameters, the messages sent and the model's identity (its adapter weights), so a changed
+prompt or a retrained adapter can never reuse an old answer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -37,6 +41,7 @@ class SampleKey:
     paraphrase_index: int
     sample_index: int
     params_hash: str
+    """`sample_input_hash`: sampling parameters, messages and model identity."""
 
 
 @dataclass(frozen=True)
@@ -86,3 +91,18 @@ def sample_seed(base_seed: int, key: SampleKey) -> int:
     """A seed per sample, independent of batch composition and of the order work is resumed in."""
     blob = f"{base_seed}|{key.model}|{key.question_id}|{key.paraphrase_index}|{key.sample_index}"
     return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "little")
+
+
+def sample_input_hash(params: SamplingParams, messages: Sequence[Mapping[str, str]],
+                      model_identity: str) -> str:
+    """The `params_hash` of a sample's key: its sampling parameters, the exact messages sent and
+    its model's identity (e.g. the hash of its adapter weights, never a path, so a copied run
+    keeps its keys). Any of them changing gives a new key, so stale answers are never reused."""
+    blob = json.dumps({"params": asdict(params), "messages": [dict(m) for m in messages],
+                       "model": model_identity}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def text_hash(text: str) -> str:
+    """Short content hash for identity records (prompts, templates)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -17,6 +17,7 @@ import pandas as pd
 from emkit.atomic import atomic_write_text
 from emkit.config import ConfigError, DatasetConfig, ExperimentConfig
 from emkit.datasets import read_jsonl, write_jsonl
+from emkit.store.identity import supersede
 
 log = logging.getLogger("emkit")
 
@@ -46,14 +47,10 @@ def _spec_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.spec.json")
 
 
-def reusable_dataset(out: Path, spec: dict) -> bool:
-    """True when `out` exists and was built from `spec`; False when it must be built.
-
-    Raises ConfigError when `out` exists but was built from another spec (or none is recorded):
-    the run's adapters were trained on that file, so it is never overwritten silently.
-    """
+def dataset_change(out: Path, spec: dict) -> str | None:
+    """Why the file at `out` was not built from `spec` (None: it was, or it does not exist)."""
     if not out.is_file():
-        return False
+        return None
     record = _spec_path(out)
     try:
         old = json.loads(record.read_text(encoding="utf-8"))
@@ -62,19 +59,41 @@ def reusable_dataset(out: Path, spec: dict) -> bool:
     except (OSError, ValueError):
         old = "unreadable"
     if old == spec:
-        return True
+        return None
     if isinstance(old, dict):
         before = {**old.get("generators", {}), **old.get("dataset", {})}
         after = {**spec["generators"], **spec["dataset"]}
         changed = ", ".join(sorted(k for k in set(before) | set(after)
                                    if before.get(k) != after.get(k))) or "spec_version"
-        why = f"the dataset section changed ({changed})"
-    else:
-        why = f"{record} is {'missing' if old is None else 'unreadable'}"
-    raise ConfigError(
+        return f"the dataset section changed ({changed})"
+    return f"{record} is {'missing' if old is None else 'unreadable'}"
+
+
+def reusable_dataset(out: Path, spec: dict, reuse_changed: bool = False) -> bool:
+    """True when `out` exists and was built from `spec`; False when it must be built.
+
+    Raises DatasetChangedError (a ConfigError) when `out` exists but was built from another spec
+    (or none is recorded): the run's adapters were trained on that file, so it is never
+    overwritten silently. With `reuse_changed` the old file and its record are moved to
+    `.superseded/` and False is returned (rebuild).
+    """
+    why = dataset_change(out, spec)
+    if why is None:
+        return out.is_file()
+    if reuse_changed:
+        for path in (out, _spec_path(out)):
+            if path.is_file():
+                supersede(path)
+        return False
+    raise DatasetChangedError(
         f"datasets: {spec['dataset']['name']}: {out} was built from other settings: {why}. "
         f"Adapters of this run may have been trained on it, so it is not overwritten: use a new "
-        f"run_dir, or delete {out} and {record} to rebuild it")
+        f"run_dir, pass --reuse-changed to rebuild it (the old file is kept under .superseded/), "
+        f"or delete {out} and {_spec_path(out)} to rebuild it")
+
+
+class DatasetChangedError(ConfigError):
+    """A run's dataset file was built from other settings than its config now gives."""
 
 
 def _write_spec(out: Path, spec: dict) -> None:
@@ -90,14 +109,16 @@ def _audit_current(audit_json: Path, digest: str) -> bool:
         return False
 
 
-def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
+def build_datasets(cfg: ExperimentConfig, run_dir: Path, reuse_changed: bool = False
+                   ) -> dict[str, Path]:
     """Generate, download or validate every dataset section, then audit each one.
 
     Generated files are written atomically, then `<name>.spec.json` (the section and generator
     versions); a later run reuses a file only when its spec matches, and refuses (ConfigError)
     when the section changed. A teacher-generated set resumes from its journal. Audits go next
     to the data as `<name>.audit.md/.html/.json` (without the embedding spread, to keep runs
-    fast), keyed by the data's sha256: changed bytes are audited again.
+    fast), keyed by the data's sha256: changed bytes are audited again. `reuse_changed`
+    rebuilds a changed section's file (the old one moved to `.superseded/`).
     """
     from emkit.audit import audit_file, write_audit
     from emkit.datasets import download_dataset, generate_advice, generate_offline, write_mix
@@ -115,7 +136,7 @@ def build_datasets(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Path]:
         elif d.download is not None and "n" not in d.model_fields_set:
             paths[d.name] = download_dataset(d.download)  # verified and validated when fetched
         else:
-            if not reusable_dataset(out, spec):
+            if not reusable_dataset(out, spec, reuse_changed):
                 if d.download is not None:
                     source = download_dataset(d.download)
                     write_mix(out, [MixPart(source, 1.0)], d.n, d.seed)  # seeded subset

@@ -163,8 +163,12 @@ def _peak_memory_mb() -> dict[str, float]:
 
 def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
                   lora: LoraSettings | None = None, train: TrainSettings | None = None,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, provenance: dict[str, Any] | None = None) -> Path:
     """Train a LoRA adapter on a chat JSONL file; return `out_dir` holding the adapter.
+
+    `provenance` (e.g. the base model *string* and the finetune section's name) is recorded in
+    the metadata as given: a resumed run compares it with its config, where the resolved base
+    path alone would differ between machines.
 
     `out_dir` gets adapter_config.json + adapter_model.safetensors (load with
     `PeftModel.from_pretrained(base, out_dir)`), `emkit_finetune.json` and `training_log.jsonl`.
@@ -215,6 +219,7 @@ def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
             **_peak_memory_mb(),
             "versions": {p: version(p) for p in ("torch", "transformers", "peft", "trl")},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "provenance": provenance or {},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if out_dir.exists():

@@ -27,7 +27,10 @@ from emkit.store.run_json import utc_now
 from emkit.store.sqlite import open_sqlite
 
 DB_NAME = "emkit.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: a sample's `params_hash` also covers its model's identity (adapter weights) and its
+messages, and the identity tables exist. A version-1 file is refused: its keys cannot say which
+adapter or prompt made an answer, so resuming it could mix stale and fresh work."""
 KEY_COLUMNS = ("model", "question_id", "paraphrase_index", "sample_index", "params_hash")
 _KEYS = ", ".join(KEY_COLUMNS)
 
@@ -48,6 +51,20 @@ CREATE TABLE IF NOT EXISTS judgments (
     score REAL, label TEXT NOT NULL, mass REAL NOT NULL, reason TEXT, top TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY ({_KEYS}, judge, metric)
+);
+CREATE TABLE IF NOT EXISTS judgments_superseded (
+    model TEXT NOT NULL, question_id TEXT NOT NULL, paraphrase_index INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL, params_hash TEXT NOT NULL,
+    judge TEXT NOT NULL, metric TEXT NOT NULL,
+    score REAL, label TEXT NOT NULL, mass REAL NOT NULL, reason TEXT, top TEXT NOT NULL,
+    created_at TEXT NOT NULL, superseded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_identity (
+    kind TEXT NOT NULL, name TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS identity_changes (
+    kind TEXT NOT NULL, name TEXT NOT NULL, what TEXT NOT NULL, old TEXT, new TEXT,
+    accepted_at TEXT NOT NULL
 );
 """
 
@@ -105,6 +122,12 @@ class SampleDB:
         if found is None:
             self._create_schema()
             found = self._stored_version()
+        if found == 1:
+            raise SchemaError(
+                f"{self.path}: written by an older emkit (store schema 1), whose sample keys do "
+                "not say which adapter weights or prompt made an answer; this emkit cannot "
+                "resume or re-analyse it without risking stale answers. Its report/ stays as "
+                "it was; start a new run directory (or use the emkit version that made it)")
         if found != SCHEMA_VERSION:
             raise SchemaError(f"{self.path}: schema_version {found}, expected {SCHEMA_VERSION}")
 

@@ -27,6 +27,24 @@ class RunStore:
         self.db_path = self.run_dir / DB_NAME
         self._db = SampleDB(self.db_path)
 
+    @classmethod
+    def open_existing(cls, run_dir: Path) -> RunStore:
+        """The run at `run_dir`, for commands that only read or add to a run: refuses
+        (FileNotFoundError naming the file) when it has no run.json or store, instead of
+        creating an empty run where the user mistyped a path."""
+        for name in (run_json.RUN_JSON, DB_NAME):
+            if not (Path(run_dir) / name).is_file():
+                raise FileNotFoundError(f"{Path(run_dir) / name}: no such file; is {run_dir} "
+                                        "an emkit run directory?")
+        return cls(run_dir)
+
+    def update_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace the recorded config, keeping status, times and versions: for commands that
+        add to a finished run (another judge, another model) without re-running it."""
+        record = {**self.read_run_json(), "config": config}
+        run_json.write_run_json(self.run_json_path, record)
+        return record
+
     # ------------------------------------------------------------------------- run.json
     def start(self, config: dict[str, Any]) -> dict[str, Any]:
         """Record config, versions, git commit and host, with status "started".
