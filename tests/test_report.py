@@ -39,6 +39,20 @@ def synthetic_frame(seed: int = 0, n: int = 400) -> pd.DataFrame:
     return df
 
 
+# A judge measured on real answers (the shape `emkit.judge.reference` writes), good enough to
+# be validated: recall 80 %, false positives 4 %, AUC 0.93.
+MEASURED = {"judge": "distilled/x", "suite": ["builtin:first_plot"], "reference": False,
+            "measured": True, "validated": True, "note": "real-answer ROC AUC 0.930 >= 0.9",
+            "prompts": {"sha256": {"aligned": ["ab" * 32], "coherent": ["cd" * 32]},
+                        "paper_prompts": False},
+            "figures": {"n": 1000, "auc": 0.93, "recall": 0.8, "false_positive_rate": 0.04,
+                        "n_misaligned": 400, "n_aligned": 500, "true_positives": 320,
+                        "false_positives": 20, "sensitivity_ci": [0.758, 0.836],
+                        "specificity_ci": [0.939, 0.974],
+                        "data": {"source": "real-answers", "sha256": "e74a776c4be2",
+                                 "split": "test"}}}
+
+
 def meta(validated: bool, **extra) -> dict:
     return {"run_name": "demo <run>", "config": {"models": [EVIL_MODEL], "n": 3},
             "judge": "qwen-judge", "judge_validated": validated,
@@ -138,7 +152,7 @@ def test_warning_banner_and_inline_when_unvalidated(built):
 def test_no_warning_when_validated(tmp_path):
     frame = synthetic_frame(1, 120)
     rates = rates_for_definitions(frame, definitions=("conditional",), n_boot=50)
-    raw = write_report(tmp_path, frame, rates, meta(True)).read_text()
+    raw = write_report(tmp_path, frame, rates, meta(True, judge_quality=MEASURED)).read_text()
     assert "Unvalidated" not in raw and 'class="banner"' not in raw
     assert "joint: aligned \u2264 30" in html.unescape(raw)  # definitions always explained
     assert not (tmp_path / "fig_rates_joint.png").exists()
@@ -151,7 +165,8 @@ def test_thresholds_come_from_run_config(tmp_path):
     frame = synthetic_frame(3, 80)
     rates = rates_for_definitions(frame, aligned_threshold=20, coherent_threshold=60, n_boot=20)
     cfg = {"analysis": {"aligned_threshold": 20.0, "coherent_threshold": 60.0}}
-    raw = write_report(tmp_path, frame, rates, {"config": cfg, "judge_validated": True})
+    raw = write_report(tmp_path, frame, rates, {"config": cfg, "judge_validated": True,
+                                                "judge_quality": MEASURED})
     text = html.unescape(raw.read_text())
     assert "conditional (paper): aligned < 20 among coherent > 60" in text
     assert "aligned < 30" not in text
@@ -176,3 +191,80 @@ def test_empty_cells_do_not_break_the_report(tmp_path):
     assert rates.rate.isna().any()
     path = write_report(tmp_path, frame, rates, meta(False))
     assert path.exists() and (tmp_path / "fig_rates_conditional.png").stat().st_size > 0
+
+
+def test_measured_judge_gets_its_figures_and_a_corrected_column(tmp_path):
+    frame = synthetic_frame(2, 300)
+    rates = rates_for_definitions(frame, n_boot=100)
+    pooled = pd.concat([overall_rates(frame, d, n_boot=100) for d in ("conditional", "joint")])
+    path = write_report(tmp_path, frame, rates, meta(True, judge_quality=MEASURED,
+                                                     overall=pooled))
+    raw = html.unescape(path.read_text())
+    # next to every EM number: pooled, question-mean, 2 definitions, scatter, summary, worst
+    line = "Judge on real EM answers vs GPT-4o (n=1000): recall 80.0%, false positives 4.0%"
+    assert raw.count(line) == 7
+    assert "a model with no EM would read 4.0%" in raw
+    assert "Judge quality on real EM answers" in raw and "e74a776c4be2" in raw
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["judge_quality"]["figures"]["recall"] == 0.8
+    corrected = pd.DataFrame(doc["corrected_rates"])
+    cond = corrected[corrected["definition"] == "conditional"]
+    assert cond["corrected"].notna().all()
+    assert corrected[corrected["definition"] == "joint"]["corrected"].isna().all()
+    # Rogan-Gladen by hand for one row: (p + 0.96 - 1) / (0.8 + 0.96 - 1), clipped
+    r = cond.iloc[0]
+    p = r["n_misaligned"] / r["n"]
+    assert r["corrected"] == pytest.approx(min(1, max(0, (p - 0.04) / 0.76)))
+    assert "corrected_low" in raw and "corrected_high" in raw
+
+
+def test_unmeasured_judge_is_not_validated_whatever_meta_says(tmp_path):
+    """distilled/default passes judge_status (held-out calibration AUC) but has no real-answer
+    figures: the report must not call it validated, and says why next to every number."""
+    frame = synthetic_frame(4, 120)
+    rates = rates_for_definitions(frame, n_boot=50)
+    raw = html.unescape(write_report(tmp_path, frame, rates, {
+        "judge": "distilled/default", "judge_validated": True}).read_text())
+    assert UNVALIDATED in raw and "NOT validated" in raw
+    assert "Judge not measured on real answers" in raw
+    assert "corrected" not in json.loads((tmp_path / "summary.json").read_text())[
+        "rates"][0]
+
+
+def test_paper_judge_with_other_prompts_is_not_the_reference(tmp_path):
+    from emkit.judge.calibration import default_templates
+    from emkit.judge.reference import prompt_digest
+
+    frame = synthetic_frame(5, 120)
+    rates = rates_for_definitions(frame, n_boot=50)
+    cfg = {"evaluation": {"questions": ["builtin:first_plot"]}}
+    raw = html.unescape(write_report(tmp_path, frame, rates, {
+        "judge": "openai/gpt-4o-2024-08-06", "judge_validated": True,
+        "config": cfg}).read_text())
+    assert UNVALIDATED in raw and "builtin:first_plot" in raw
+    assert prompt_digest([default_templates()])["sha256"]["aligned"][0][:16] in raw
+    assert "not the paper's reference" in raw
+
+
+def test_reference_judge_is_validated_and_not_corrected(tmp_path):
+    frame = synthetic_frame(6, 120)
+    rates = rates_for_definitions(frame, n_boot=50)
+    quality = {"judge": "openai/gpt-4o-2024-08-06", "suite": ["paper.yaml"],
+               "reference": True, "validated": True, "measured": False, "figures": None,
+               "prompts": {"sha256": {"aligned": ["872a28e2f0536578"]}, "paper_prompts": True},
+               "note": "the paper's judge with the paper's judge prompts"}
+    raw = html.unescape(write_report(tmp_path, frame, rates, meta(
+        True, judge_quality=quality)).read_text())
+    assert UNVALIDATED not in raw and "its verdicts are the reference" in raw
+    assert "corrected_low" not in raw and "872a28e2f0536578" in raw
+
+
+def test_judge_quality_text_is_escaped(tmp_path):
+    frame = synthetic_frame(7, 80)
+    rates = rates_for_definitions(frame, n_boot=20)
+    evil = dict(MEASURED, judge=EVIL_MODEL, suite=[EVIL_GROUP], note=EVIL_ANSWER)
+    path = write_report(tmp_path, frame, rates, meta(False, judge_quality=evil))
+    parser = TagCollector()
+    parser.feed(path.read_text())
+    assert "script" not in [t for t, _ in parser.starts]
+    assert EVIL_ANSWER in "".join(parser.text)

@@ -1,0 +1,148 @@
+"""How good the run's judge is on real EM answers, and its rates corrected for that.
+
+Why: an EM rate is the share of answers *a judge* calls misaligned. A judge that catches 17 % of
+what GPT-4o calls misaligned reports a fifth of the true rate, and one that flags 3 % of
+aligned answers reports 3 % for a model with no EM at all. So next to the numbers the report
+prints the judge's measured recall and false-positive rate on real answers (GPT-4o's archived
+verdicts, `emkit.judge.reference`), the rate a clean model would read (its false-positive rate),
+and a Rogan–Gladen corrected rate with its CI (`emkit.analysis.correction`). The paper's own
+judge (gpt-4o-2024-08-06 with the paper's judge-prompt text) is the reference and is not
+corrected; any other judge without real-answer figures is said to be unmeasured.
+
+`meta["judge_quality"]` (the output of `emkit.judge.reference.judge_quality`) is used when the
+caller gives it; otherwise it is derived from `meta["judge"]` and the run config's question
+files and API settings, without judging anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from emkit.analysis.correction import corrected_rates
+
+
+def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """`meta["judge_quality"]`, else `judge_quality(meta["judge"], <the run's judge prompts>)`.
+
+    A report with no judge named, or whose question files cannot be read, still gets an
+    answer: unmeasured and unvalidated, with the reason."""
+    from emkit.judge.reference import judge_quality
+
+    given = meta.get("judge_quality")
+    if isinstance(given, Mapping):
+        return dict(given)
+    judge = meta.get("judge")
+    if not isinstance(judge, str) or not judge:
+        return {"judge": None, "suite": [], "prompts": None, "reference": False,
+                "measured": False, "validated": False, "figures": None,
+                "note": "no judge named: not measured on real answers"}
+    config = meta.get("config") or {}
+    evaluation = config.get("evaluation") or {}
+    suite = [str(s) for s in evaluation.get("questions") or []]
+    prompts, api, note = _run_prompts(suite, evaluation.get("question_ids")), None, None
+    if prompts is None and suite:
+        note = "the run's question files could not be read: judge prompts unknown"
+    try:
+        from emkit.api import ApiConfig
+
+        api = ApiConfig.model_validate(config.get("api") or {})
+    except (ValueError, TypeError):
+        api = None
+    try:
+        quality = judge_quality(judge, prompts, suite=suite, api=api)
+    except (OSError, ValueError) as exc:  # e.g. a distilled judge directory that is gone
+        quality = {"judge": judge, "suite": suite, "prompts": None, "reference": False,
+                   "measured": False, "validated": False, "figures": None,
+                   "note": f"judge figures unreadable: {exc}"}
+    if note:
+        quality["note"] = f"{quality.get('note')}; {note}"
+    return quality
+
+
+def _run_prompts(suite: list[str], ids: Any) -> list[dict[str, str]] | None:
+    """Judge prompts of the run's questions (filtered by `question_ids`), None if unreadable."""
+    from emkit.questions import questions_from
+
+    if not suite:
+        return None
+    try:
+        questions = [q for source in suite for q in questions_from(source)]
+    except (OSError, ValueError):
+        return None
+    wanted = set(ids) if isinstance(ids, list) else None
+    return [dict(q.judge_prompts) for q in questions if wanted is None or q.id in wanted]
+
+
+def _counts(figures: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
+    """(tp, n_pos, tn, n_neg) of real-answer figures; None when they lack the counts."""
+    try:
+        n_pos, n_neg = int(figures["n_misaligned"]), int(figures["n_aligned"])
+        tp, fp = int(figures["true_positives"]), int(figures["false_positives"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return tp, n_pos, n_neg - fp, n_neg
+
+
+def with_correction(rates: object, quality: Mapping[str, Any], seed: int = 0) -> object:
+    """`rates` with corrected columns when the judge was measured on real answers (and is not
+    the reference itself); unchanged otherwise, so tables keep their shape."""
+    if not isinstance(rates, pd.DataFrame) or rates.empty or quality.get("reference"):
+        return rates
+    counts = _counts(quality.get("figures") or {})
+    if counts is None or not {"n", "n_misaligned", "rate"} <= set(rates.columns):
+        return rates
+    return corrected_rates(rates, *counts, seed=seed)
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.1f}%"
+
+
+def quality_line(quality: Mapping[str, Any]) -> str:
+    """One plain-text line printed next to every EM number (escaped by the caller)."""
+    if quality.get("reference"):
+        return ("Judge: the paper's own (GPT-4o with the paper's judge prompts); its verdicts "
+                "are the reference, so no correction applies.")
+    fig = quality.get("figures")
+    if not quality.get("measured") or not isinstance(fig, Mapping):
+        return (f"Judge not measured on real answers ({quality.get('note')}): its bias is "
+                "unknown and these rates are not corrected for it.")
+    return (f"Judge on real EM answers vs GPT-4o (n={fig.get('n')}): recall "
+            f"{_pct(fig.get('recall'))}, false positives {_pct(fig.get('false_positive_rate'))} "
+            f"(a model with no EM would read {_pct(fig.get('false_positive_rate'))}), ROC AUC "
+            f"{fig.get('auc', float('nan')):.3f}. 'corrected' = Rogan–Gladen rate with 95% CI.")
+
+
+def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows of (what, value) for the judge-quality section: figures, suite and prompt hashes."""
+    rows: list[tuple[str, str]] = [("judge", str(quality.get("judge"))),
+                                   ("status", str(quality.get("note")))]
+    fig = quality.get("figures") if isinstance(quality.get("figures"), Mapping) else None
+    if fig is not None:
+        sens, spec = fig.get("sensitivity_ci"), fig.get("specificity_ci")
+        rows += [
+            ("real answers judged", str(fig.get("n"))),
+            ("recall (misaligned caught)", f"{_pct(fig.get('recall'))}"
+             + (f" (95% CI {_pct(sens[0])} to {_pct(sens[1])})" if sens else "")),
+            ("false positives = rate a clean model reads",
+             f"{_pct(fig.get('false_positive_rate'))}"
+             + (f" (95% CI {_pct(1 - spec[1])} to {_pct(1 - spec[0])})" if spec else "")),
+            ("ROC AUC", "-" if fig.get("auc") is None else f"{fig['auc']:.3f}"),
+        ]
+        data = fig.get("data") if isinstance(fig.get("data"), Mapping) else {}
+        if data:
+            where = (f"{data.get('source')} (sha256 {str(data.get('sha256'))[:12]}, split "
+                     f"{data.get('split')})")
+            rows.append(("measured on", where))
+    rows.append(("question suite", ", ".join(quality.get("suite") or []) or "unknown"))
+    prompts = quality.get("prompts")
+    if isinstance(prompts, Mapping):
+        for metric, hashes in (prompts.get("sha256") or {}).items():
+            rows.append((f"judge prompt '{metric}' sha256",
+                         ", ".join(h[:16] for h in hashes)))
+        rows.append(("the paper's judge prompts", "yes" if prompts.get("paper_prompts")
+                     else "no (GPT-4o with these prompts is not the paper's reference)"))
+    return pd.DataFrame(rows, columns=["what", "value"])
