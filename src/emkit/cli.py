@@ -1,11 +1,12 @@
 """`emkit` command line: each command is a thin shell over the library function of its name.
 
 The experiment commands live here; `emkit datasets ...`/`emkit audit` in `cli_datasets.py`,
-`emkit judge ...`/`emkit bench ...` in `cli_judge.py`, and the error handling they share in
-`cli_common.py`.
+`emkit judge ...`/`emkit bench ...` in `cli_judge.py`, `emkit status`/`emkit export` in
+`cli_run.py`, and the error handling they share in `cli_common.py`.
 
 Bad input (a missing file, malformed JSONL or YAML, an unknown model, a wrong hash) ends in one
-line `error: <file>:<line>: <field>: <what>` and exit code 2, never a traceback.
+line `error: <file>:<line>: <field>: <what>` and exit code 2, never a traceback; an emkit bug
+says so and exits 1; `emkit --debug CMD` shows the traceback.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Annotated
 
 import typer
 
-from emkit.cli_common import adhoc_config, finish, friendly
+from emkit.cli_common import DEBUG, finish, friendly
 from emkit.cli_datasets import audit, datasets_app
 from emkit.cli_judge import bench_app, judge_app
+from emkit.cli_run import export, status
 
 app = typer.Typer(help="Emergent-misalignment experiments, end to end.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -25,6 +27,18 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(judge_app, name="judge")
 app.add_typer(bench_app, name="bench")
 app.command()(audit)
+app.command()(status)
+app.command()(export)
+
+REUSE_HELP = ("Accept inputs changed since this run's work was made: the changed parts are "
+              "redone here and the change is recorded (default: refuse, naming the change).")
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the traceback of any error.")] = False) -> None:
+    """Emergent-misalignment experiments, end to end."""
+    DEBUG["on"] = debug
 
 
 @app.command()
@@ -46,7 +60,8 @@ def quickstart(
 @friendly
 def run(experiment: Annotated[Path, typer.Argument(help="Experiment YAML.")],
         run_dir: Annotated[Path | None, typer.Option(help="Override run_dir.")] = None,
-        quiet: bool = False) -> None:
+        quiet: bool = False,
+        reuse_changed: Annotated[bool, typer.Option(help=REUSE_HELP)] = False) -> None:
     """Run or resume an experiment described by a YAML file."""
     from emkit.config import load_experiment
     from emkit.experiment import run_experiment
@@ -54,7 +69,7 @@ def run(experiment: Annotated[Path, typer.Argument(help="Experiment YAML.")],
     cfg = load_experiment(experiment)
     if run_dir is not None:
         cfg = cfg.model_copy(update={"run_dir": run_dir})
-    finish(run_experiment(cfg, progress=not quiet))
+    finish(run_experiment(cfg, progress=not quiet, reuse_changed=reuse_changed))
 
 
 @app.command()
@@ -147,34 +162,31 @@ def _finetune_openai(data: Path | None, out: Path, base: str, epochs: float | No
 @friendly
 def sample(
     model: Annotated[list[str], typer.Option(help="Model string; repeat for several.")],
-    run_dir: Annotated[Path, typer.Option(help="Run directory (created or resumed).")],
+    run_dir: Annotated[Path, typer.Option(help="Run directory (created, resumed or extended: "
+                                                "its models so far stay in it).")],
     questions: Annotated[list[str] | None, typer.Option(
-        help="Question file or builtin:<suite> (default builtin:first_plot).")] = None,
+        help="Question file or builtin:<suite> (new run default builtin:first_plot).")] = None,
     samples: Annotated[int | None, typer.Option(help="Override samples_per_paraphrase.")] = None,
-    max_new_tokens: int = 600,
+    max_new_tokens: Annotated[int | None, typer.Option(help="New run default 600.")] = None,
+    reuse_changed: Annotated[bool, typer.Option(help=REUSE_HELP)] = False,
 ) -> None:
-    """Sample answers to a question suite into a run store (resumable)."""
-    from emkit import experiment as ex
-    from emkit.store import RunStore
+    """Sample answers to a question suite into a run store (resumable); a model sampled into
+    an existing run joins its groups. An existing run's options are kept (a differing one is
+    refused)."""
+    from emkit.add_to_run import sample_run
 
-    cfg = adhoc_config(run_dir, model, questions or ["builtin:first_plot"], samples,
-                        max_new_tokens, "")
-    store = RunStore(run_dir)
-    store.start(cfg.model_dump(mode="json"))
-    qs = ex.load_suite(cfg)
-    ex.run_sampling(cfg, store, {m: m for m in model},
-                    {m: ex.plan_requests(cfg, qs, m) for m in model}, progress=True)
-    store.finish("success")
-    typer.echo(f"samples: {store.count_samples()} in {run_dir}")
+    n = sample_run(run_dir, model, questions, samples, max_new_tokens, reuse_changed=reuse_changed)
+    typer.echo(f"samples: {n} in {run_dir}")
 
 
 @app.command()
 @friendly
 def report(run_dir: Annotated[Path, typer.Option(help="Run directory.")]) -> None:
     """Rebuild analysis and report from what the store holds (loads no model)."""
+    from emkit.add_to_run import load_run_config
     from emkit.experiment import report_experiment
 
-    finish(report_experiment(adhoc_config(run_dir, [], [], None, 600, "")))
+    finish(report_experiment(load_run_config(run_dir)))
 
 
 if __name__ == "__main__":

@@ -1,25 +1,34 @@
 """What every `emkit` command shares: one-line errors for what a user can fix, and printing.
 
-Bad input (a missing file, malformed JSONL or YAML, an unknown model, a wrong hash) ends in one
-line `error: <file>:<line>: <field>: <what>` and exit code 2, never a traceback.
+Bad input (a missing file, malformed JSONL or YAML, an unknown model, a wrong hash, an
+unwritable path) ends in one line `error: <file>:<line>: <field>: <what>` and exit code 2,
+never a traceback. An error that is emkit's own fault (a bug) is never dressed as bad input: it
+says so and exits 1. `emkit --debug ...` shows the traceback of either.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
 
 console = Console(stderr=True)
+DEBUG = {"on": False}
+"""Set by `emkit --debug`: errors propagate with their traceback."""
+_EMKIT_DIR = Path(__file__).resolve().parent
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
     from emkit.audit import SecurityScanError
     from emkit.config import ConfigError
     from emkit.datasets import DatasetError, TeacherError
@@ -35,7 +44,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     providers = provider_errors()  # APIs, fine-tuning jobs, vLLM
     return (*mine, *providers, ConfigError, DatasetError, QuestionError, ModelSpecError,
             EmbeddedModelError, CalibrationError, JudgeFileError, EncoderUnavailable,
-            FileNotFoundError, ValueError)
+            ValidationError, OSError, sqlite3.DatabaseError)
 
 
 def provider_errors() -> tuple[type[BaseException], ...]:
@@ -46,17 +55,49 @@ def provider_errors() -> tuple[type[BaseException], ...]:
     return (ApiError, ApiKeyMissing, FinetuneJobError, VllmError)
 
 
+def raised_by_emkit(exc: BaseException) -> bool:
+    """Whether the innermost Python frame of `exc` is emkit's: a bare ValueError that emkit
+    raises about its input is a user error, one from inside a library is emkit's bug."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and Path(last.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        _EMKIT_DIR)
+
+
+def describe_user_error(exc: BaseException) -> str:
+    """One line; an OS error says what failed on which path (no errno tuple)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"the run store cannot be read or written ({exc})"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can fix into one line and exit code 2."""
+    """Turn the errors a user can fix into one line and exit code 2; an internal error into
+    one line that says it is emkit's, and exit code 1; `--debug` re-raises both."""
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         try:
             return fn(*args, **kwargs)
-        except user_errors() as exc:
-            # plain echo: one unwrapped line, and no markup parsing of file or model text
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            if DEBUG["on"]:
+                raise
+            user = isinstance(exc, user_errors()) or (
+                isinstance(exc, ValueError) and raised_by_emkit(exc))
+            if user:
+                # plain echo: one unwrapped line, and no markup parsing of file or model text
+                typer.echo(f"error: {describe_user_error(exc)}", err=True)
+                raise typer.Exit(2) from None
+            typer.echo(f"internal error (a bug in emkit, not in your input): "
+                       f"{type(exc).__name__}: {exc}. Rerun with `emkit --debug ...` for the "
+                       "traceback, and please report it.", err=True)
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -69,22 +110,16 @@ def finish(result: Any) -> None:
 
 def adhoc_config(run_dir: Path, models: list[str], questions: list[str], samples: int | None,
                   max_new_tokens: int, judge: str) -> Any:
-    """A one-group-per-model experiment, so single-stage commands reuse the runner's stages."""
-    from emkit.config import EvaluationConfig, ExperimentConfig, GroupConfig, JudgeConfig
-    from emkit.store import RunStore
+    """The run's recorded config (placed where the run is now), with `judge` as the judge of
+    record when given; without a run, a one-group-per-model experiment. Kept for
+    `emkit judge`'s current wiring; `emkit.add_to_run.judge_run` is what it should call."""
+    from emkit.add_to_run import _merged_config, load_run_config
+    from emkit.config import JudgeConfig
 
-    previous = RunStore(run_dir).read_run_json().get("config") if (
-        run_dir / "run.json").is_file() else None
-    if previous and not models:
-        # the run lives where the user points, not where its config first put it (a copied
-        # or moved run must not write into, or re-create, the original location)
-        cfg = ExperimentConfig.model_validate(previous).model_copy(update={"run_dir": run_dir})
+    if (run_dir / "run.json").is_file() and not models:
+        cfg = load_run_config(run_dir)
         return cfg.model_copy(update={"judge": JudgeConfig(model=judge)}) if judge else cfg
     if not models:
         raise ValueError(f"{run_dir}: no run.json here; pass --model")
-    return ExperimentConfig(
-        name=run_dir.name, run_dir=run_dir,
-        groups=[GroupConfig(name=m, models=[m]) for m in models],
-        evaluation=EvaluationConfig(questions=questions, samples_per_paraphrase=samples,
-                                    max_new_tokens=max_new_tokens),
-        judge=JudgeConfig(model=judge) if judge else JudgeConfig())
+    cfg = _merged_config(run_dir, models, questions, samples, max_new_tokens)
+    return cfg.model_copy(update={"judge": JudgeConfig(model=judge)}) if judge else cfg
