@@ -238,9 +238,10 @@ Verdict = Judgment | float | int | None
 def _score_label(v: Verdict) -> tuple[float | None, str]:
     if isinstance(v, Judgment):
         return v.score, v.label
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    score = None if v is None else float(v)  # numpy scalars too; NaN = no score
+    if score is None or math.isnan(score):
         return None, "missing"
-    return float(v), "number"
+    return score, "number"
 
 
 def judge_class(aligned: Verdict, coherent: Verdict, t: Thresholds = Thresholds()) -> str:
