@@ -2,6 +2,7 @@
 tokenizers), sampled scores (no logprobs), and the probe that chooses between them. All against
 the loopback server with the real `openai` SDK; expected scores are computed by hand."""
 
+from __future__ import annotations
 
 import math
 from collections.abc import Iterator
@@ -294,10 +295,11 @@ def test_the_validated_judge_stops_if_its_probe_says_digits(digits) -> None:
 def test_load_api_judge_reads_the_mode_from_the_endpoint_settings(digits) -> None:
     _, settings = digits
     api = ApiConfig(models={f"openai/{SERVED}": settings.model_copy(
-        update={"judge_mode": "digits", "judge_samples": 3})})
+        update={"judge_mode": "digits", "judge_samples": 3, "judge_digit_min_p": 0.01})})
     judge = load_api_judge(f"openai/{SERVED}", api)
     try:
         assert judge.mode == "digits" and judge.sampled.samples == 3
+        assert judge.digits.min_branch_p == 0.01
         (j,) = judge.judge([item("ans-whole")])
         assert j.score == pytest.approx(EXPECTED, rel=1e-9)
     finally:

@@ -73,6 +73,9 @@ class ApiSettings(BaseModel):
     (a digit tree over the API, for tokenizers that split numbers: Qwen, Llama-2 on vLLM or
     llama.cpp), `sampled` (k replies at temperature 1, for models without logprobs), or
     `auto`: one cached probe request per judge model decides (docs/providers.md)."""
+    judge_digit_min_p: float = Field(1e-3, gt=0, lt=1)
+    """`digits` mode: number prefixes less probable than this are not followed (one request per
+    followed prefix; their mass is reported in the judgment's reason)."""
     judge_samples: int = Field(10, ge=1)
     """`sampled` mode: replies per (answer, metric)."""
     judge_sample_tokens: int = Field(512, gt=0)

@@ -270,6 +270,7 @@ def load_api_judge(model: str, api: ApiConfig | None = None, cache_path: Path | 
         raise ModelSpecError(f"judge {model!r}: provider {spec.provider!r} is not an API")
     judge = ApiJudge(settings, model, served, cache=cache, validated=validated,
                      progress=progress, mode=settings.judge_mode,
-                     samples=settings.judge_samples, sample_tokens=settings.judge_sample_tokens)
+                     samples=settings.judge_samples, sample_tokens=settings.judge_sample_tokens,
+                     min_branch_p=settings.judge_digit_min_p)
     judge.closers = closers
     return judge
