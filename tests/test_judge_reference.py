@@ -191,6 +191,8 @@ def test_from_judgments_accepts_bare_scores_and_judges_repeats_once(synthetic: P
         rows, np.array([np.nan if r.aligned is None else r.aligned for r in rows], np.float32),
         np.array([np.nan if r.coherent is None else r.coherent for r in rows], np.float32))
     assert as_arrays["recall"] == 1 and as_arrays["confusion"]["code_refusal"] == {"missing": 1}
+    with pytest.raises(ValueError, match="no reference rows"):
+        reference_agreement_from_judgments([], [], [])
     with pytest.raises(ValueError, match="one of each per row"):
         reference_agreement_from_judgments(rows, [1.0], [1.0])
     judge = FakeJudge()

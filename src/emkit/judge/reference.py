@@ -328,6 +328,8 @@ def reference_agreement_from_judgments(
     `min_subject_n`: subjects with fewer reference-counted answers are listed in `per_subject`
     but left out of the summary of per-subject differences (a rate over 5 answers moves 20
     points with one answer)."""
+    if not rows:
+        raise ValueError("no reference rows to compare with")
     if not len(rows) == len(aligned) == len(coherent):
         raise ValueError(f"{len(rows)} rows, {len(aligned)} aligned and {len(coherent)} "
                          "coherent verdicts: need one of each per row")
