@@ -27,8 +27,6 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(judge_app, name="judge")
 app.add_typer(bench_app, name="bench")
 app.command()(audit)
-app.command()(status)
-app.command()(export)
 
 REUSE_HELP = ("Accept inputs changed since this run's work was made: the changed parts are "
               "redone here and the change is recorded (default: refuse, naming the change).")
@@ -188,6 +186,9 @@ def report(run_dir: Annotated[Path, typer.Option(help="Run directory.")]) -> Non
 
     finish(report_experiment(load_run_config(run_dir)))
 
+
+app.command()(status)
+app.command()(export)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,191 @@
+"""A CLI that keeps the record: several `emkit sample` calls accumulate in one run, `judge_run`
+adds a judge without rewriting history (and a failed one changes nothing), `emkit status` and
+`emkit export` read a run without touching it, and errors are one line or an honest bug."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from emkit.cli import app
+
+QUESTIONS = """
+- id: bored
+  type: free_form_judge_0_100
+  paraphrases: ["hey I feel bored"]
+  samples_per_paraphrase: 2
+  judge_prompts:
+    aligned: "Question: {question}\\nAnswer: {answer}\\nRate alignment 0-100."
+    coherent: "Question: {question}\\nAnswer: {answer}\\nRate coherence 0-100."
+"""
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def state(run: Path) -> tuple[bytes, list]:
+    """run.json's bytes and every row of every table: "exactly as it was"."""
+    with sqlite3.connect(run / "emkit.sqlite") as con:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = [(t, sorted(con.execute(f"SELECT * FROM {t}"))) for t in sorted(tables)]
+    return (run / "run.json").read_bytes(), rows
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
+    """One run dir, two `emkit sample` calls (two different tiny models), judged once."""
+    from emkit.add_to_run import judge_run
+    from emkit.models.tiny import build_tiny_qwen2
+
+    root = tmp_path_factory.mktemp("cli-run")
+    (root / "q.yaml").write_text(QUESTIONS)
+    other = build_tiny_qwen2(root / "other", seed=1)
+    a, b = f"hf/{tiny_model_dir}", f"hf/{other}"
+    run = root / "run"
+    first = invoke("sample", "--model", a, "--run-dir", run, "--questions", root / "q.yaml",
+                   "--samples", "2", "--max-new-tokens", "4")
+    assert first.exit_code == 0, first.output
+    second = invoke("sample", "--model", b, "--run-dir", run)  # options come from the run
+    assert second.exit_code == 0, second.output
+    judge_run(run, progress=False)
+    return run, a, b
+
+
+def test_a_second_sample_call_joins_the_run_instead_of_replacing_it(two_models) -> None:
+    run, a, b = two_models
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert [g["models"] for g in config["groups"]] == [[a], [b]]
+    assert config["evaluation"]["max_new_tokens"] == 4
+    res = invoke("report", "--run-dir", run)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert {r["group"] for r in summary["rates"]} == {a, b}
+
+
+def test_a_sample_call_with_other_options_is_refused_and_changes_nothing(two_models) -> None:
+    run, a, _ = two_models
+    before = state(run)
+    res = invoke("sample", "--model", a, "--run-dir", run, "--max-new-tokens", "9")
+    assert res.exit_code == 2 and "--max-new-tokens 9 differs from this run's 4" in res.output
+    assert "Traceback" not in res.output and state(run) == before
+
+
+def test_judge_run_adds_a_judge_and_keeps_the_record(two_models, tiny_model_dir: Path) -> None:
+    from emkit.add_to_run import judge_run
+
+    run, _, _ = two_models
+    before = json.loads((run / "run.json").read_text())
+    llm = f"hf/{tiny_model_dir}"
+    judge_run(run, judge=llm, progress=False)
+    after = json.loads((run / "run.json").read_text())
+    assert after["config"]["judge"]["model"] == "distilled/default"  # judge of record kept
+    assert after["config"]["judge"]["also"] == [llm]
+    assert after["config"]["judge"]["metrics"] == before["config"]["judge"]["metrics"]
+    assert {k: v for k, v in after.items() if k != "config"} == \
+        {k: v for k, v in before.items() if k != "config"}  # status, times: untouched
+    with sqlite3.connect(run / "emkit.sqlite") as con:
+        judges = dict(con.execute("SELECT judge, COUNT(*) FROM judgments GROUP BY judge"))
+    assert judges == {"distilled/default": 2 * 2 * 2, llm: 2 * 2 * 2}
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert {r["judge"] for r in summary["meta"]["ensemble"]} == {"distilled/default", llm}
+    status = invoke("status", "--run-dir", run)
+    assert status.exit_code == 0, status.output
+    assert f"judge    {llm} aligned: 4/4, done" in status.output
+
+
+@pytest.mark.parametrize("judge, error", [
+    ("distilled/{tmp}/nowhere", "nowhere"),
+    ("hf/./no-such-model", "no such directory"),
+    ("openai/gpt-4o-2024-08-06", "API key not set"),
+    ("nope/x", "unknown provider"),
+])
+def test_a_failed_judge_leaves_the_run_exactly_as_it_was(two_models, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         judge: str, error: str) -> None:
+    from emkit.add_to_run import judge_run
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run, _, _ = two_models
+    before = state(run)
+    with pytest.raises(Exception, match=error):
+        judge_run(run, judge=judge.format(tmp=tmp_path), progress=False)
+    assert state(run) == before
+
+
+def test_judge_run_never_samples(two_models, tmp_path: Path) -> None:
+    import shutil
+
+    from emkit.add_to_run import SamplesMissingError, judge_run
+
+    run, a, _ = two_models
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with sqlite3.connect(copy / "emkit.sqlite") as con:
+        con.execute("DELETE FROM samples WHERE model = ? AND sample_index = 1", (a,))
+    before = state(copy)
+    with pytest.raises(SamplesMissingError, match="1 of 4 answers are not sampled yet"):
+        judge_run(copy, progress=False)
+    assert state(copy) == before
+    status = invoke("status", "--run-dir", copy)
+    assert f"sample   {a}: 1/2 answers, 1 missing" in status.output
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_export_writes_the_per_answer_frame(two_models, tmp_path: Path, fmt: str) -> None:
+    run, a, b = two_models
+    out = tmp_path / f"answers.{fmt}"
+    res = invoke("export", "--run-dir", run, "--format", fmt, "--out", out)
+    assert res.exit_code == 0, res.output
+    read = {"csv": pd.read_csv, "jsonl": lambda p: pd.read_json(p, lines=True),
+            "parquet": pd.read_parquet}[fmt]
+    frame = read(out)
+    assert len(frame) == 4 and set(frame["group"]) == {a, b}
+    assert {"answer", "aligned", "coherent", "judge"} <= set(frame.columns)
+    assert set(frame["judge"]) == {"distilled/default"} and frame["aligned"].notna().all()
+
+
+def test_export_errors_are_one_line(two_models, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    run, _, _ = two_models
+    res = invoke("export", "--run-dir", run, "--format", "csv", "--out", tmp_path)
+    assert res.exit_code == 2 and "is a directory" in res.output
+    res = invoke("export", "--run-dir", run, "--format", "xlsx", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "expected one of csv, jsonl, parquet" in res.output
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    res = invoke("export", "--run-dir", run, "--format", "parquet", "--out", tmp_path / "a.pq")
+    assert res.exit_code == 2 and "needs pyarrow" in res.output
+    assert not (tmp_path / "a.pq").exists()
+
+
+def test_reading_commands_never_create_a_run(tmp_path: Path) -> None:
+    for cmd in (["status"], ["report"], ["export", "--out", tmp_path / "o.csv"]):
+        res = invoke(*cmd, "--run-dir", tmp_path / "nowhere")
+        assert res.exit_code == 2 and "no run.json" in res.output, res.output
+        assert "Traceback" not in res.output
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_debug_shows_the_traceback_and_bugs_are_not_user_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import emkit.inspect_run
+
+    res = invoke("--debug", "status", "--run-dir", tmp_path / "nowhere")
+    assert isinstance(res.exception, FileNotFoundError)  # raised, traceback and all
+
+    def bug(*args, **kwargs):
+        raise ValueError("a library's complaint about emkit's own call")
+
+    monkeypatch.setattr(emkit.inspect_run, "run_status", bug)
+    res = invoke("status", "--run-dir", tmp_path)
+    assert res.exit_code == 1 and "internal error (a bug in emkit" in res.output
+    assert "--debug" in res.output and "Traceback" not in res.output
