@@ -253,3 +253,20 @@ def test_a_store_from_before_identity_keys_is_refused_clearly(copy_of) -> None:
     with pytest.raises(SchemaError, match="older emkit .*start a new run directory"):
         run_experiment(cfg, progress=False)
     assert (root / "run" / "run.json").read_bytes() == before
+
+
+def test_a_retrained_adapter_is_not_answered_from_the_request_cache(tmp_path: Path) -> None:
+    """vLLM serves an adapter under a name derived from its path: the request cache must tell
+    a retrained adapter at the same path from the old one."""
+    from emkit.sample.api import cache_identity
+
+    adapter = tmp_path / "ad"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"old weights")
+    spec = f"vllm/Qwen/Qwen2.5-0.5B:{adapter}"
+    old = cache_identity(spec)
+    assert old.startswith(spec + "#") and cache_identity(spec) == old
+    (adapter / "adapter_model.safetensors").write_bytes(b"new weights!")
+    assert cache_identity(spec) != old
+    assert cache_identity("openai/gpt-4o") == "openai/gpt-4o"

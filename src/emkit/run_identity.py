@@ -15,7 +15,6 @@ table for model weights, messages and judge prompts (`emkit.store.identity`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -25,35 +24,13 @@ from pydantic import BaseModel
 
 from emkit.config import ExperimentConfig, FinetuneConfig
 from emkit.finetune import META_FILE
+from emkit.finetune.lora import adapter_digest
 from emkit.models import parse_model_spec
 from emkit.questions import Question
 from emkit.records import text_hash
 from emkit.run_datasets import dataset_change, dataset_spec
 from emkit.store import DB_NAME
 from emkit.store.identity import Change, changes, recorded
-
-_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-_digests: dict[tuple[str, int, int], str] = {}
-
-
-def adapter_digest(adapter: Path) -> str:
-    """sha256 of an adapter's config and weights (not its logs or timestamps): a retrained
-    adapter has new weights even under the same settings. Cached per file size and mtime."""
-    h = hashlib.sha256()
-    for name in _ADAPTER_FILES:
-        path = adapter / name
-        if not path.is_file():
-            continue
-        st = path.stat()
-        cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-        if cache_key not in _digests:
-            f = hashlib.sha256()
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    f.update(block)
-            _digests[cache_key] = f.hexdigest()
-        h.update(f"{name}:{_digests[cache_key]}\n".encode())
-    return h.hexdigest()
 
 
 def model_identity(spec: str, recorded_identity: str | None = None) -> str:

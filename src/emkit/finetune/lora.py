@@ -133,6 +133,26 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def adapter_digest(adapter: Path) -> str:
+    """sha256 of an adapter's config and weights (not its logs or timestamps): a retrained
+    adapter has new weights even under the same settings. Cached per file size and mtime."""
+    h = hashlib.sha256()
+    for name in _ADAPTER_FILES:
+        path = adapter / name
+        if not path.is_file():
+            continue
+        st = path.stat()
+        cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if cache_key not in _digests:
+            _digests[cache_key] = file_sha256(path)
+        h.update(f"{name}:{_digests[cache_key]}\n".encode())
+    return h.hexdigest()
+
+
 def _read_conversations(path: Path) -> list[list[dict[str, str]]]:
     from emkit.datasets import read_jsonl  # validates chat format, names file/line/field
 

@@ -118,11 +118,23 @@ def run_api_sampling(store: RunStore, models: dict[str, str], plans: dict[str, l
                     spec = parse_model_spec(models[label])
                     if spec.name != base:
                         continue
-                    client = ApiClient(server.settings, models[label], cache)
+                    client = ApiClient(server.settings, cache_identity(models[label]), cache)
                     _sample_into(store, client, server.served(spec), label, todo[label],
                                  progress)
     finally:
         cache.close()
+
+
+def cache_identity(model: str) -> str:
+    """The model string the request cache files replies under: a local LoRA adapter's string
+    plus its weights digest, because a retrained adapter at the same path must not be answered
+    from the old adapter's cached replies (the served name and the body would be the same)."""
+    spec = parse_model_spec(model)
+    if spec.adapter and (Path(spec.adapter) / "adapter_config.json").is_file():
+        from emkit.finetune.lora import adapter_digest
+
+        return f"{model}#{adapter_digest(Path(spec.adapter))[:12]}"
+    return model
 
 
 def _sample_into(store: RunStore, client: ApiClient, served: str, label: str,
