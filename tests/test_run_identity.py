@@ -229,6 +229,17 @@ def test_reuse_changed_redoes_the_changed_parts_and_records_them(copy_of) -> Non
     assert superseded > 0
     # resuming the accepted config again changes nothing more
     assert not [c for c in _preflight(raw)]
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    shown = CliRunner().invoke(app, ["status", "--run-dir", str(run)])
+    assert shown.exit_code == 0, shown.output
+    for line in ("dataset  given: given", "dataset  gen: built", "adapter  ft-s0: trained",
+                 "sample   ft-s0: 4/4 answers, done",
+                 "judge    distilled/default (judge of record) aligned: 8/8, done",
+                 "finetune ft-s0: train.learning_rate 0.001 -> 0.0002"):
+        assert line in shown.output, shown.output
 
 
 def _preflight(raw: dict):

@@ -14,7 +14,7 @@ from emkit.cli_common import friendly
 @friendly
 def status(run_dir: Annotated[Path, typer.Option(help="Run directory.")],
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Done / missing per model (answers), per judge and metric (judgments), adapters, the
+    """Done / missing per dataset, adapter, model (answers), judge and metric (judgments), the
     run's status and the changes accepted with --reuse-changed. Reads only."""
     from emkit.inspect_run import run_status
 
@@ -24,6 +24,8 @@ def status(run_dir: Annotated[Path, typer.Option(help="Run directory.")],
         return
     line = f"run {st['run_dir']}: {st['status']}"
     typer.echo(line + (f" ({st['error']})" if st["error"] else ""))
+    for name, state in st["datasets"].items():
+        typer.echo(f"  dataset  {name}: {state}")
     for label, done in st["adapters"].items():
         typer.echo(f"  adapter  {label}: {'trained' if done else 'missing'}")
     for m in st["models"]:

@@ -71,10 +71,14 @@ def run_status(run_dir: Path) -> dict[str, Any]:
                                                                       metric))})
     adapters = {label: (run_dir / "adapters" / label / "adapter_config.json").is_file()
                 for label in finetuned_models(cfg, run_dir)}
+    datasets = {d.name: "given" if d.path is not None else
+                ("built" if (run_dir / "datasets" / f"{d.name}.jsonl").is_file() else
+                 "downloaded when used" if d.download is not None else "missing")
+                for d in cfg.datasets}
     return {"run_dir": str(run_dir), "status": record.get("status"),
             "error": record.get("error"), "judge_of_record": cfg.judge.model,
             "groups": group_members(cfg, finetuned_models(cfg, run_dir)),
-            "adapters": adapters, "models": models, "judgments": judges,
+            "datasets": datasets, "adapters": adapters, "models": models, "judgments": judges,
             "accepted_changes": accepted_changes(store.db_path)}
 
 
