@@ -263,6 +263,19 @@ def test_auto_chooses_sampled_for_a_judge_without_logprobs(monkeypatch) -> None:
         server.stop()
 
 
+def test_auto_chooses_sampled_when_the_server_refuses_logprobs(monkeypatch) -> None:
+    server, settings = start(monkeypatch)
+    try:
+        server.add_fault("400", match="Repeat this number")  # e.g. a reasoning model
+        server.judge_samples["ans-s"] = ["30"]
+        judge = judge_for(settings, "auto", samples=3)
+        (j,) = judge.judge([item("ans-s")])
+        assert judge.mode == "sampled" and "HTTP 400" in judge.mode_evidence
+        assert j.score == 30 and j.reason == "sampled: 3 replies, 0 unparsable (0%)"
+    finally:
+        server.stop()
+
+
 def test_auto_refuses_to_guess_when_the_probe_cannot_tell(monkeypatch) -> None:
     server, settings = start(monkeypatch)
     try:

@@ -17,6 +17,15 @@ test can compute the exact expected score. Faults are consumed in order from rul
 (whose message echoes the Authorization header, as some servers do), `quota` (a 429 with code
 `insufficient_quota`). The files and jobs routes take faults from `add_route_fault`.
 
+`tokenizer="digits"` plays a judge whose tokenizer writes numbers digit by digit (Qwen, Llama-2
+on vLLM or llama.cpp): a judge table then lists whole answers ("85": logprob), and each reply is
+the next token after the assistant prefix being continued, with `usage.prompt_tokens` counted
+as a chat-template server would. `prefix_mode` says what a trailing assistant message does:
+`continue` (llama.cpp), `flag` (vLLM: only with `continue_final_message`), `new_turn` (it is
+history and a fresh turn starts) or `reject` (OpenAI: the continuation fields are a 400).
+`judge_samples` (substring -> replies) answers sampled judge requests by their seed. A prompt
+asking to repeat a number (emkit's judge-mode probe) is answered with that number.
+
 Run alone: `python -m emkit.api --port 8000 --model my-model` (what the vLLM test
 uses in place of `vllm serve`).
 """
