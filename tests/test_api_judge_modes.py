@@ -263,6 +263,14 @@ def test_auto_chooses_sampled_for_a_judge_without_logprobs(monkeypatch) -> None:
         server.stop()
 
 
+def test_first_replies_with_spaced_or_signed_numbers_are_not_counted() -> None:
+    from emkit.judge.api_digits import Tree, composed_logprobs
+
+    root = {"8": L(.3), " 8": L(.2), "+5": L(.1), "85": L(.1), "CODE": L(.2), "I": L(.1)}
+    tree = Tree(item("a"), root, 10, numbers={"85": L(.25)})
+    assert composed_logprobs(tree) == {"CODE": L(.2), "I": L(.1), "85": L(.25)}
+
+
 def test_auto_chooses_sampled_when_the_server_refuses_logprobs(monkeypatch) -> None:
     server, settings = start(monkeypatch)
     try:
@@ -317,3 +325,11 @@ def test_load_api_judge_reads_the_mode_from_the_endpoint_settings(digits) -> Non
         assert j.score == pytest.approx(EXPECTED, rel=1e-9)
     finally:
         judge.close()
+
+
+def test_an_unknown_mode_is_an_error_not_the_paper_rule(digits) -> None:
+    _, settings = digits
+    with pytest.raises(ValueError, match="judge mode 'digit'"):
+        judge_for(settings, "digit")
+    with pytest.raises(ValueError, match="judge_mode"):
+        ApiSettings(judge_mode="digit")  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from typing import Any
 
 from emkit.api import ApiClient, ApiConfig, ApiSettings, ChatReply, ChatRequest, RequestCache
 from emkit.judge.api_digits import MIN_BRANCH_P, DigitTreeJudging
-from emkit.judge.api_probe import JudgeMode, JudgeModeError, probe_mode
+from emkit.judge.api_probe import JUDGE_MODES, JudgeMode, JudgeModeError, probe_mode
 from emkit.judge.base import JudgeItem, judgment_from_logprobs
 from emkit.judge.prompts import judge_messages
 from emkit.judge.sampled import SAMPLE_TOKENS, SAMPLES, SampledJudging
@@ -95,6 +95,8 @@ class ApiJudge:
                  progress: bool = False, mode: JudgeMode = "logprobs",
                  samples: int = SAMPLES, sample_tokens: int = SAMPLE_TOKENS,
                  min_branch_p: float = MIN_BRANCH_P) -> None:
+        if mode not in JUDGE_MODES:
+            raise ValueError(f"judge mode {mode!r}: expected one of {', '.join(JUDGE_MODES)}")
         self.name = name
         self.served = served
         self.validated = validated

@@ -141,6 +141,8 @@ class DigitTreeJudging:
 
     def __init__(self, client: ApiClient, name: str, min_mass: float = MIN_MASS,
                  min_branch_p: float = MIN_BRANCH_P) -> None:
+        if not 0 < min_branch_p < 1:
+            raise ValueError(f"min_branch_p must be in (0, 1), got {min_branch_p}")
         self.client = client
         self.name = name
         self.min_mass = min_mass

@@ -14,7 +14,9 @@ settings, to repeat a two-digit number:
 
 The probe is an ordinary request through the judge's client, so it is stored in the request
 cache (tag 'probe|judge_mode'): the run store keeps the evidence, and a resumed or repeated run
-decides the same way without a call.
+decides the same way without a call. A reply without logprobs is logged there too but not
+served from the cache: such a judge is probed again by the next run (one request), so a passing
+glitch cannot fix the mode for good.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Literal
 from emkit.api import ApiClient, ApiError, ChatRequest
 
 JudgeMode = Literal["auto", "logprobs", "digits", "sampled"]
+JUDGE_MODES: tuple[JudgeMode, ...] = ("auto", "logprobs", "digits", "sampled")
 PROBE_NUMBER = "73"
 PROBE_PROMPT = f"Repeat this number exactly, and write nothing else: {PROBE_NUMBER}"
 PROBE_TAG = "probe|judge_mode"
@@ -63,18 +66,17 @@ def probe_mode(client: ApiClient, name: str, served: str,
 
     request = probe_request(name, served, params)
     try:
-        (reply,) = client.chat_many([request])
+        # only a reply with logprobs is served from the cache: a judge without them is asked
+        # again next run (one request), so a passing glitch cannot fix the mode for good
+        (reply,) = client.chat_many([request], check=lambda data: top_logprobs(data)[1])
     except ApiError as exc:
         if exc.status == 400:
             return "sampled", f"the server refused a logprobs request ({exc})"
         raise
-    if reply.data is None:
-        raise JudgeModeError(f"{name}: the judge-mode probe got no readable reply "
+    if reply.data is None and not (reply.error or "").startswith("no logprobs"):
+        raise JudgeModeError(f"{name}: the judge-mode probe reply is unreadable "
                              f"({reply.error}); set judge_mode explicitly")
-    table, why = top_logprobs(reply.data)
-    if table is None and not (why or "").startswith("no logprobs"):
-        raise JudgeModeError(f"{name}: the judge-mode probe reply is unreadable ({why}); set "
-                             "judge_mode explicitly")
+    table = None if reply.data is None else top_logprobs(reply.data)[0]
     mode, evidence = read_probe(table)
     if mode is None:
         raise JudgeModeError(f"{name}: cannot tell how to read this judge's scores: {evidence}. "

@@ -2,8 +2,10 @@
 
 `distilled/default` is the judge shipped with emkit (trained on the calibration set's train
 split); `distilled/<dir>` any other distilled judge; `hf/...` or `embedded` a local LLM judged
-through the digit tree; `openai/...` and `vllm/...` the paper's logprob judge over an
-OpenAI-compatible API (`emkit.judge.api`).
+through the digit tree; `openai/...` and `vllm/...` a judge over an OpenAI-compatible API
+(`emkit.judge.api`), read as its endpoint's `judge_mode` says: the paper's logprob rule, the
+digit tree over the API for digit-wise tokenizers, or sampled replies for judges without
+logprobs (`auto`, the default, lets one cached probe decide; docs/providers.md).
 """
 
 from __future__ import annotations
