@@ -147,7 +147,14 @@ def test_export_writes_the_per_answer_frame(two_models, tmp_path: Path, fmt: str
     frame = read(out)
     assert len(frame) == 4 and set(frame["group"]) == {a, b}
     assert {"answer", "aligned", "coherent", "judge"} <= set(frame.columns)
-    assert set(frame["judge"]) == {"distilled/default"} and frame["aligned"].notna().all()
+    assert set(frame["judge"]) == {"distilled/default"}
+    # what was written is the frame analysis reads, random-token answers ('\r' and all) intact
+    from emkit.inspect_run import answers_frame
+
+    want = answers_frame(run)
+    assert frame["answer"].tolist() == want["answer"].tolist()
+    pd.testing.assert_series_equal(frame["aligned"], want["aligned"], check_dtype=False)
+    assert frame["aligned"].notna().any()
 
 
 def test_export_errors_are_one_line(two_models, tmp_path: Path,

@@ -8,6 +8,7 @@ path is an error, not an empty run), and `export` writes its one output file ato
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import io
 from pathlib import Path
@@ -113,7 +114,8 @@ def export_answers(run_dir: Path, fmt: str, out: Path, judge: str | None = None)
         raise ConfigError(f"--out: directory {out.parent} does not exist")
     frame = answers_frame(run_dir, judge)
     if fmt == "csv":
-        data = frame.to_csv(index=False).encode()
+        # every text field quoted: model answers hold bare '\r', which readers split rows on
+        data = frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
     elif fmt == "jsonl":
         data = frame.to_json(orient="records", lines=True, force_ascii=False).encode()
     else:
