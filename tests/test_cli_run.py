@@ -174,6 +174,15 @@ def test_export_errors_are_one_line(two_models, tmp_path: Path,
     assert not (tmp_path / "a.pq").exists()
 
 
+def test_a_sample_call_with_bad_input_creates_nothing(tmp_path: Path, tiny_model_dir: Path
+                                                      ) -> None:
+    for model, error in (("hf/./no-such-model", "no such directory"),
+                         (f"hf/{tiny_model_dir}:{tmp_path / 'no-adapter'}", "no adapter here")):
+        res = invoke("sample", "--model", model, "--run-dir", tmp_path / "run")
+        assert res.exit_code == 2 and error in res.output, res.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_reading_commands_never_create_a_run(tmp_path: Path) -> None:
     for cmd in (["status"], ["report"], ["export", "--out", tmp_path / "o.csv"]):
         res = invoke(*cmd, "--run-dir", tmp_path / "nowhere")

@@ -140,6 +140,9 @@ def sample_run(run_dir: Path, models: list[str], questions: list[str] | None = N
     plan = plan_experiment(cfg, finetuned_models(cfg, run_dir),
                            recorded(run_dir / "emkit.sqlite", "model"))
     cfg.api.require_keys([m for m in models if m.split("/", 1)[0] in API_PROVIDERS])
+    for m in models:
+        if parse_model_spec(m).provider == "hf":
+            resolve_hf_path(m)  # a mistyped local model fails here, not after the run starts
     check_unchanged(cfg, run_dir, reuse_changed)
     store = RunStore(run_dir)
     store.start(cfg.model_dump(mode="json"))
