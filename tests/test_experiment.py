@@ -154,7 +154,7 @@ def test_a_changed_judge_under_the_same_name_is_refused(finished, tmp_path: Path
     moved = tmp_path / "run"
     shutil.copytree(result.run_dir, moved)
     with sqlite3.connect(moved / "emkit.sqlite") as con:
-        con.execute("UPDATE judge_identity SET fingerprint = 'an-older-judge'")
+        con.execute("UPDATE run_identity SET fingerprint = 'an-older-judge' WHERE kind = 'judge'")
         con.execute("DELETE FROM judgments WHERE rowid = (SELECT MIN(rowid) FROM judgments "
                     "WHERE judge = 'distilled/default')")
     before = table_rows(moved, "judgments")

@@ -204,7 +204,7 @@ def test_one_judge_name_means_one_judge(tmp_path: Path) -> None:
     from emkit.store.judge_identity import JudgeChangedError, claim_judge_name, judge_fingerprints
 
     db = tmp_path / "run" / "emkit.sqlite"
-    RunStore(tmp_path / "run")  # an existing run file without the table
+    RunStore(tmp_path / "run")  # a run that has judged nothing yet
     assert judge_fingerprints(db) == {}
     claim_judge_name(db, "distilled/default", "aaaa")
     claim_judge_name(db, "distilled/default", "aaaa")  # the same judge again: fine

@@ -5,12 +5,12 @@ sampling parameters, so stale and fresh answers never share a key. That alone wo
 changed config silently redo work in the old run directory, leaving the old answers beside the
 new ones and the user none the wiser. So the run store records, per name, the fingerprint that
 made its work: `model` (label -> weights identity), `messages` (`<question>/<paraphrase>` ->
-hashes of system prompt and user text) and `judge_prompt` (`<judge>|<metric>|<question>` ->
-template hash). A resume compares before doing anything and refuses, naming each change and
-the two ways on: a new run directory, or `--reuse-changed` to accept. An accepted change is
-logged in `identity_changes`; judgments made with a changed judge prompt are moved to
+hashes of system prompt and user text), `judge_prompt` (`<judge>|<metric>|<question>` ->
+template hash) and `judge` (judge name -> fingerprint of a distilled judge, `judge_identity`).
+A resume compares before doing anything and refuses, naming each change and the two ways on:
+a new run directory, or `--reuse-changed` to accept. An accepted change is logged in
+`identity_changes`; judgments made with a changed judge prompt are moved to
 `judgments_superseded` (judgments are keyed by judge name, not by prompt), never deleted.
-The same rule as `judge_identity` (one name, one judge), for every input of the run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from emkit.store.sqlite import has_table, open_sqlite
 
 TABLE = "run_identity"
 LOG = "identity_changes"
-KINDS = ("model", "messages", "judge_prompt", "dataset", "finetune")
+KINDS = ("model", "messages", "judge_prompt", "judge", "dataset", "finetune")
 
 WAYS_ON = ("Resuming would mix work made from the old and the new inputs. Either use a new run "
            "directory (--run-dir), or pass --reuse-changed to accept the change: the changed "
