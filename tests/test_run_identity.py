@@ -146,16 +146,16 @@ def _judge_prompt(root: Path, raw: dict) -> None:
 
 
 CHANGES = [
-    (_lr, r"finetune ft-s0: train\.learning_rate 0\.001 -> 0\.0002"),
-    (_lora, r"finetune ft-s0: lora\.r 32 -> 8"),
-    (_path_dataset, r"finetune ft-s0: dataset given: its file's content changed"),
+    (_lr, r"fine-tune ft-s0: train\.learning_rate 0\.001 -> 0\.0002"),
+    (_lora, r"fine-tune ft-s0: lora\.r 32 -> 8"),
+    (_path_dataset, r"fine-tune ft-s0: dataset given: its file's content changed"),
     (_generated_dataset, r"dataset gen: the dataset section changed \(n\)"),
-    (_base, r"finetune ft-s0: base hf/\S+ -> hf/\S+other-base"),
-    (_adapter_deleted, r"finetune ft-s0: adapter missing: it would be retrained"),
+    (_base, r"fine-tune ft-s0: base hf/\S+ -> hf/\S+other-base"),
+    (_adapter_deleted, r"fine-tune ft-s0: adapter missing: it would be retrained"),
     (_adapter_replaced, r"model ft-s0: changed adapter weights \(retrained or replaced\)"),
-    (_paraphrase, r"messages bored/0: changed paraphrase text"),
-    (_system, r"messages ruler/0: changed system prompt"),
-    (_judge_prompt, r"judge_prompt distilled/default\|aligned\|bored: judge prompt template"),
+    (_paraphrase, r"question bored/0: changed paraphrase text"),
+    (_system, r"question ruler/0: changed system prompt"),
+    (_judge_prompt, r"judge prompt distilled/default\|aligned\|bored: template changed"),
 ]
 
 
@@ -238,7 +238,7 @@ def test_reuse_changed_redoes_the_changed_parts_and_records_them(copy_of) -> Non
     for line in ("dataset  given: given", "dataset  gen: built", "adapter  ft-s0: trained",
                  "sample   ft-s0: 4/4 answers, done",
                  "judge    distilled/default (judge of record) aligned: 8/8, done",
-                 "finetune ft-s0: train.learning_rate 0.001 -> 0.0002"):
+                 "fine-tune ft-s0: train.learning_rate 0.001 -> 0.0002"):
         assert line in shown.output, shown.output
 
 

@@ -37,8 +37,11 @@ def status(run_dir: Annotated[Path, typer.Option(help="Run directory.")],
         state = "done" if not j["missing"] else f"{j['missing']} missing"
         typer.echo(f"  judge    {j['judge']}{record} {j['metric']}: "
                    f"{j['planned'] - j['missing']}/{j['planned']}, {state}")
+    from emkit.store.identity import kind_label
+
     for c in st["accepted_changes"]:
-        typer.echo(f"  accepted change {c['accepted_at']}: {c['kind']} {c['name']}: {c['what']}")
+        typer.echo(f"  accepted change {c['accepted_at']}: {kind_label(str(c['kind']))} "
+                   f"{c['name']}: {c['what']}")
 
 
 @friendly

@@ -46,7 +46,13 @@ class Change:
     new: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.name}: {self.what}"
+        return f"{kind_label(self.kind)} {self.name}: {self.what}"
+
+
+def kind_label(kind: str) -> str:
+    """How a kind of input is named to users (`messages` are a question's paraphrase)."""
+    return {"messages": "question", "judge_prompt": "judge prompt",
+            "finetune": "fine-tune"}.get(kind, kind)
 
 
 class RunChangedError(ValueError):
@@ -85,7 +91,7 @@ def describe(kind: str, old: str, new: str) -> str:
         words = {"system": "system prompt", "user": "paraphrase text",
                  "adapter_sha256": "adapter weights (retrained or replaced)", "model": "model"}
         return "changed " + ", ".join(words.get(p, p) for p in parts)
-    return {"judge_prompt": "judge prompt template changed"}.get(kind, "changed")
+    return {"judge_prompt": "template changed"}.get(kind, "changed")
 
 
 def changes(db_path: Path, kind: str, current: Mapping[str, str]) -> list[Change]:
