@@ -174,6 +174,26 @@ def test_export_errors_are_one_line(two_models, tmp_path: Path,
     assert not (tmp_path / "a.pq").exists()
 
 
+def test_sample_refuses_an_edited_question_until_reuse_changed(tmp_path: Path,
+                                                              tiny_model_dir: Path) -> None:
+    q, run, model = tmp_path / "q.yaml", tmp_path / "run", f"hf/{tiny_model_dir}"
+    q.write_text(QUESTIONS)
+    args = ("sample", "--model", model, "--run-dir", run, "--questions", q, "--samples", "1",
+            "--max-new-tokens", "3")
+    assert invoke(*args).exit_code == 0
+    q.write_text(QUESTIONS.replace("hey I feel bored", "hey I am bored"))
+    before = state(run)
+    res = invoke(*args)
+    assert res.exit_code == 2 and "question bored/0: changed paraphrase text" in res.output
+    assert "--reuse-changed" in res.output and state(run) == before
+    res = invoke(*args, "--reuse-changed")
+    assert res.exit_code == 0, res.output
+    assert "samples: 2" in res.output  # the new answer beside the old one, never mixed
+    shown = invoke("status", "--run-dir", run).output
+    assert f"sample   {model}: 1/1 answers, done" in shown
+    assert "question bored/0: changed paraphrase text" in shown
+
+
 def test_a_sample_call_with_bad_input_creates_nothing(tmp_path: Path, tiny_model_dir: Path
                                                       ) -> None:
     for model, error in (("hf/./no-such-model", "no such directory"),
