@@ -203,6 +203,20 @@ def test_a_sample_call_with_bad_input_creates_nothing(tmp_path: Path, tiny_model
     assert not (tmp_path / "run").exists()
 
 
+def test_a_corrupt_store_is_one_line_naming_it(two_models, tmp_path: Path) -> None:
+    import shutil
+
+    run, _, _ = two_models
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for extra in copy.glob("emkit.sqlite-*"):
+        extra.unlink()
+    (copy / "emkit.sqlite").write_bytes(b"this is not a database" * 100)
+    res = invoke("status", "--run-dir", copy)
+    assert res.exit_code == 2 and "emkit.sqlite: not a readable emkit run store" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_reading_commands_never_create_a_run(tmp_path: Path) -> None:
     for cmd in (["status"], ["report"], ["export", "--out", tmp_path / "o.csv"]):
         res = invoke(*cmd, "--run-dir", tmp_path / "nowhere")

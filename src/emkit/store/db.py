@@ -105,8 +105,12 @@ class SampleDB:
 
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
-        self._con = open_sqlite(self.path, timeout)
-        self._init_schema()
+        try:
+            self._con = open_sqlite(self.path, timeout)
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:  # e.g. a truncated or overwritten file
+            raise SchemaError(f"{self.path}: not a readable emkit run store ({exc}); it was "
+                              "left as it is") from exc
 
     def _stored_version(self) -> int | None:
         try:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from emkit.store.db import SchemaError
 from emkit.store.run_json import utc_now
 from emkit.store.sqlite import has_table, open_sqlite
 
@@ -68,16 +69,8 @@ class RunChangedError(ValueError):
 
 def recorded(db_path: Path, kind: str) -> dict[str, str]:
     """name -> fingerprint recorded for `kind`; empty when nothing is (read-only)."""
-    if not Path(db_path).is_file():
-        return {}
-    con = open_sqlite(db_path, write=False)
-    try:
-        if not has_table(con, TABLE):
-            return {}
-        rows = con.execute(f"SELECT name, fingerprint FROM {TABLE} WHERE kind = ?", (kind,))
-        return dict(rows.fetchall())
-    finally:
-        con.close()
+    rows = _read(db_path, TABLE, f"SELECT name, fingerprint FROM {TABLE} WHERE kind = ?", (kind,))
+    return dict(rows)
 
 
 def describe(kind: str, old: str, new: str) -> str:
@@ -153,18 +146,25 @@ def log_changes(db_path: Path, accepted: Iterable[Change]) -> None:
 
 def accepted_changes(db_path: Path) -> list[dict[str, str | None]]:
     """Every change accepted in this run, oldest first (for `emkit status` and audits)."""
+    cols = ("kind", "name", "what", "old", "new", "accepted_at")
+    rows = _read(db_path, LOG, f"SELECT {', '.join(cols)} FROM {LOG} ORDER BY rowid", ())
+    return [dict(zip(cols, row, strict=True)) for row in rows]
+
+
+def _read(db_path: Path, table: str, sql: str, args: tuple) -> list[tuple]:
+    """Rows of a read-only query; none when the file or table does not exist. An unreadable
+    file is a SchemaError naming it (not a bare sqlite3 message)."""
     if not Path(db_path).is_file():
         return []
-    con = open_sqlite(db_path, write=False)
     try:
-        if not has_table(con, LOG):
-            return []
-        cur = con.execute(f"SELECT kind, name, what, old, new, accepted_at FROM {LOG} "
-                          "ORDER BY rowid")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        con.close()
+        con = open_sqlite(db_path, write=False)
+        try:
+            return con.execute(sql, args).fetchall() if has_table(con, table) else []
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{db_path}: not a readable emkit run store ({exc}); it was left as "
+                          "it is") from exc
 
 
 def _log(con: sqlite3.Connection, found: list[Change]) -> None:
