@@ -3,6 +3,10 @@
 Read this file top to bottom to follow a sample from the question YAML to the plot. Every stage
 asks the run store what is already done before doing anything, so an interrupted run resumes
 where it stopped: finished adapters, samples and judgments are never redone or duplicated.
+A sample's key holds its messages and its model's weights identity, and before anything is
+written a resume checks that every input still matches what made the stored work
+(`check_unchanged`, emkit/run_identity.py): a changed input is refused by name, or accepted
+with `reuse_changed` and redone, never mixed with the old work.
 """
 
 from __future__ import annotations
