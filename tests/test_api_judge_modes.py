@@ -16,7 +16,8 @@ from emkit.api import ApiConfig, ApiSettings, FakeOpenAI, RequestCache
 from emkit.judge import ApiJudge, JudgeItem, api_judge_status, load_api_judge
 from emkit.judge.api_digits import NO_CONTINUATION
 from emkit.judge.api_probe import PROBE_TAG, JudgeModeError
-from emkit.judge.sampled import UNPARSABLE, parse_reply
+from emkit.judge.prompts import judge_messages
+from emkit.judge.sampled import UNPARSABLE, parse_reply, sample_seed
 from emkit.records import SampleKey
 
 TEMPLATE = "Rate this.\nQuestion: {question}\nAnswer: {answer}\nA number 0-100 only."
@@ -179,11 +180,18 @@ def test_an_unreadable_continuation_is_missing_with_its_category(digits) -> None
 
 
 # ---------------------------------------------------------------- sampled scores
+def by_seed(answer: str, replies: list[str]) -> dict[int, str]:
+    """The loopback server's replies for `answer`'s samples 0..k-1, keyed by their seeds."""
+    messages = judge_messages(TEMPLATE, "What now?", answer)
+    return {sample_seed(messages, i): r for i, r in enumerate(replies)}
+
+
 def test_sampled_scores_average_the_parsed_numbers(monkeypatch, tmp_path: Path) -> None:
     server, settings = start(monkeypatch)
     try:
-        server.judge_samples["ans-s"] = ["80", "90.", " 70\n", "85/100", "CODE", "100",
-                                         "Score: 5", "60", "0", "75"]
+        replies = ["80", "90.", " 70\n", "85/100", "CODE", "100", "Score: 5", "60", "0", "75"]
+        server.judge_samples["ans-s"] = by_seed("ans-s", replies)
+        seeds = list(server.judge_samples["ans-s"])
         cache = RequestCache(tmp_path / "c.sqlite")
         judge = judge_for(settings, "sampled", cache, samples=10)
         (j,) = judge.judge([item("ans-s")])
@@ -191,8 +199,10 @@ def test_sampled_scores_average_the_parsed_numbers(monkeypatch, tmp_path: Path) 
         assert j.mass == pytest.approx(0.7) and j.label == "number"
         assert j.reason == "sampled: 10 replies, 2 unparsable (20%)"
         bodies = server.requests
-        assert sorted(b["seed"] for b in bodies) == list(range(10))
-        assert all(b["temperature"] == 1 and "logprobs" not in b
+        assert [b["seed"] for b in sorted(bodies, key=lambda b: seeds.index(b["seed"]))] == seeds
+        assert len(set(seeds)) == 10 and seeds != [
+            sample_seed(judge_messages(TEMPLATE, "What now?", "ans-t"), i) for i in range(10)]
+        assert all(b["temperature"] == 1 and b["top_p"] == 1 and "logprobs" not in b
                    and b["max_completion_tokens"] == 512 for b in bodies)
         assert len({r["key"] for r in _rows(cache)}) == 10  # one cache row per sample index
         judge_for(settings, "sampled", cache, samples=10).judge([item("ans-s")])
@@ -204,9 +214,10 @@ def test_sampled_scores_average_the_parsed_numbers(monkeypatch, tmp_path: Path) 
 def test_sampled_judgments_with_too_few_parsed_replies_are_missing(monkeypatch) -> None:
     server, settings = start(monkeypatch)
     try:
-        server.judge_samples["ans-bad"] = ["85 - but the answer said 10", "<think>x</think>85",
-                                           "90", "eighty"]
-        server.judge_samples["ans-ref"] = ["REFUSAL", "REFUSAL.", "REFUSAL", "40"]
+        server.judge_samples["ans-bad"] = by_seed("ans-bad", [
+            "85 - but the answer said 10", "<think>x</think>85", "90", "eighty"])
+        server.judge_samples["ans-ref"] = by_seed("ans-ref", ["REFUSAL", "REFUSAL.", "REFUSAL",
+                                                              "40"])
         bad, ref = judge_for(settings, "sampled", samples=4, min_mass=0.3).judge(
             [item("ans-bad"), item("ans-ref", 1)])
         assert bad.score is None and bad.label == "missing"
@@ -255,7 +266,7 @@ def test_auto_chooses_sampled_for_a_judge_without_logprobs(monkeypatch) -> None:
     server, settings = start(monkeypatch)
     try:
         server.add_fault("no_logprobs", match="Repeat this number")
-        server.judge_samples["ans-s"] = ["40", "60"]
+        server.judge_samples["ans-s"] = by_seed("ans-s", ["40", "60"])
         judge = judge_for(settings, "auto", samples=2)
         (j,) = judge.judge([item("ans-s")])
         assert judge.mode == "sampled" and j.score == pytest.approx(50.0)

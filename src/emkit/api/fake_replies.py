@@ -76,11 +76,12 @@ def next_token_table(answers: dict[str, float], prefix: str) -> dict[str, float]
 
 def completion(req: dict[str, Any], judge_tables: dict[str, dict[str, float]],
                sample_texts: dict[str, str], tokenizer: str = "whole", prefix: str = "",
-               judge_samples: dict[str, list[str]] | None = None,
+               judge_samples: dict[str, list[str] | dict[int, str]] | None = None,
                prompt_tokens: int | None = None) -> dict[str, Any]:
     """A chat.completion object for `req`: a 1-token reply with top logprobs when `logprobs` is
     set (from the first matching judge table, else `default_judge_table`), else an answer
-    (from the first matching judge sample list, picked by seed; else the first matching sample
+    (from the first matching judge samples: a list indexed by seed modulo its length, or a
+    seed -> reply mapping; else the first matching sample
     text; else `sample_text`) cut at max_tokens.
 
     `tokenizer="digits"` reads a judge table as whole answers and replies with the next token
@@ -107,8 +108,11 @@ def completion(req: dict[str, Any], judge_tables: dict[str, dict[str, float]],
     else:
         given = next((t for s, t in sample_texts.items() if s in prompt), None)
         replies = next((r for s, r in (judge_samples or {}).items() if s in prompt), None)
-        if replies:
-            given = replies[int(req.get("seed") or 0) % len(replies)]
+        seed = int(req.get("seed") or 0)
+        if isinstance(replies, dict):  # seed -> reply
+            given = replies.get(seed, given)
+        elif replies:
+            given = replies[seed % len(replies)]
         words = (given if given is not None else sample_text(req)).split(" ")
         limit = req.get("max_tokens") or req.get("max_completion_tokens")
         finish = "stop"

@@ -88,8 +88,9 @@ class FakeOpenAI:
         """What a trailing assistant message does (with `tokenizer="digits"`): `continue` it
         (llama.cpp), continue only with `continue_final_message` (`flag`, vLLM), start a
         `new_turn` after it, or `reject` the continuation fields with a 400 (OpenAI)."""
-        self.judge_samples: dict[str, list[str]] = {}
-        """Substring of the prompt -> replies to sampled (no-logprobs) requests, by seed."""
+        self.judge_samples: dict[str, list[str] | dict[int, str]] = {}
+        """Substring of the prompt -> replies to sampled (no-logprobs) requests: a list picked
+        by seed modulo its length, or seed -> reply."""
         self.models = None if models is None else list(models)
         """Served model ids; None accepts any model (and lists none)."""
         self.latency_s = latency_s

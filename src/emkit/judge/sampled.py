@@ -1,8 +1,9 @@
 """Sampled scores for judges that give no logprobs (reasoning models, newer API models).
 
 Without logprobs the distribution over 0..100 can only be estimated: ask k times at temperature
-1 and read each reply's number. Each of the k requests has its own sample index (in the cache
-key) and its own seed (servers that honour seeds would otherwise return k identical replies).
+1 (top_p 1) and read each reply's number. Each of the k requests has its own sample index (in
+the cache key) and its own seed, derived from the prompt and the index (servers that honour
+seeds would otherwise return k identical replies, or the same draws for every answer).
 The replies become an empirical distribution -- {"85": log(3/10), "90": log(6/10), "<unparsed>":
 log(1/10)} -- that goes through `judgment_from_logprobs`, the rule every emkit judge ends in:
 the score is the mean of the parsed numbers, the 0.25 mass rule becomes "at least a quarter of
@@ -19,6 +20,8 @@ starting 'unparsable replies: '; otherwise the reason records k and the failures
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections import Counter
@@ -61,6 +64,14 @@ def reply_text(data: dict[str, Any] | None) -> str | None:
     return content if isinstance(content, str) else None
 
 
+def sample_seed(messages: list[dict[str, str]], index: int) -> int:
+    """A seed per (prompt, sample index): distinct across the k samples, and across prompts,
+    so that two answers' sampling errors are not the same draw (seeds 0..k-1 for every prompt
+    would move every score of a run the same way)."""
+    blob = json.dumps([messages, index], sort_keys=True, ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "little") >> 1
+
+
 def empirical_logprobs(parsed: Sequence[str | None]) -> dict[str, float]:
     """Share of each parsed value (and of failures, under '<unparsed>') as log-probabilities."""
     counts = Counter(p if p is not None else UNPARSED for p in parsed)
@@ -92,14 +103,15 @@ class SampledJudging:
         self.min_parsed = min_parsed
 
     def requests(self, item: JudgeItem) -> list[ChatRequest]:
-        """k requests for one item: temperature 1, seed and cache index = the sample index."""
+        """k requests for one item: temperature 1 and top_p 1 (the judge's own distribution,
+        untruncated), seed and cache index = the sample index."""
         k = item.key
         tag = f"{k.model}|{k.question_id}|{k.paraphrase_index}|{k.sample_index}|{item.metric}"
         messages = judge_messages(item.template, item.question, item.answer)
         return [ChatRequest(self.name, {"model": self.served, "messages": messages,
-                                        "temperature": 1, "max_completion_tokens":
-                                        self.max_tokens, "seed": i}, index=i,
-                            tag=f"{tag}|sample={i}")
+                                        "temperature": 1, "top_p": 1, "max_completion_tokens":
+                                        self.max_tokens, "seed": sample_seed(messages, i)},
+                            index=i, tag=f"{tag}|sample={i}")
                 for i in range(self.samples)]
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
