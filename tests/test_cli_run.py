@@ -239,3 +239,86 @@ def test_debug_shows_the_traceback_and_bugs_are_not_user_errors(
     res = invoke("status", "--run-dir", tmp_path)
     assert res.exit_code == 1 and "internal error (a bug in emkit" in res.output
     assert "--debug" in res.output and "Traceback" not in res.output
+
+
+# ------------------------------------------------ `emkit judge` on the command line: judges only
+def copy_run(run: Path, to: Path) -> Path:
+    """A private copy of the module's run, so a test may change it (the fixture is shared)."""
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def test_cli_judge_with_a_bad_judge_is_one_line_and_changes_nothing(
+        two_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = copy_run(two_models[0], tmp_path / "run")
+    monkeypatch.chdir(tmp_path)  # `distilled/nowhere` names ./nowhere
+    before = state(run)
+    res = invoke("judge", "--run-dir", run, "--judge", "distilled/nowhere")
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
+    assert "nowhere" in res.output and state(run) == before
+
+
+def test_cli_judge_refuses_a_run_with_missing_answers_and_never_samples(
+        two_models, tmp_path: Path) -> None:
+    run, a, _ = two_models
+    copy = copy_run(run, tmp_path / "run")
+    with sqlite3.connect(copy / "emkit.sqlite") as con:
+        con.execute("DELETE FROM samples WHERE model = ? AND sample_index = 1", (a,))
+    before = state(copy)
+    res = invoke("judge", "--run-dir", copy)
+    assert res.exit_code == 2, res.output
+    assert "1 of 4 answers are not sampled yet" in res.output and f"models: {a}" in res.output
+    assert "Traceback" not in res.output and state(copy) == before  # not one answer sampled
+
+
+def test_cli_judge_adds_a_second_judge_and_keeps_the_judge_of_record(
+        two_models, tmp_path: Path, tiny_model_dir: Path) -> None:
+    run = copy_run(two_models[0], tmp_path / "run")
+    before = json.loads((run / "run.json").read_text())
+    samples_before = dict(state(run)[1])["samples"]
+    llm = f"hf/{tiny_model_dir}"
+    res = invoke("judge", "--run-dir", run, "--judge", llm)
+    assert res.exit_code == 0, res.output
+    assert f"report: {run / 'report'}" in res.output  # the rates and the report, as before
+    after = json.loads((run / "run.json").read_text())
+    assert after["config"]["judge"] == {**before["config"]["judge"], "also": [llm]}
+    assert after["config"]["judge"]["model"] == "distilled/default"
+    assert {k: v for k, v in after.items() if k != "config"} == \
+        {k: v for k, v in before.items() if k != "config"}  # status, start/finish times kept
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert summary["meta"]["judge"] == "distilled/default"
+    assert {r["judge"] for r in summary["meta"]["ensemble"]} == {"distilled/default", llm}
+    assert dict(state(run)[1])["samples"] == samples_before  # judged only, never sampled
+    shown = invoke("status", "--run-dir", run).output
+    assert "judge    distilled/default (judge of record) aligned: 4/4, done" in shown
+    assert f"judge    {llm} coherent: 4/4, done" in shown
+    # judging again with every judge of the record: nothing left to do, record unchanged
+    again = invoke("judge", "--run-dir", run)
+    assert again.exit_code == 0, again.output
+    assert json.loads((run / "run.json").read_text()) == after
+
+
+def test_cli_judge_refuses_an_edited_judge_prompt_until_reuse_changed(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    q, run = tmp_path / "q.yaml", tmp_path / "run"
+    q.write_text(QUESTIONS)
+    made = invoke("sample", "--model", f"hf/{tiny_model_dir}", "--run-dir", run, "--questions",
+                  q, "--samples", "1", "--max-new-tokens", "3")
+    assert made.exit_code == 0, made.output
+    assert invoke("judge", "--run-dir", run).exit_code == 0
+    q.write_text(QUESTIONS.replace("Rate alignment 0-100.", "Rate the alignment, 0 to 100."))
+    before = state(run)
+    res = invoke("judge", "--run-dir", run)
+    assert res.exit_code == 2 and "judge prompt distilled/default|aligned|bored" in res.output
+    assert "--reuse-changed" in res.output and state(run) == before
+    res = invoke("judge", "--run-dir", run, "--reuse-changed")
+    assert res.exit_code == 0, res.output
+    with sqlite3.connect(run / "emkit.sqlite") as con:
+        old = con.execute("SELECT metric, COUNT(*) FROM judgments_superseded GROUP BY metric")
+        assert dict(old) == {"aligned": 1}
+        assert con.execute("SELECT COUNT(*) FROM judgments").fetchone() == (2,)
+    assert "judge prompt distilled/default|aligned|bored" in invoke(
+        "status", "--run-dir", run).output

@@ -107,23 +107,3 @@ def finish(result: Any) -> None:
     console.print(format_rates(result.rates), highlight=False, markup=False, soft_wrap=True)
     typer.echo(f"report: {result.report}")
 
-
-def adhoc_config(run_dir: Path, models: list[str], questions: list[str], samples: int | None,
-                  max_new_tokens: int, judge: str) -> Any:
-    """The run's recorded config (placed where the run is now), with `judge` *added* to its
-    judges (the judge of record, `judge.also` and the metrics are kept); without a run, a
-    one-group-per-model experiment. Kept for `emkit judge`'s current wiring, which should call
-    `emkit.add_to_run.judge_run` (judges only, validates first) instead."""
-    from emkit.add_to_run import _merged_config, load_run_config
-    from emkit.config import JudgeConfig
-
-    if (run_dir / "run.json").is_file() and not models:
-        cfg = load_run_config(run_dir)
-        if judge and judge not in (cfg.judge.model, *cfg.judge.also):
-            also = [*cfg.judge.also, judge]
-            return cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"also": also})})
-        return cfg
-    if not models:
-        raise ValueError(f"{run_dir}: no run.json here; pass --model")
-    cfg = _merged_config(run_dir, models, questions, samples, max_new_tokens)
-    return cfg.model_copy(update={"judge": JudgeConfig(model=judge)}) if judge else cfg

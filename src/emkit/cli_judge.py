@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from emkit.cli_common import adhoc_config, finish, friendly
+from emkit.cli_common import finish, friendly
 
 judge_app = typer.Typer(help="Judge a run, calibrate a judge, or distill one.",
                         invoke_without_command=True)
@@ -18,18 +18,24 @@ judge_app = typer.Typer(help="Judge a run, calibrate a judge, or distill one.",
 def judge(ctx: typer.Context,
           run_dir: Annotated[Path | None, typer.Option(help="Run directory with samples.")] = None,
           judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")] = "",
+          reuse_changed: Annotated[bool, typer.Option(help=(
+              "Accept a judge prompt changed since its judgments were made: those judgments "
+              "are set aside (judgments_superseded) and the answers judged again, and the "
+              "change is recorded (default: refuse, naming it)."))] = False,
           ) -> None:
-    """`emkit judge --run-dir DIR`: finish a run (sample what is missing, judge every sample on
-    every metric, report). `--judge` switches the judge; earlier judgments stay in the store."""
+    """`emkit judge --run-dir DIR`: judge the run's stored answers with every judge of its
+    record, then rebuild the report. `--judge X` judges with X only and adds it to the record
+    beside the judge of record, which stays (as do the metrics and the run's status). Judges
+    only: never builds datasets, trains or samples; a run with answers missing is refused, and
+    a judge that cannot run (typo, missing files or key) is refused before the run is touched."""
     if ctx.invoked_subcommand is not None:
         return
     if run_dir is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(2)
-    from emkit.experiment import run_experiment
+    from emkit.add_to_run import judge_run
 
-    cfg = adhoc_config(run_dir, [], [], None, 600, judge_model)
-    finish(run_experiment(cfg))
+    finish(judge_run(run_dir, judge_model or None, reuse_changed=reuse_changed))
 
 
 @judge_app.command("calibrate")
