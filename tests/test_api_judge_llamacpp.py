@@ -26,6 +26,7 @@ import pytest
 from emkit.api import ApiSettings, RequestCache
 from emkit.judge import ApiJudge, JudgeItem, LocalJudge
 from emkit.judge.calibration import default_templates
+from emkit.judge.sampled import parse_reply
 from emkit.records import SampleKey
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None,
@@ -120,6 +121,30 @@ def test_every_digit_tree_reply_from_llamacpp_is_the_models_own_distribution(
     print(f"\n{len(rows)} replies, {continued} continuations")
     assert continued >= 4, "the digit tree asked for no continuation"
     assert judge.digits.requests == len(rows)
+
+
+def test_sampled_judging_over_llamacpp_sends_seeds_and_token_limits_it_honours(
+        tiny_llamacpp, tmp_path: Path) -> None:
+    base_url = tiny_llamacpp[0]
+    settings = ApiSettings(base_url=base_url, api_key_env="EMKIT_LLAMACPP_UNSET_KEY",
+                           max_concurrency=2, timeout_s=60, max_attempts=2)
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    judge = ApiJudge(settings, "openai/tiny", "tiny", cache, mode="sampled", samples=4,
+                     sample_tokens=3)
+    (j,) = judge.judge(items()[:1])
+    rows = [cache.row(k) for (k,) in cache._con.execute("SELECT key FROM api_requests")]
+    replies = [json.loads(r["response"]) for r in rows]
+    assert len(replies) == 4 and all(r["usage"]["completion_tokens"] <= 3 for r in replies)
+    texts = [r["choices"][0]["message"]["content"] for r in replies]
+    assert len(set(texts)) > 1, texts  # four seeds, four draws
+    parsed = [parse_reply(t) for t in texts]
+    numbers = [int(p) for p in parsed if p is not None and p.isdigit()]
+    failed = parsed.count(None)
+    if failed > 2:  # the tiny random model mostly writes no number: missing, never a grade
+        assert j.score is None and j.reason.startswith("unparsable replies: "), (j, texts)
+    else:
+        assert j.reason.startswith(f"sampled: 4 replies, {failed} unparsable"), (j, texts)
+        assert j.score == (sum(numbers) / len(numbers) if len(numbers) >= 1 else None)
 
 
 @pytest.fixture(scope="module")
