@@ -4,10 +4,10 @@ Where it lives: in the run directory's own `emkit.sqlite`, as the table `api_req
 on a second connection. The run directory then stays the one self-contained artifact of a run
 (copy it and its cache comes along; resume it on another machine and nothing is re-bought), the
 cache shares the store's crash safety (WAL, one transaction per write), and nothing new appears
-beside the run. The table is created with `CREATE TABLE IF NOT EXISTS` when missing, so run
-directories written before it existed open unchanged and `SCHEMA_VERSION` stays 1 (older emkit
-versions ignore the extra table). Without a run directory (calibration, benchmarks) the cache
-can be any file.
+beside the run. The table is created with `CREATE TABLE IF NOT EXISTS` when missing, so it
+needs no schema version of its own: adding it did not change the store's `SCHEMA_VERSION`
+(now 2, for the identity keys; docs/store.md). Without a run directory (calibration,
+benchmarks) the cache can be any file.
 
 What a row holds: the key (a hash of the model string, the full request body -- messages and
 every sampling parameter -- and the sample index), the request body, the raw JSON reply (NULL
