@@ -75,18 +75,51 @@ def tuned_columns(outputs: Sequence[str], metric: str) -> tuple[list[int], list[
     return (own if metric == ALIGNMENT_METRIC else own + surface), kinds + surface
 
 
-def tuned_features(questions: Sequence[str], answers: Sequence[str], targets: Targets,
-                   groups: Sequence[str] | None, settings: TuneSettings, seed: int = 0
-                   ) -> tuple[np.ndarray, TunedEncoder]:
-    """`tuned` feature rows with out-of-fold encoder outputs for every labelled row, and the
-    encoder tuned on all labelled rows (the one the judge keeps)."""
+def crossfit_splits(kinds: Sequence[str], groups: Sequence[str] | None, seed: int = 0
+                    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """(judged rows, [(fit, out) positions into them per fold]): deterministic, so folds
+    tuned on another machine (`train_crossfit`) line up with the rows here."""
     from sklearn.model_selection import GroupKFold, KFold
 
-    kinds = encoder_kinds(targets)
     rows = np.array([i for i, k in enumerate(kinds) if k != "missing"])
     if len(rows) < 2 * CROSSFIT_FOLDS:
         raise ValueError(f"need at least {2 * CROSSFIT_FOLDS} judged answers to tune the "
                          f"encoder, got {len(rows)}")
+    g = [groups[i] for i in rows] if groups is not None else None
+    if g is not None and len(set(g)) >= CROSSFIT_FOLDS:
+        splits = GroupKFold(n_splits=CROSSFIT_FOLDS).split(rows, groups=g)
+    else:
+        splits = KFold(CROSSFIT_FOLDS, shuffle=True, random_state=seed).split(rows)
+    return rows, [(np.asarray(a), np.asarray(b)) for a, b in splits]
+
+
+def training_digest(questions: Sequence[str], answers: Sequence[str], targets: Targets,
+                    groups: Sequence[str] | None, settings: TuneSettings, seed: int) -> str:
+    """sha256 of everything the cross-fit encoders depend on: rows, targets, groups,
+    settings and seed. Encoders tuned elsewhere are used only for the same digest."""
+    import hashlib
+    import json
+
+    doc = {"q": list(questions), "a": list(answers), "groups": list(groups or []),
+           "targets": {m: [list(s), list(lab)] for m, (s, lab) in sorted(targets.items())},
+           "settings": asdict(settings), "seed": seed}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+CROSSFIT_FILE = "crossfit.json"
+
+
+def train_crossfit(questions: Sequence[str], answers: Sequence[str], targets: Targets,
+                   groups: Sequence[str] | None, settings: TuneSettings, seed: int = 0,
+                   out_dir: Path | None = None, device: str | None = None,
+                   weights: Sequence[float] | None = None) -> dict[str, TunedEncoder]:
+    """The full encoder and one per cross-fit fold ('full', 'fold0', ...); with `out_dir`,
+    each saved there with `crossfit.json` (the training digest), for `load_crossfit` on
+    another machine: the shipped judge's encoders were tuned on a GPU this way."""
+    import json
+
+    kinds = encoder_kinds(targets)
+    rows, splits = crossfit_splits(kinds, groups, seed)
     classes = kind_classes(kinds)
 
     def tune(idx: Sequence[int], fold: bool) -> TunedEncoder:
@@ -95,26 +128,63 @@ def tuned_features(questions: Sequence[str], answers: Sequence[str], targets: Ta
             [questions[i] for i in picked], [answers[i] for i in picked],
             {m: [scores[i] for i in picked] for m, (scores, _) in targets.items()},
             [kinds[i] for i in picked], settings, progress=True, cache_graph=not fold,
-            classes=classes)
+            classes=classes, device=device,
+            weights=None if weights is None else [weights[i] for i in picked])
 
-    g = [groups[i] for i in rows] if groups is not None else None
-    if g is not None and len(set(g)) >= CROSSFIT_FOLDS:
-        splits = GroupKFold(n_splits=CROSSFIT_FOLDS).split(rows, groups=g)
-    else:
-        splits = KFold(CROSSFIT_FOLDS, shuffle=True, random_state=seed).split(rows)
     log.info("tuning the encoder on all %d judged answers", len(rows))
-    full = tune(range(len(rows)), fold=False)
+    encoders = {"full": tune(range(len(rows)), fold=False)}
+    for k, (fit_idx, _) in enumerate(splits):
+        log.info("tuning the encoder: cross-fit fold %d/%d", k + 1, CROSSFIT_FOLDS)
+        encoders[f"fold{k}"] = tune(fit_idx, fold=True)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        for name, enc in encoders.items():
+            enc.save(out_dir / name)
+        (out_dir / CROSSFIT_FILE).write_text(json.dumps({
+            "digest": training_digest(questions, answers, targets, groups, settings, seed),
+            "models": sorted(encoders)}) + "\n", encoding="utf-8")
+    return encoders
+
+
+def load_crossfit(path: Path, questions: Sequence[str], answers: Sequence[str],
+                  targets: Targets, groups: Sequence[str] | None, settings: TuneSettings,
+                  seed: int = 0) -> dict[str, TunedEncoder]:
+    """Encoders `train_crossfit` saved in `path`, refused unless tuned on exactly this data
+    with these settings (the out-of-fold rows would not line up otherwise)."""
+    import json
+
+    path = Path(path)
+    raw = json.loads((path / CROSSFIT_FILE).read_text(encoding="utf-8"))
+    want = training_digest(questions, answers, targets, groups, settings, seed)
+    if raw.get("digest") != want:
+        raise ValueError(f"{path / CROSSFIT_FILE}: these encoders were tuned on other data or "
+                         f"settings (digest {str(raw.get('digest'))[:12]}, expected {want[:12]})")
+    return {name: TunedEncoder.load(path / name) for name in raw["models"]}
+
+
+def tuned_features(questions: Sequence[str], answers: Sequence[str], targets: Targets,
+                   groups: Sequence[str] | None, settings: TuneSettings, seed: int = 0,
+                   pretrained: Path | None = None, weights: Sequence[float] | None = None
+                   ) -> tuple[np.ndarray, TunedEncoder]:
+    """`tuned` feature rows with out-of-fold encoder outputs for every labelled row, and the
+    encoder tuned on all labelled rows (the one the judge keeps). `pretrained`: a directory
+    of `train_crossfit` encoders for exactly these rows, instead of tuning them here."""
+    kinds = encoder_kinds(targets)
+    rows, splits = crossfit_splits(kinds, groups, seed)
+    encoders = (load_crossfit(pretrained, questions, answers, targets, groups, settings, seed)
+                if pretrained is not None else
+                train_crossfit(questions, answers, targets, groups, settings, seed,
+                               weights=weights))
+    full = encoders["full"]
     outputs = np.zeros((len(answers), len(full.outputs)), np.float32)
     unjudged = np.setdiff1d(np.arange(len(answers)), rows)  # used by no fit; the full model's
     if len(unjudged):
         outputs[unjudged] = full.predict([questions[i] for i in unjudged],
                                          [answers[i] for i in unjudged])
-    for k, (fit_idx, out_idx) in enumerate(splits):
-        log.info("tuning the encoder: cross-fit fold %d/%d", k + 1, CROSSFIT_FOLDS)
-        fold = tune(fit_idx, fold=True)
+    for k, (_, out_idx) in enumerate(splits):
+        fold = encoders[f"fold{k}"]
         outputs[rows[out_idx]] = fold.predict([questions[i] for i in rows[out_idx]],
                                               [answers[i] for i in rows[out_idx]])
-        del fold
     return np.hstack([outputs, surface_matrix(answers)]), full
 
 
@@ -122,13 +192,15 @@ def fit_judge(questions: Sequence[str], answers: Sequence[str], targets: Targets
               feature_set: str, name: str, meta: dict[str, Any], seed: int = 0,
               groups: Sequence[str] | None = None,
               target_samples: Mapping[str, np.ndarray] | None = None,
-              tune: TuneSettings | None = None) -> DistilledJudge:
+              tune: TuneSettings | None = None, pretrained: Path | None = None,
+              weights: Sequence[float] | None = None) -> DistilledJudge:
     """Fit every metric's heads on one feature matrix of (question, answer) rows; with
     `tuned`, each head reads the columns `tuned_columns` gives it."""
     tuned = None
     if feature_set == "tuned":
         tune = tune or TuneSettings(seed=seed)
-        x, tuned = tuned_features(questions, answers, targets, groups, tune, seed)
+        x, tuned = tuned_features(questions, answers, targets, groups, tune, seed,
+                                  pretrained=pretrained, weights=weights)
         meta = {**meta, "tune": asdict(tune), "crossfit_folds": CROSSFIT_FOLDS,
                 "outputs": tuned.outputs}
     else:

