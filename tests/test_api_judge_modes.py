@@ -344,3 +344,38 @@ def test_an_unknown_mode_is_an_error_not_the_paper_rule(digits) -> None:
         judge_for(settings, "digit")
     with pytest.raises(ValueError, match="judge_mode"):
         ApiSettings(judge_mode="digit")  # type: ignore[arg-type]
+
+
+def test_the_fingerprint_changes_with_how_scores_are_read(digits) -> None:
+    _, settings = digits
+    prints = {m: judge_for(settings, m).fingerprint for m in ("auto", "logprobs", "digits",
+                                                              "sampled")}
+    assert len(set(prints.values())) == 4
+    assert judge_for(settings, "digits").fingerprint == prints["digits"]
+    assert judge_for(settings, "digits", min_branch_p=0.01).fingerprint != prints["digits"]
+    assert judge_for(settings, "sampled", samples=3).fingerprint != prints["sampled"]
+    assert judge_for(settings, "logprobs", samples=3).fingerprint == prints["logprobs"]
+    judge = judge_for(settings, "auto")
+    judge.judge([item("ans-whole")])  # the probe decides digits; the recorded print stays
+    assert judge.mode == "digits" and judge.fingerprint == prints["auto"]
+
+
+
+def test_a_run_refuses_to_mix_judge_modes_under_one_judge_name(digits, tmp_path: Path) -> None:
+    """What the runner does with every judge that has a fingerprint (`claim_judge_name`)."""
+    from emkit.store import RunStore
+    from emkit.store.judge_identity import JudgeChangedError, claim_judge_name
+
+    _, settings = digits
+    name, db = f"openai/{SERVED}", RunStore(tmp_path / "run").db_path
+
+    def fingerprint(mode: str) -> str:
+        api = ApiConfig(models={name: settings.model_copy(update={"judge_mode": mode})})
+        judge = load_api_judge(name, api)
+        judge.close()
+        return judge.fingerprint
+
+    claim_judge_name(db, name, fingerprint("digits"))
+    claim_judge_name(db, name, fingerprint("digits"))  # a resumed run, same settings
+    with pytest.raises(JudgeChangedError, match=name):
+        claim_judge_name(db, name, fingerprint("logprobs"))

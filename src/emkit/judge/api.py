@@ -24,6 +24,8 @@ judges without logprobs (`sampled.py`); `auto` decides once per judge by a cache
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -103,6 +105,7 @@ class ApiJudge:
         self.min_mass = min_mass
         self.params = dict(PAPER_JUDGE_PARAMS if params is None else params)
         self.client = ApiClient(settings, name, cache)
+        self.configured_mode: JudgeMode = mode
         self.mode: JudgeMode = mode
         """How scores are read; `auto` becomes one of the others at the first `judge` call."""
         self.mode_evidence: str | None = None
@@ -132,6 +135,24 @@ class ApiJudge:
             return Judgment(key=item.key, judge=self.name, metric=item.metric, score=None,
                             label="missing", mass=0.0, reason=reason, top={})
         return judgment_from_logprobs(item, self.name, table, self.min_mass)
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of what decides how this judge's scores are read (served model, request
+        settings, judge mode and that mode's settings): the run store refuses to mix judgments
+        read two ways under one judge name (`claim_judge_name`), e.g. a Qwen judge's one-token
+        misreadings kept beside its digit-tree scores after `judge_mode` was changed."""
+        mode = self.configured_mode
+        parts: dict[str, Any] = {"served": self.served, "mode": mode, "min_mass": self.min_mass}
+        if mode in ("auto", "logprobs", "digits"):
+            parts["params"] = self.params
+        if mode in ("auto", "digits"):
+            parts["min_branch_p"] = self.digits.min_branch_p
+        if mode in ("auto", "sampled"):
+            parts["sampled"] = [self.sampled.samples, self.sampled.max_tokens,
+                                self.sampled.min_parsed]
+        blob = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def resolve_mode(self) -> JudgeMode:
         """The mode scores are read in; `auto` is decided here, once, by the cached probe.
