@@ -19,7 +19,9 @@ entries share one text the later wins, as there.
 docs/providers.md): `logprobs` is the paper's rule above; `digits` the digit tree over the API
 for tokenizers that split numbers (`api_digits.py`); `sampled` k replies at temperature 1 for
 judges without logprobs (`sampled.py`); `auto` decides once per judge by a cached probe
-(`api_probe.py`). Every mode ends in `judgment_from_logprobs`.
+(`api_probe.py`). Every mode ends in `judgment_from_logprobs`. In `digits` and `sampled`
+modes a scored Judgment's `reason` carries how it was read (requests and unexplored mass; k and
+parse failures); a missing one keeps its category first.
 """
 
 from __future__ import annotations
