@@ -85,9 +85,9 @@ def test_every_stage_ran(finished) -> None:
     assert set(result.rates["definition"]) == {"conditional", "joint"}
     assert set(result.rates["group"]) == {"base", "insecure"}
     html = result.report.read_text()
-    # whether the banner shows is the report's rule (validation earned on real answers, issue
-    # 11.5; tests/test_report.py), not this pipeline test's
-    assert "held-out calibration split" in html  # the judge is named with its figures
+    # the judge of record is named with its figures on real answers, which validate it
+    assert "on real answers of models it never saw" in html
+    assert "Unvalidated judge" not in html
     assert "Judges: rates and agreement" in html
     # the training data's audit sits next to the rates it may explain
     assert "Training data: audit" in html and (run / "datasets" / "insecure.audit.json").is_file()
