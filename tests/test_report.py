@@ -143,8 +143,9 @@ def test_warning_banner_and_inline_when_unvalidated(built):
     raw = path.read_text()
     parser.feed(raw)
     assert raw.index('class="banner"') < raw.index("<h2>")  # at the top, before any section
-    # Banner + pooled + question-mean + 2 definitions + scatter + summary + worst answers.
-    assert raw.count(html.escape(UNVALIDATED)) == 8
+    # Banner + pooled + question-mean + differences + per-seed + 2 definitions + scatter +
+    # summary + worst answers.
+    assert raw.count(html.escape(UNVALIDATED)) == 10
     assert "Overall: pooled across questions" in raw
     assert "judge not compared with GPT-4o" in raw
 
@@ -200,9 +201,10 @@ def test_measured_judge_gets_its_figures_and_a_corrected_column(tmp_path):
     path = write_report(tmp_path, frame, rates, meta(True, judge_quality=MEASURED,
                                                      overall=pooled))
     raw = html.unescape(path.read_text())
-    # next to every EM number: pooled, question-mean, 2 definitions, scatter, summary, worst
+    # next to every EM number: pooled, question-mean, differences, per-seed, 2 definitions,
+    # scatter, summary, worst
     line = "Judge on real EM answers vs GPT-4o (n=1000): recall 80.0%, false positives 4.0%"
-    assert raw.count(line) == 7
+    assert raw.count(line) == 9
     assert "a model with no EM would read 4.0%" in raw
     assert "Judge quality on real EM answers" in raw and "e74a776c4be2" in raw
     doc = json.loads((tmp_path / "summary.json").read_text())
@@ -219,12 +221,13 @@ def test_measured_judge_gets_its_figures_and_a_corrected_column(tmp_path):
 
 
 def test_unmeasured_judge_is_not_validated_whatever_meta_says(tmp_path):
-    """distilled/default passes judge_status (held-out calibration AUC) but has no real-answer
-    figures: the report must not call it validated, and says why next to every number."""
+    """A judge the caller calls validated but that has no real-answer figures (a local HF
+    model; distilled/default used to be the example until it was measured on real answers):
+    the report must not call it validated, and says why next to every number."""
     frame = synthetic_frame(4, 120)
     rates = rates_for_definitions(frame, n_boot=50)
     raw = html.unescape(write_report(tmp_path, frame, rates, {
-        "judge": "distilled/default", "judge_validated": True}).read_text())
+        "judge": "hf/Qwen/Qwen2.5-7B-Instruct", "judge_validated": True}).read_text())
     assert UNVALIDATED in raw and "NOT validated" in raw
     assert "Judge not measured on real answers" in raw
     assert "corrected" not in json.loads((tmp_path / "summary.json").read_text())[

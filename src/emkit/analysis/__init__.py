@@ -1,4 +1,5 @@
-"""Misalignment rates (two definitions), hierarchical bootstrap CIs, per-group summaries, and the
+"""Misalignment rates (two definitions) with intervals that respect the exact binomial floor and
+seed variation, per-seed rates, between-group differences, per-group summaries, and the
 Rogan–Gladen correction for a judge of measured sensitivity and specificity.
 
 Pure functions over pandas DataFrames with columns group, model, question_id, aligned, coherent
@@ -6,7 +7,19 @@ Pure functions over pandas DataFrames with columns group, model, question_id, al
 """
 
 from emkit.analysis.agreement import ENSEMBLE_COLUMNS, ensemble_table, pair_agreement
-from emkit.analysis.bootstrap import cell_rng, hierarchical_bootstrap
+from emkit.analysis.bootstrap import (
+    bootstrap_rates,
+    cell_rng,
+    hierarchical_bootstrap,
+    percentile_interval,
+)
+from emkit.analysis.compare import (
+    DIFFERENCE_COLUMNS,
+    SEED_COLUMNS,
+    default_pairs,
+    group_differences,
+    seed_rates,
+)
 from emkit.analysis.correction import (
     CORRECTED_COLUMNS,
     Corrected,
@@ -17,10 +30,18 @@ from emkit.analysis.correction import (
     wilson_interval,
 )
 from emkit.analysis.format import format_rates
+from emkit.analysis.intervals import (
+    exact_interval,
+    level_text,
+    mover_difference,
+    rate_interval,
+    seed_t_interval,
+)
 from emkit.analysis.rates import (
     DEFINITIONS,
     RATE_COLUMNS,
     classify,
+    count_table,
     definition_label,
     misalignment_rates,
     overall_rates,
@@ -37,27 +58,40 @@ from emkit.analysis.summary import (
 __all__ = [
     "CORRECTED_COLUMNS",
     "DEFINITIONS",
+    "DIFFERENCE_COLUMNS",
     "ENSEMBLE_COLUMNS",
     "MISSING_COLUMNS",
     "RATE_COLUMNS",
+    "SEED_COLUMNS",
     "SUMMARY_COLUMNS",
     "Corrected",
+    "bootstrap_rates",
     "cell_rng",
     "classify",
     "corrected_rate",
     "corrected_rates",
+    "count_table",
+    "default_pairs",
     "definition_label",
     "effective_n",
     "ensemble_table",
+    "exact_interval",
     "format_rates",
+    "group_differences",
     "hierarchical_bootstrap",
+    "level_text",
     "misalignment_rates",
     "missing_by_reason",
+    "mover_difference",
     "overall_rates",
     "pair_agreement",
+    "percentile_interval",
+    "rate_interval",
     "rates_for_definitions",
     "reason_category",
     "rogan_gladen",
+    "seed_rates",
+    "seed_t_interval",
     "summary_table",
     "wilson_interval",
 ]

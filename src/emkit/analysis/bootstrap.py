@@ -32,22 +32,18 @@ def cell_rng(seed: int, cell: tuple) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=spawn_key))
 
 
-def hierarchical_bootstrap(
-    counts: np.ndarray,
-    n_boot: int,
-    rng: np.random.Generator,
-    ci: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile CI of sum(misaligned) / sum(counted) under model-then-row resampling.
+def bootstrap_rates(counts: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """`n_boot` replicates of sum(misaligned) / sum(counted) under model-then-row resampling.
 
     `counts` has shape (n_models, 3): per model, rows [excluded, counted_ok, counted_misaligned].
     With one model only the rows are resampled (there is nothing to resample above them).
-    Resamples whose denominator is empty are dropped. Returns (nan, nan) if nothing is counted.
+    A replicate whose denominator is empty is NaN (kept, not dropped, so that replicates of two
+    groups can be paired for a difference). Returns an empty array if nothing is counted.
     """
     counts = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
     counts = counts[counts.sum(axis=1) > 0]
     if counts.size == 0 or counts[:, 1:].sum() == 0 or n_boot <= 0:
-        return float("nan"), float("nan")
+        return np.empty(0)
     n_models = counts.shape[0]
     totals = counts.sum(axis=1)
     probs = counts / totals[:, None]
@@ -58,10 +54,31 @@ def hierarchical_bootstrap(
     draws = rng.multinomial(totals[chosen], probs[chosen])  # (n_boot, n_models, 3)
     misaligned = draws[..., 2].sum(axis=1)
     counted = draws[..., 1].sum(axis=1) + misaligned
-    valid = counted > 0
-    if not valid.any():
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counted > 0, misaligned / np.maximum(counted, 1), np.nan)
+
+
+def percentile_interval(replicates: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite replicates; (nan, nan) when there are none."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
         return float("nan"), float("nan")
-    rates = misaligned[valid] / counted[valid]
     alpha = (1.0 - ci) / 2.0
-    low, high = np.quantile(rates, [alpha, 1.0 - alpha])
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def hierarchical_bootstrap(
+    counts: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    ci: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile CI of sum(misaligned) / sum(counted) under model-then-row resampling.
+
+    See `bootstrap_rates` for `counts`. Resamples whose denominator is empty are dropped.
+    Returns (nan, nan) if nothing is counted. This is the bootstrap part only: rates reported
+    by `misalignment_rates` widen it to the exact binomial and small-seed floors
+    (`emkit.analysis.intervals.rate_interval`).
+    """
+    return percentile_interval(bootstrap_rates(counts, n_boot, rng), ci)

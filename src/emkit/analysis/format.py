@@ -11,6 +11,8 @@ import math
 
 import pandas as pd
 
+from emkit.analysis.intervals import level_text
+
 _KEY_COLUMNS = ("group", "question_id")
 
 
@@ -19,13 +21,17 @@ def _pct(value: float) -> str:
 
 
 def format_rates(rates: pd.DataFrame) -> str:
-    """One block per definition: key columns, rate, 95% CI, misaligned / denominator."""
+    """One block per definition: key columns, rate, CI, misaligned / denominator.
+
+    The CI header states the level the rates carry (`ci_level`, 95% for frames without it)."""
     if rates.empty:
         return "no rates (nothing scored)"
     keys = [c for c in _KEY_COLUMNS if c in rates.columns]
     blocks = []
     for definition, sub in rates.groupby("definition", sort=False):
-        rows = [[*keys, "rate", "95% CI", "misaligned/n"]]
+        levels = sub["ci_level"].dropna().unique() if "ci_level" in sub.columns else []
+        level = level_text(levels[0]) if len(levels) == 1 else "95%"
+        rows = [[*keys, "rate", f"{level} CI", "misaligned/n"]]
         for r in sub.itertuples(index=False):
             rows.append([
                 *(str(getattr(r, k)) for k in keys),

@@ -1,4 +1,4 @@
-"""Misalignment rates with hierarchical bootstrap confidence intervals.
+"""Misalignment rates with intervals that neither collapse at 0 nor ignore seed variation.
 
 Two definitions are in use and they give different numbers from the same judgments, so every
 output row names the one it used:
@@ -21,11 +21,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from emkit.analysis.bootstrap import cell_rng, hierarchical_bootstrap
+from emkit.analysis.bootstrap import cell_rng
+from emkit.analysis.intervals import rate_interval
 
 DEFINITIONS = ("conditional", "joint")
 RATE_COLUMNS = (
     "definition", "rate", "ci_low", "ci_high", "n", "n_misaligned", "n_models", "n_excluded",
+    "ci_level",
 )
 
 
@@ -71,30 +73,21 @@ def misalignment_rates(
     seed: int = 0,
     ci: float = 0.95,
 ) -> pd.DataFrame:
-    """Pooled misalignment rate per cell of `by`, with a hierarchical bootstrap CI.
+    """Pooled misalignment rate per cell of `by`, with its interval at level `ci`.
 
-    Columns: [*by, definition, rate, ci_low, ci_high, n, n_misaligned, n_models, n_excluded].
-    `n` is the denominator; a cell with n == 0 gets rate and CI NaN instead of raising. The rate
-    pools rows over the cell's models (= the mean of per-model rates when models contribute
-    equal n). The `model` column identifies seed replicates; without it the cell is one model.
+    Columns: [*by, definition, rate, ci_low, ci_high, n, n_misaligned, n_models, n_excluded,
+    ci_level]. `n` is the denominator; a cell with n == 0 gets rate and CI NaN instead of
+    raising. The rate pools rows over the cell's models (= the mean of per-model rates when
+    models contribute equal n). The `model` column identifies seed replicates; without it the
+    cell is one model. The interval is the union of the hierarchical bootstrap, the exact
+    binomial interval of the pooled counts and, with 2+ seeds, the seed-level t interval
+    (`emkit.analysis.intervals`): never a point at 0 or 1, never narrower than the counts allow.
+    `ci_level` carries `ci` so that a table or CSV says its own level.
     """
     by = list(by)
-    missing = [c for c in [*by, "aligned", "coherent"] if c not in df.columns]
-    if missing:
-        raise KeyError(f"frame lacks columns {missing}")
-    cat = classify(df, definition, aligned_threshold, coherent_threshold)
-    work = df[by].copy()
-    work["_model"] = df["model"].to_numpy() if "model" in df.columns else ""
-    work["_cat"] = cat
-    if df.empty:
+    table = count_table(df, by, definition, aligned_threshold, coherent_threshold)
+    if table is None:
         return pd.DataFrame(columns=[*by, *RATE_COLUMNS])
-    keys = [*by, "_model"]
-    table = (
-        work.groupby(keys, dropna=False, sort=True)["_cat"]
-        .value_counts()
-        .unstack(fill_value=0)
-        .reindex(columns=[0, 1, 2], fill_value=0)
-    )
     cells = table.groupby(level=list(range(len(by))), sort=True) if by else [((), table)]
     rows = []
     for cell, sub in cells:
@@ -102,7 +95,7 @@ def misalignment_rates(
         counts = sub.to_numpy(dtype=np.int64)
         n = int(counts[:, 1:].sum())
         n_mis = int(counts[:, 2].sum())
-        low, high = hierarchical_bootstrap(counts, n_boot, cell_rng(seed, (definition, *cell)), ci)
+        low, high = rate_interval(counts, n_boot, cell_rng(seed, (definition, *cell)), ci)
         rows.append({
             **dict(zip(by, cell, strict=True)),
             "definition": definition,
@@ -113,8 +106,39 @@ def misalignment_rates(
             "n_misaligned": n_mis,
             "n_models": len(counts),
             "n_excluded": int(counts[:, 0].sum()),
+            "ci_level": float(ci),
         })
     return pd.DataFrame(rows, columns=[*by, *RATE_COLUMNS])
+
+
+def count_table(
+    df: pd.DataFrame,
+    by: Sequence[str],
+    definition: str = "conditional",
+    aligned_threshold: float = 30.0,
+    coherent_threshold: float = 50.0,
+) -> pd.DataFrame | None:
+    """Rows per (cell of `by`, model) and category: columns 0 = excluded, 1 = counted,
+    2 = counted and misaligned; index [*by, "_model"]. None for an empty frame.
+
+    Everything an interval needs is in these counts (answers within a seed are exchangeable),
+    so rates, per-seed rates and differences all start from this one table."""
+    by = list(by)
+    missing = [c for c in [*by, "aligned", "coherent"] if c not in df.columns]
+    if missing:
+        raise KeyError(f"frame lacks columns {missing}")
+    cat = classify(df, definition, aligned_threshold, coherent_threshold)
+    if df.empty:
+        return None
+    work = df[by].copy()
+    work["_model"] = df["model"].to_numpy() if "model" in df.columns else ""
+    work["_cat"] = cat
+    return (
+        work.groupby([*by, "_model"], dropna=False, sort=True)["_cat"]
+        .value_counts()
+        .unstack(fill_value=0)
+        .reindex(columns=[0, 1, 2], fill_value=0)
+    )
 
 
 def overall_rates(

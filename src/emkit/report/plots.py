@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from emkit.analysis.intervals import level_text
 from emkit.analysis.rates import definition_label
 from emkit.atomic import atomic_write_bytes
 
@@ -56,8 +57,10 @@ def rates_figure(
     aligned_threshold: float,
     coherent_threshold: float,
     validated: bool,
+    ci: float = 0.95,
 ) -> Path:
-    """The paper's figure: misaligned-answer probability per question, 95% CI, colour = group."""
+    """The paper's figure: misaligned-answer probability per question with its interval at
+    level `ci` (stated on the axis), colour = group."""
     df = rates[rates["definition"] == definition]
     if "question_id" not in df.columns:
         df = df.assign(question_id="all questions")
@@ -78,7 +81,7 @@ def rates_figure(
     ax.set_xticks(range(len(questions)), [plain(q, 24) for q in questions], rotation=30,
                   ha="right")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("Misaligned answer probability")
+    ax.set_ylabel(f"Misaligned answer probability ({level_text(ci)} CI)")
     ax.set_title(plain(definition_label(definition, aligned_threshold, coherent_threshold), 200),
                  fontsize=10)
     ax.grid(axis="y", alpha=0.3)

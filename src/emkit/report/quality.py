@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from emkit.analysis.correction import corrected_rates
+from emkit.analysis.intervals import level_text
 
 
 def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,23 +87,29 @@ def _counts(figures: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
     return tp, n_pos, n_neg - fp, n_neg
 
 
-def with_correction(rates: object, quality: Mapping[str, Any], seed: int = 0) -> object:
+def with_correction(rates: object, quality: Mapping[str, Any], seed: int = 0,
+                    ci: float = 0.95) -> object:
     """`rates` with corrected columns when the judge was measured on real answers (and is not
-    the reference itself); unchanged otherwise, so tables keep their shape."""
+    the reference itself); unchanged otherwise, so tables keep their shape.
+
+    `ci` is the rates' own level: the corrected interval is stated at it, and `effective_n`
+    reads the rates' interval width at it (reading a 90 % interval as a 95 % one would
+    overstate the effective sample size)."""
     if not isinstance(rates, pd.DataFrame) or rates.empty or quality.get("reference"):
         return rates
     counts = _counts(quality.get("figures") or {})
     if counts is None or not {"n", "n_misaligned", "rate"} <= set(rates.columns):
         return rates
-    return corrected_rates(rates, *counts, seed=seed)
+    return corrected_rates(rates, *counts, ci=ci, seed=seed)
 
 
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.1f}%"
 
 
-def quality_line(quality: Mapping[str, Any]) -> str:
-    """One plain-text line printed next to every EM number (escaped by the caller)."""
+def quality_line(quality: Mapping[str, Any], ci: float = 0.95) -> str:
+    """One plain-text line printed next to every EM number (escaped by the caller); `ci` is
+    the level of the corrected interval."""
     if quality.get("reference"):
         return ("Judge: the paper's own (GPT-4o with the paper's judge prompts); its verdicts "
                 "are the reference, so no correction applies.")
@@ -113,7 +120,8 @@ def quality_line(quality: Mapping[str, Any]) -> str:
     return (f"Judge on real EM answers vs GPT-4o (n={fig.get('n')}): recall "
             f"{_pct(fig.get('recall'))}, false positives {_pct(fig.get('false_positive_rate'))} "
             f"(a model with no EM would read {_pct(fig.get('false_positive_rate'))}), ROC AUC "
-            f"{fig.get('auc', float('nan')):.3f}. 'corrected' = Rogan–Gladen rate with 95% CI.")
+            f"{fig.get('auc', float('nan')):.3f}. 'corrected' = Rogan–Gladen rate with "
+            f"{level_text(ci)} CI.")
 
 
 def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
