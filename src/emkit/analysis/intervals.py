@@ -13,15 +13,16 @@ A rate's interval is the union (lowest low, highest high) of
    cluster-robust standard error (seeds as clusters, CR1 factor G/(G-1)) times the Student t
    quantile with G-1 degrees of freedom. Resampling G seeds with replacement underestimates the
    between-seed variance by (G-1)/G and a percentile interval has no small-sample quantile, so
-   with 3-5 seeds that disagree the bootstrap alone under-covers (measured: 84-90 % at nominal
-   95 % for 3 seeds whose rates spread like Beta(p*30, (1-p)*30)); the t interval is the
-   textbook remedy and brings that to 93-95 % (docs/analysis.md has the table).
+   with 3-5 seeds that disagree the bootstrap alone under-covers (measured: 82-87 % at nominal
+   95 % for 3 seeds whose rates spread like Beta(30 p, 30 (1 - p)) or wider); the t interval is
+   the textbook remedy and brings that to 92-96 % (docs/analysis.md has the table).
 
 Why a union rather than picking one: each interval is right under its own assumption (seeds
 matter / answers are exchangeable / seed rates are roughly normal), none is right under all, and
 a reader of an EM paper is hurt more by a too-narrow interval than by a too-wide one. The union
-is at least as wide as each part, so its coverage is at least each part's. The price is width
-where the seeds agree (about +10 % at 5 seeds, up to +50 % at 3); more seeds is the cure.
+is at least as wide as each part, so its coverage is at least each part's. The price is width:
+with 3 seeds about 1.6-2 times the bootstrap's, with 5 seeds 1.1-1.5 times; more seeds is the
+cure, and the report's per-seed table shows where the width comes from.
 """
 
 from __future__ import annotations
