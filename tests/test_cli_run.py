@@ -322,3 +322,23 @@ def test_cli_judge_refuses_an_edited_judge_prompt_until_reuse_changed(
         assert con.execute("SELECT COUNT(*) FROM judgments").fetchone() == (2,)
     assert "judge prompt distilled/default|aligned|bored" in invoke(
         "status", "--run-dir", run).output
+
+
+@pytest.mark.parametrize("where", ["model", "also"])
+def test_emkit_run_refuses_a_bad_judge_before_touching_the_run(
+        two_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """`emkit run` checks every judge up front (as `emkit judge` does): a typo in the judge of
+    record or in `judge.also` is one line, a finished run stays exactly as it was (not marked
+    `error` after sampling), and a new run directory is never created."""
+    run = copy_run(two_models[0], tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    config = json.loads((run / "run.json").read_text())["config"]
+    config["judge"][where] = "distilled/nowhere" if where == "model" else ["distilled/nowhere"]
+    before = state(run)
+    for run_dir in (run, tmp_path / "new"):
+        (tmp_path / "exp.yaml").write_text(json.dumps({**config, "run_dir": str(run_dir)}))
+        res = invoke("run", tmp_path / "exp.yaml", "--quiet")
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
+        assert "nowhere: no such distilled judge" in res.output
+    assert state(run) == before and not (tmp_path / "new").exists()

@@ -22,6 +22,7 @@ from emkit.config import (
 from emkit.experiment import (
     RunResult,
     analyse_and_report,
+    check_judge,
     check_unchanged,
     claim_inputs,
     plan_experiment,
@@ -29,7 +30,6 @@ from emkit.experiment import (
     run_sampling,
 )
 from emkit.finetune import FinetuneJobError
-from emkit.judge import judge_status
 from emkit.judge.registry import API_PROVIDERS
 from emkit.models import parse_model_spec, resolve_hf_path
 from emkit.run_finetunes import finetuned_models, unfinished_finetunes
@@ -55,16 +55,6 @@ def load_run_config(run_dir: Path) -> ExperimentConfig:
                           f"{str(exc).splitlines()[0]})") from None
 
 
-def _check_judge(name: str, cfg: ExperimentConfig) -> None:
-    """Fail on a judge that cannot run (typo, missing file or key) before the run is touched."""
-    spec = parse_model_spec(name)
-    if spec.provider in API_PROVIDERS:
-        cfg.api.require_keys([name])
-    elif spec.provider == "hf":
-        resolve_hf_path(spec)
-    judge_status(name, api=cfg.api)  # distilled: reads its files; unknown provider: refused
-
-
 def judge_run(run_dir: Path, judge: str | None = None, progress: bool = True,
               reuse_changed: bool = False) -> RunResult:
     """Judge the stored answers of a run with `judge` (default: every judge of its record) and
@@ -75,7 +65,7 @@ def judge_run(run_dir: Path, judge: str | None = None, progress: bool = True,
     cfg = load_run_config(run_dir)
     judges = [judge] if judge else [cfg.judge.model, *cfg.judge.also]
     for name in judges:
-        _check_judge(name, cfg)
+        check_judge(name, cfg)
     finetuned = finetuned_models(cfg, run_dir)
     if unfinished := unfinished_finetunes(cfg, finetuned):
         raise FinetuneJobError(f"{run_dir}: API fine-tunes {', '.join(unfinished)} have no "

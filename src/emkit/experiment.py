@@ -25,7 +25,7 @@ from emkit.config import ExperimentConfig
 from emkit.finetune import FinetuneJobError
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.judge.registry import API_PROVIDERS
-from emkit.models import load_hf, parse_model_spec, release_memory
+from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
 from emkit.questions import Question, questions_from
 from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_input_hash, sample_seed
 from emkit.report import write_report
@@ -76,6 +76,17 @@ def required_api_models(cfg: ExperimentConfig) -> list[str]:
     bases = [f.base for f in cfg.finetunes if f.backend == "openai"]
     return [m for m in (cfg.judge.model, *cfg.judge.also, *subjects, *bases)
             if m.split("/", 1)[0] in API_PROVIDERS]
+
+
+def check_judge(name: str, cfg: ExperimentConfig) -> None:
+    """Fail on a judge that cannot run (typo, missing files or key) before the run is touched:
+    found at the judging stage instead, it would end a run that sampled fine as `error`."""
+    spec = parse_model_spec(name)
+    if spec.provider in API_PROVIDERS:
+        cfg.api.require_keys([name])
+    elif spec.provider == "hf":
+        resolve_hf_path(spec)
+    judge_status(name, api=cfg.api)  # distilled: reads its files; unknown provider: refused
 
 
 def group_members(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, list[str]]:
@@ -336,6 +347,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
     unless `reuse_changed` accepts the change (redone and recorded, never mixed)."""
     run_dir = cfg.resolved_run_dir()
     cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
+    for name in (cfg.judge.model, *cfg.judge.also):
+        check_judge(name, cfg)
     accepted = check_unchanged(cfg, run_dir, reuse_changed)
     store = RunStore(run_dir)
     store.start(cfg.model_dump(mode="json"))
