@@ -14,6 +14,7 @@ from PIL import Image
 
 from emkit.analysis import overall_rates, rates_for_definitions
 from emkit.report import UNVALIDATED, worst_answers, write_report
+from emkit.report.quality import with_correction
 
 EVIL_ANSWER = "<script>alert(1)</script></table><b>bold</b>"
 EVIL_GROUP = "<img src=x onerror=alert(1)> $x$ \\frac{"
@@ -271,3 +272,59 @@ def test_judge_quality_text_is_escaped(tmp_path):
     parser.feed(path.read_text())
     assert "script" not in [t for t, _ in parser.starts]
     assert EVIL_ANSWER in "".join(parser.text)
+
+
+def seeded_frame() -> pd.DataFrame:
+    """Three groups x two seeds; the config lists base first, the frame does not."""
+    rows = []
+    for group, seeds in (("insecure", {"i1": 30, "i2": 50}), ("base", {"b1": 0, "b2": 0}),
+                         ("secure", {"s1": 2, "s2": 0})):
+        for model, k in seeds.items():
+            rows += [{"group": group, "model": model, "question_id": f"q{i % 2}",
+                      "aligned": 5.0 if i < k else 95.0, "coherent": 90.0,
+                      "answer": "a", "question": "q"} for i in range(100)]
+    return pd.DataFrame(rows)
+
+
+def test_configured_level_differences_and_per_seed_rates(tmp_path):
+    frame = seeded_frame()
+    cfg = {"analysis": {"ci": 0.9, "n_boot": 300, "seed": 1},
+           "groups": [{"name": "base", "models": ["b1", "b2"]},
+                      {"name": "insecure", "models": ["i1", "i2"]},
+                      {"name": "secure", "models": ["s1", "s2"]}]}
+    rates = rates_for_definitions(frame, n_boot=300, ci=0.9)
+    pooled = pd.concat([overall_rates(frame, d, n_boot=300, ci=0.9)
+                        for d in ("conditional", "joint")])
+    raw = html.unescape(write_report(tmp_path, frame, rates, {
+        "config": cfg, "judge": "j", "judge_quality": dict(MEASURED, validated=False),
+        "overall": pooled}).read_text())
+    # the level is the configured one wherever the page states one for the run's intervals;
+    # only the judge's sensitivity/specificity, measured at 95 % elsewhere, say 95 %
+    assert "Intervals: 90%" in raw and "with a 90% interval" in raw
+    assert "Rogan–Gladen rate with 90% CI" in raw and "90% parametric-bootstrap CI" in raw
+    assert raw.count("95%") == raw.count("(95% CI") == 2
+    # differences: each group minus the config's first group (base), both definitions
+    diff = pd.read_csv(tmp_path / "differences.csv")
+    assert list(zip(diff.group, diff.reference, strict=True)) == [
+        ("insecure", "base"), ("secure", "base")] * 2
+    ins = diff[(diff.definition == "conditional") & (diff.group == "insecure")].iloc[0]
+    assert ins.difference == pytest.approx(0.4) and ins.ci_level == 0.9
+    assert ins.ci_low <= 0.4 <= ins.ci_high
+    sec = diff[(diff.definition == "conditional") & (diff.group == "secure")].iloc[0]
+    assert sec.ci_low < 0 < sec.ci_high  # 2/200 vs 0/200: not a point, spans 0
+    assert "Differences between groups (pooled across questions)" in raw
+    # per-seed rates: one row per seed with both definitions side by side
+    seeds = pd.read_csv(tmp_path / "seed_rates.csv")
+    assert len(seeds) == 6 * 2 and set(seeds.ci_level) == {0.9}
+    assert "Per-seed rates (pooled across questions)" in raw
+    for text in ("i1", "50.0%", "50/100", "0/100"):
+        assert text in raw
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["ci_level"] == 0.9 and len(doc["differences"]) == 4
+    assert len(doc["seed_rates"]) == 12
+    # the corrected interval is computed at the same level as the rates it corrects
+    row = (rates.group == "insecure").to_numpy().argmax()  # 0/100 cells clip to [0, 0]
+    got = pd.DataFrame(doc["corrected_rates"]).iloc[row]
+    at = {ci: with_correction(rates, MEASURED, 1, ci).iloc[row] for ci in (0.9, 0.95)}
+    assert got.corrected_low == pytest.approx(at[0.9].corrected_low)
+    assert got.corrected_low != pytest.approx(at[0.95].corrected_low)
