@@ -11,7 +11,6 @@ import pytest
 
 from emkit.config import ExperimentConfig
 from emkit.experiment import run_experiment
-from emkit.models import ModelSpecError
 from emkit.store import RunStore
 
 QUESTIONS = """
@@ -163,9 +162,15 @@ def test_a_changed_judge_under_the_same_name_is_refused(finished, tmp_path: Path
 
 
 def test_failure_marks_run_as_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A failure mid-run (here: a judge that passes the up-front check but cannot be loaded)
+    leaves the run marked error with the reason; a judge that fails the check never starts it
+    (tests/test_cli_run.py)."""
     cfg = make_config(tmp_path, tiny_model_dir)
-    cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"model": "hf/nowhere/x/y"})})
-    with pytest.raises(ModelSpecError):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"also": [f"hf/{broken}"]})})
+    with pytest.raises(ValueError):
         run_experiment(cfg, progress=False)
     status = RunStore(cfg.resolved_run_dir()).read_run_json()
     assert status["status"] == "error" and status["error"]
