@@ -17,7 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from emkit.analysis.compare import default_pairs, group_differences, seed_rates
+from emkit.analysis.compare import (
+    DIFFERENCE_COLUMNS,
+    SEED_COLUMNS,
+    default_pairs,
+    group_differences,
+    seed_rates,
+)
 from emkit.analysis.intervals import level_text
 from emkit.analysis.rates import DEFINITIONS, definition_label
 from emkit.analysis.summary import missing_by_reason, summary_table
@@ -97,7 +103,7 @@ def differences_for(frame: pd.DataFrame, meta: dict, level: float) -> pd.DataFra
     if isinstance(given, pd.DataFrame):
         return given
     if "group" not in frame.columns or frame.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=list(DIFFERENCE_COLUMNS))
     a_thr, c_thr = thresholds(meta)
     settings = analysis_settings(meta)
     return group_differences(frame, default_pairs(group_order(frame, meta)),
@@ -209,7 +215,7 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
     pooled = with_correction(meta.get("overall"), quality, seed, level)
     differences = differences_for(frame, meta, level)
     seeds = (seed_rates(frame, definitions or DEFINITIONS, a_thr, c_thr, level)
-             if "group" in frame.columns else pd.DataFrame())
+             if "group" in frame.columns else pd.DataFrame(columns=list(SEED_COLUMNS)))
 
     atomic_write_text(out_dir / "rates.csv", rates.to_csv(index=False))
     atomic_write_text(out_dir / "differences.csv", differences.to_csv(index=False))
