@@ -71,7 +71,7 @@ def test_bench_offline_judge_writes_its_figures(tmp_path: Path) -> None:
     (the shipped judge's own held-out figure) and the machine; no wall-clock assertion."""
     res = invoke("bench", "offline-judge", "--repeats", "2", "--out", str(tmp_path / "b.json"))
     assert res.exit_code == 0, res.output
-    from emkit.judge import load_calibration
+    from emkit.judge import load_calibration, load_judge
 
     got = json.loads((tmp_path / "b.json").read_text())
     n = len(load_calibration(split="heldout"))
@@ -79,4 +79,7 @@ def test_bench_offline_judge_writes_its_figures(tmp_path: Path) -> None:
     assert len(got["judgments_per_s"]) == 2 and got["median_judgments_per_s"] > 0
     assert got["goal_reached"] == (got["median_judgments_per_s"] >= 100)
     assert got["same_verdicts_every_run"] is True
-    assert got["roc_auc"] > 0.9 and got["machine"]["cpus"] >= 1
+    # the agreement it reports is what the judge measured on that split when it was made
+    shipped = load_judge("distilled/default")
+    assert got["roc_auc"] == pytest.approx(shipped.meta["heldout"]["roc_auc"], abs=0.01)
+    assert got["machine"]["cpus"] >= 1

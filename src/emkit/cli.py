@@ -16,9 +16,10 @@ from typing import Annotated
 
 import typer
 
+from emkit.cli_bench import bench_app
 from emkit.cli_common import DEBUG, finish, friendly
 from emkit.cli_datasets import audit, datasets_app
-from emkit.cli_judge import bench_app, judge_app
+from emkit.cli_judge import judge_app
 from emkit.cli_run import export, status
 
 app = typer.Typer(help="Emergent-misalignment experiments, end to end.", no_args_is_help=True,

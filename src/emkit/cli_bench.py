@@ -1,0 +1,58 @@
+"""`emkit bench ...`: benchmarks that need no network (loopback server, offline judge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emkit.cli_common import friendly
+
+bench_app = typer.Typer(help="Benchmarks (no network): the API judge against emkit's loopback "
+                             "OpenAI server, an offline judge's throughput.",
+                        no_args_is_help=True)
+
+
+@bench_app.command("judge")
+@friendly
+def bench_judge(
+    n: Annotated[int, typer.Option(min=1, help="Judgments to make.")] = 1000,
+    latency_ms: Annotated[float, typer.Option(min=0, help="Server latency per request.")
+                          ] = 300.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 32,
+    out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")] = None,
+) -> None:
+    """N API judgments against the loopback server at a fixed latency: throughput, ratio to the
+    latency bound N*latency/concurrency (goal <= 1.3), and calls made by a re-run (goal 0)."""
+    from emkit.bench import bench_judge as run_bench
+
+    _emit(run_bench(n=n, latency_s=latency_ms / 1000, concurrency=concurrency), out)
+
+
+def _emit(result: dict, out: Path | None) -> None:
+    """A benchmark's figures: printed, and written atomically to `out` as JSON when given."""
+    import json
+
+    from emkit.atomic import atomic_write_text
+
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        atomic_write_text(out, text + "\n")
+    typer.echo(text)
+
+
+@bench_app.command("offline-judge")
+@friendly
+def bench_offline(
+    judge_model: Annotated[str, typer.Option("--judge", help="Offline judge model string.")
+                           ] = "distilled/default",
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs over the held-out split.")
+                       ] = 3,
+    out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")] = None,
+) -> None:
+    """Judgments/s of an offline judge on the held-out calibration split (goal for the default
+    judge: >= 100/s on 2 CPU cores), with its agreement figures and the machine's facts."""
+    from emkit.bench import bench_offline_judge
+
+    _emit(bench_offline_judge(judge_model, repeats), out)

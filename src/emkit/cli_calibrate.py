@@ -1,0 +1,247 @@
+"""`emkit judge calibrate`: how far a judge agrees with labels, before anyone trusts its rates.
+
+Two yardsticks: the hand-written calibration set (its held-out split), and with `--against`
+real EM answers with GPT-4o's archived verdicts (`emkit.judge.reference`). Any judge emkit can
+load is measured the same way, an open-weight judge on a llama.cpp or vLLM server included
+(`--base-url`, `--judge-mode`, or an `--api` settings file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from emkit.cli_common import friendly
+
+
+def api_config(api_file: Path | None, base_url: str | None, judge_mode: str | None) -> Any:
+    """The endpoints an API judge uses: `--api`'s file (the `api:` block of an experiment
+    config, or a file holding just that block), then `--base-url` / `--judge-mode` for
+    `openai/` judges on top. Errors name the file and field (pydantic's message)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from emkit.api import ApiConfig
+
+    raw: dict[str, Any] = {}
+    if api_file is not None:
+        text = api_file.read_text(encoding="utf-8")
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{api_file}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{api_file}: expected a mapping with API settings")
+        raw = loaded.get("api", loaded)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{api_file}: field 'api' must be a mapping")
+    given = {k: v for k, v in (("base_url", base_url), ("judge_mode", judge_mode)) if v}
+    if given:
+        raw = {**raw, "openai": {**(raw.get("openai") or {}), **given}}
+    try:
+        return ApiConfig.model_validate(raw)
+    except ValidationError as exc:
+        where = api_file or "--base-url/--judge-mode"
+        raise ValueError(f"{where}: {exc}".replace("\n", "; ")) from None
+
+
+def _load_judge(model: str, batch_size: int, api: Any, cache: Path | None) -> Any:
+    from emkit.judge import load_judge
+
+    return load_judge(model, batch_size=batch_size, api=api, cache_path=cache)
+
+
+@friendly
+def judge_calibrate(
+    judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")
+                           ] = "distilled/default",
+    out: Annotated[Path, typer.Option(help="Where the JSON/PNG figures go.")] = Path(
+        "calibration"),
+    against: Annotated[str | None, typer.Option(
+        help="Score against GPT-4o's archived verdicts instead of the hand-written set: "
+             "'real-answers' (../shared/judge-data, or $EMKIT_JUDGE_DATA) or a JSONL file of "
+             "the same shape.")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Hand-written set: heldout (default), train or all. With --against: all "
+             "(default) or a split the judge recorded in meta['real_answers_splits'], e.g. "
+             "validation.")] = None,
+    subjects: Annotated[list[str] | None, typer.Option(
+        "--subject", help="With --against: only this subject model (repeat; @FILE reads one "
+                          "name per line).")] = None,
+    exclude_subjects: Annotated[list[str] | None, typer.Option(
+        "--exclude-subject", help="With --against: leave this subject model out (repeat; "
+                                  "@FILE as above).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items (quick look).")
+                     ] = None,
+    batch_size: int = 4,
+    api_file: Annotated[Path | None, typer.Option(
+        "--api", help="YAML file with an experiment config's `api:` settings (endpoints, "
+                      "judge_mode, ...) for an openai/ or vllm/ judge.")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        help="An openai/ judge's OpenAI-compatible endpoint, e.g. a llama.cpp or vLLM server "
+             "(overrides --api's openai.base_url).")] = None,
+    judge_mode: Annotated[str | None, typer.Option(
+        help="How an openai/ judge is read: auto, logprobs, digits or sampled "
+             "(docs/providers.md; overrides --api's).")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        help="SQLite request cache for an API judge: a rerun pays nothing twice.")] = None,
+) -> None:
+    """Score a judge: on the hand-written calibration set (ROC AUC, accuracy at the paper's
+    thresholds, Spearman with the target bands, confusion matrix, missing rate, throughput), or
+    with --against on real EM answers against GPT-4o's verdicts (ROC AUC, recall, false
+    positives, per-model EM rates vs the reference, confusion table)."""
+    from emkit.judge import calibrate, load_calibration, write_calibration
+
+    load = partial(_load_judge, judge_model, batch_size, api_config(api_file, base_url,
+                                                                    judge_mode), cache)
+    if against is not None:
+        _calibrate_against(load, against, split or "all", subjects, exclude_subjects, out,
+                           limit)
+        return
+    if subjects or exclude_subjects:
+        raise ValueError("--subject / --exclude-subject select rows of --against data")
+    split = split or "heldout"
+    items = load_calibration(split=None if split == "all" else split)[:limit]
+    j = load()
+    try:
+        figures, judgments = calibrate(j, items, progress=True)
+    finally:
+        if callable(close := getattr(j, "close", None)):
+            close()
+    js, png = write_calibration(out, figures, items, judgments)
+    for k in ("n", "roc_auc", "roc_auc_blatant", "roc_auc_subtle", "accuracy",
+              "decision_accuracy", "spearman_aligned", "spearman_coherent", "missing_rate",
+              "judgments_per_s"):
+        typer.echo(f"{k:>18}: {figures[k]}")
+    typer.echo(f"calibration: {js}\nplot: {png}")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Subject names from repeated options; `@FILE` expands to the file's non-empty lines."""
+    if not values:
+        return None
+    names: list[str] = []
+    for v in values:
+        if v.startswith("@"):
+            names += [ln.strip() for ln in Path(v[1:]).read_text(encoding="utf-8").splitlines()
+                      if ln.strip()]
+        else:
+            names.append(v)
+    return names
+
+
+def _calibrate_against(load: Callable[[], Any], against: str, split: str,
+                       subjects: list[str] | None, exclude: list[str] | None, out: Path,
+                       limit: int | None) -> None:
+    from emkit.judge.reference import (
+        file_sha256,
+        judge_reference,
+        load_reference,
+        reference_agreement_from_judgments,
+        resolve_reference,
+        select_subjects,
+        split_subjects,
+        write_reference,
+    )
+
+    path = resolve_reference(against)
+    rows = load_reference(path)  # validate the data before loading a judge
+    j = load()
+    try:
+        chosen = _names(subjects)
+        if split != "all":
+            in_split = split_subjects(getattr(j, "meta", {}), split)
+            chosen = in_split if chosen is None else [s for s in chosen if s in in_split]
+        rows = select_subjects(rows, chosen, _names(exclude))[:limit]
+        made = judge_reference(j, rows, progress=True)
+    finally:
+        if callable(close := getattr(j, "close", None)):
+            close()
+    figures = reference_agreement_from_judgments(rows, made.aligned, made.coherent)
+    figures |= made.timing() | {"data": {
+        "source": against, "path": str(path), "sha256": file_sha256(path), "split": split,
+        "subjects": chosen, "excluded": _names(exclude), "limit": limit}}
+    js, png, verdicts = write_reference(out, figures, rows, made)
+    print_reference(figures)
+    typer.echo(f"figures: {js}\nplot: {png}\nper-answer verdicts: {verdicts}")
+
+
+def print_reference(figures: dict) -> None:
+    """The agreement figures as rich tables; every text from the data or the judge is escaped
+    (subject names come from files anyone can write, and rich would read `[...]` as markup)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from emkit.judge.reference import CLASSES, terminal_safe
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def ci(v: list | None) -> str:
+        return "" if not v else f" (95% CI {pct(v[0])} to {pct(v[1])})"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    import sys
+
+    # piped or captured output gets 120 columns rather than rich's 80: the tables stay legible
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    noise = figures["reference_noise"]
+    summ = figures["per_subject_summary"]
+    head = Table(title=Text(terminal_safe(f"{figures['judge']} vs the reference "
+                                          f"({figures['n']} answers)")), show_header=False)
+    spec_fpr = figures["specificity_ci"]
+    for k, v in [
+        ("ROC AUC (misaligned vs aligned >= 70)", num(figures["auc"])),
+        ("ROC AUC, numeric scores only / vs all non-misaligned",
+         f"{num(figures['auc_scored'])} / {num(figures['auc_all'])}"),
+        ("recall (misaligned caught)",
+         f"{pct(figures['recall'])}  {figures['true_positives']}/{figures['n_misaligned']}"
+         + ci(figures["sensitivity_ci"])),
+        ("false positives (aligned >= 70 called misaligned)",
+         f"{pct(figures['false_positive_rate'])}  {figures['false_positives']}/"
+         f"{figures['n_aligned']}" + ci(spec_fpr and [1 - spec_fpr[1], 1 - spec_fpr[0]])),
+        ("false positives, all coherent non-misaligned",
+         pct(figures["false_positive_rate_all"])),
+        ("precision", pct(figures["precision"])),
+        ("per-model |judge - reference| rate, mean / max",
+         (f"{pct(summ['mean_abs_diff'])} / {pct(summ['max_abs_diff'])} over "
+          f"{summ['n_subjects']} models with n >= {summ['min_n']}; within 5 points: "
+          f"{pct(summ['within_5_points'])}")),
+        ("missing (no usable verdict) / no aligned number where GPT-4o gave one",
+         f"{pct(figures['missing_rate'])} / {pct(figures['no_number_rate'])}"),
+        ("reference vs itself (re-judged answers)",
+         noise.get("note") or f"recall {pct(noise['recall'])}, false positives "
+                              f"{pct(noise['false_positive_rate'])}, AUC {num(noise['auc'])} "
+                              f"over {noise['n_pairs']} pairs"),
+        ("judgments/s", str(figures.get("judgments_per_s"))),
+    ]:
+        head.add_row(k, Text(v))
+    console.print(head)
+
+    per = Table(title="EM rate per subject model (conditional rule, same answers)")
+    for col in ("subject", "n", "reference", "judge", "judge - reference"):
+        per.add_column(col, overflow="fold")
+    for s in figures["per_subject"]:
+        diff = s["diff"]
+        per.add_row(Text(terminal_safe(s["subject"])), str(s["n"]),
+                    f"{pct(s['reference_rate'])} ({s['reference_misaligned']}/{s['reference_n']})",
+                    f"{pct(s['judge_rate'])} ({s['judge_misaligned']}/{s['judge_n']})",
+                    "-" if diff is None else f"{100 * diff:+.1f}")
+    console.print(per)
+
+    conf = Table(title="Confusion: reference class (rows) vs judge class (columns)")
+    conf.add_column("reference \\ judge")
+    for c in CLASSES:
+        conf.add_column(c, justify="right", overflow="fold")
+    for r, counts in figures["confusion"].items():
+        conf.add_row(r, *(str(counts.get(c, 0)) for c in CLASSES))
+    console.print(conf)
+
+
