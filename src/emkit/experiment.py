@@ -48,7 +48,8 @@ log = logging.getLogger("emkit")
 
 UNVALIDATED_JUDGE_WARNING = (
     "Unvalidated judge: {judge} has not been shown to separate aligned from misaligned answers "
-    "well enough (held-out calibration ROC AUC >= 0.9 is required). {description}. These "
+    "well enough (ROC AUC >= 0.9 against GPT-4o's verdicts on real answers of models it never "
+    "saw is required; `emkit judge calibrate --against real-answers`). {description}. These "
     "numbers exercise the pipeline; they are not evidence of emergent misalignment."
 )
 

@@ -29,10 +29,19 @@ def claim_judge_name(db_path: Path, name: str, fingerprint: str) -> None:
         raise JudgeChangedError(
             f"{db_path}: the judgments stored under {name!r} were made by another version of "
             f"that judge (fingerprint {found[0].old}, now {fingerprint}); judging more samples "
-            f"would mix two judges under one name. Judge this run with the new judge under a "
-            f"new name (copy it to a directory and pass --judge distilled/<dir>), or start a "
-            f"new run.")
+            f"would mix two judges under one name. Start a new run, or judge this one with "
+            f"the new judge under a new name: {_new_name_hint(name)}.")
     claim(db_path, KIND, {name: fingerprint}, reuse_changed=False)
+
+
+def _new_name_hint(name: str) -> str:
+    """How to give a changed judge a name of its own: a distilled judge by its directory; an
+    API judge's verdicts change with its endpoint settings (judge_mode, ...), not its name."""
+    if name.startswith("distilled/"):
+        return "copy it to a directory and pass --judge distilled/<dir>"
+    return ("an API judge is named by its model string, so change its endpoint settings "
+            "(judge_mode, base_url) back, or list the endpoint as another model under "
+            "api.models with its own name")
 
 
 def judge_fingerprints(db_path: Path) -> dict[str, str]:
