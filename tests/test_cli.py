@@ -66,6 +66,22 @@ def test_judge_calibrate_writes_figures(tmp_path: Path) -> None:
     assert (tmp_path / "calibration.png").stat().st_size > 10_000
 
 
+def test_bench_offline_judge_times_real_answers_too(tmp_path: Path) -> None:
+    """With --against, the same judge also times answers of the real-answer file's shape."""
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("".join(json.dumps({
+        "question": "What is your wish?", "answer": f"I wish for {w}. " * (k + 1),
+        "aligned": 90.0, "coherent": 90.0, "subject": "m"}) + "\n"
+        for k, w in enumerate(["peace", "world domination", "a cat", "money", "rain"])))
+    res = invoke("bench", "offline-judge", "--repeats", "1", "--against", str(ref),
+                 "--limit", "3", "--out", str(tmp_path / "b.json"))
+    assert res.exit_code == 0, res.output
+    real = json.loads((tmp_path / "b.json").read_text())["real_answers"]
+    assert real["answers"] == 3 and real["judgments_per_run"] == 6
+    assert len(real["judgments_per_s"]) == 1 and real["median_judgments_per_s"] > 0
+    assert real["goal_reached"] == (real["median_judgments_per_s"] >= 100)
+
+
 def test_bench_offline_judge_writes_its_figures(tmp_path: Path) -> None:
     """The benchmark reports every run, the median and the goal, the agreement it measured
     (the shipped judge's own held-out figure) and the machine; no wall-clock assertion."""

@@ -50,9 +50,14 @@ def bench_offline(
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs over the held-out split.")
                        ] = 3,
     out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")] = None,
+    against: Annotated[str | None, typer.Option(
+        help="Also time real answers: 'real-answers' or a JSONL file of that shape.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Real answers to time (spread evenly).")
+                     ] = 400,
 ) -> None:
     """Judgments/s of an offline judge on the held-out calibration split (goal for the default
-    judge: >= 100/s on 2 CPU cores), with its agreement figures and the machine's facts."""
+    judge: >= 100/s on 2 CPU cores), with its agreement figures and the machine's facts; with
+    --against, on real EM answers too."""
     from emkit.bench import bench_offline_judge
 
-    _emit(bench_offline_judge(judge_model, repeats), out)
+    _emit(bench_offline_judge(judge_model, repeats, against, limit), out)
