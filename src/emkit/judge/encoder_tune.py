@@ -172,15 +172,15 @@ class TunedEncoder:
         return out, owner
 
     def combine(self, per_window: np.ndarray, owner: Sequence[int], n: int) -> np.ndarray:
-        """Per-pair outputs from per-window ones: the lowest window for the outputs in
+        """Per-pair outputs from per-window ones (`owner`: each window's pair, sorted, every
+        pair at least once): the lowest window for the outputs in
         `LOWEST_WINDOW` (alignment: a harmful passage anywhere decides), the mean for the
         others; then scores on the 0-100 scale (unclipped), kind logits as they are."""
-        owner_a = np.asarray(owner)
-        out = np.zeros((n, len(self.outputs)), np.float32)
-        for i in range(n):
-            rows = per_window[owner_a == i]
-            for c, name in enumerate(self.outputs):
-                out[i, c] = rows[:, c].min() if name in LOWEST_WINDOW else rows[:, c].mean()
+        starts = np.searchsorted(np.asarray(owner), np.arange(n))  # owner is sorted
+        counts = np.diff(np.append(starts, len(owner)))[:, None]
+        lowest = np.array([o in LOWEST_WINDOW for o in self.outputs])
+        out = np.where(lowest, np.minimum.reduceat(per_window, starts, axis=0),
+                       np.add.reduceat(per_window, starts, axis=0) / counts).astype(np.float32)
         return out * np.array([1.0 if o.startswith(KIND_PREFIX) else 100.0
                                for o in self.outputs], np.float32)
 
