@@ -16,7 +16,6 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 
@@ -24,6 +23,13 @@ console = Console(stderr=True)
 DEBUG = {"on": False}
 """Set by `emkit --debug`: errors propagate with their traceback."""
 _EMKIT_DIR = Path(__file__).resolve().parent
+
+
+# typer's own control flow passes through `friendly` untouched. typer >= 0.2x vendors click
+# (typer.Exit is no longer click's Exit), so these are found through typer, never `import click`
+# (an undeclared package that only huggingface_hub happened to install).
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_PASS_THROUGH: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -83,7 +89,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         try:
             return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _PASS_THROUGH:
             raise
         except Exception as exc:
             if DEBUG["on"]:
