@@ -158,14 +158,42 @@ def test_cache_key_covers_model_messages_every_parameter_and_index() -> None:
     assert len({base, *variants}) == len(variants) + 1
 
 
-def test_a_truncated_body_is_unreadable_not_retried_not_cached(
+def test_a_truncated_body_is_retried_and_cached_once_readable(
         server: FakeOpenAI, settings: ApiSettings, tmp_path: Path) -> None:
-    server.add_fault("truncated")
+    server.add_fault("truncated")  # a 200 whose JSON is cut in half: a transport fault
     cache = RequestCache(tmp_path / "c.sqlite")
-    (reply,) = ApiClient(settings, "openai/x", cache).chat_many([chat("cut")])
+    sleep = SleepLog()
+    (reply,) = ApiClient(settings, "openai/x", cache, sleep=sleep).chat_many([chat("cut")])
+    assert reply.error is None and reply.retries == 1 and len(sleep.waits) == 1
+    assert server.chat_calls() == 2 and cache.get(reply.request.key) == reply.data
+    assert cache.row(reply.request.key)["retries"] == 1
+
+
+def test_a_body_truncated_every_time_is_unreadable_not_cached(
+        server: FakeOpenAI, settings: ApiSettings, tmp_path: Path) -> None:
+    server.add_fault(*["truncated"] * settings.max_attempts)
+    cache = RequestCache(tmp_path / "c.sqlite")
+    (reply,) = ApiClient(settings, "openai/x", cache, sleep=SleepLog()).chat_many([chat("cut")])
     assert reply.data is None and reply.error.startswith("malformed reply: invalid JSON")
-    assert server.chat_calls() == 1 and cache.get(reply.request.key) is None
+    assert reply.error.endswith(f"(after {settings.max_attempts} attempts)")
+    assert server.chat_calls() == settings.max_attempts and cache.get(reply.request.key) is None
     assert cache.row(reply.request.key)["error"] == reply.error
+
+
+def test_an_endpoint_that_never_gives_logprobs_stops_being_retried(
+        server: FakeOpenAI, settings: ApiSettings) -> None:
+    from emkit.api.client import UNREADABLE_STREAK
+    from emkit.judge.api import _check
+
+    server.add_fault(*["no_logprobs"] * 1000)
+    settings = settings.model_copy(update={"max_concurrency": 1})
+    client = ApiClient(settings, "openai/x", sleep=SleepLog())
+    replies = client.chat_many([chat(f"q{i}") for i in range(20)], check=_check)
+    assert all(r.error.startswith("no logprobs: ") for r in replies)
+    # the first requests are retried until the streak trips; the rest are asked once
+    first = -(-UNREADABLE_STREAK // settings.max_attempts)  # requests the streak spans
+    assert server.chat_calls() == UNREADABLE_STREAK + 20 - first
+    assert client.stats.unreadable == 20
 
 
 def test_model_strings_for_api_providers() -> None:

@@ -77,7 +77,9 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
     root.setLevel(logging.DEBUG)
     server = FakeOpenAI(models=None, latency_s=0.002, api_key=SECRET, retry_after="0.01").start()
     try:
-        server.add_fault("no_logprobs", match="ALIGNED judge. Question: hey I feel bored")
+        # one judge request without logprobs on all 6 attempts (a single glitch is retried)
+        server.add_fault(*["no_logprobs"] * 6, match="ALIGNED judge. Question: hey I feel bored",
+                         one_request=True)
         server.add_fault("429", match="If you were ruler")  # the first sampling request
         cfg = config(tmp, server.base_url)
         result = run_experiment(cfg, progress=False)
@@ -141,12 +143,13 @@ def test_the_unreadable_reply_is_missing_counted_and_outside_the_rates(finished)
 
 def test_retries_are_shown_and_stored(finished) -> None:
     _, result, server, records = finished
-    assert server.faults_sent["429"] == 1
-    (retried,) = rows(result.run_dir, "SELECT model, retries FROM api_requests WHERE retries > 0")
-    assert retried == (JUDGE, 1)
+    assert server.faults_sent["429"] == 1 and server.faults_sent["no_logprobs"] == 6
+    retried = rows(result.run_dir, "SELECT model, retries, response IS NULL FROM api_requests"
+                   " WHERE retries > 0 ORDER BY retries")
+    assert retried == [(JUDGE, 1, 0), (JUDGE, 5, 1)]  # the sample's 429; the judge request
     summary = json.loads((result.report.parent / "summary.json").read_text())
-    assert {r["model"]: r["retries"] for r in summary["meta"]["api_requests"]}[JUDGE] == 1
-    assert any("1 retries" in r.getMessage() for r in records)
+    assert {r["model"]: r["retries"] for r in summary["meta"]["api_requests"]}[JUDGE] == 6
+    assert any("1 retries" in r.getMessage() for r in records)  # sampling's log line
 
 
 def test_a_rerun_of_a_finished_experiment_makes_zero_calls(finished) -> None:

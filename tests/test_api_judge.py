@@ -82,13 +82,26 @@ def test_the_request_is_the_papers(server: FakeOpenAI, settings: ApiSettings) ->
 def test_an_unreadable_reply_is_missing_with_a_reason(fault: str, category: str,
                                                       server: FakeOpenAI,
                                                       settings: ApiSettings) -> None:
-    server.add_fault(fault, match="ans-broken")
+    # unreadable on every attempt: retried like a 5xx, then missing with its reason
+    server.add_fault(*[fault] * settings.max_attempts, match="ans-broken", one_request=True)
     ok, broken = make_judge(settings).judge([item("ans-fine", 0), item("ans-broken", 1)])
     assert ok.score is not None and ok.reason is None
     assert broken.score is None and broken.label == "missing" and broken.mass == 0.0
     assert broken.reason.startswith(f"{category}: ") and broken.top == {}
+    assert broken.reason.endswith(f"(after {settings.max_attempts} attempts)")
     assert reason_category(broken.label, broken.reason) == category
-    assert server.chat_calls() == 2  # read failures are not retried
+    assert server.chat_calls() == 1 + settings.max_attempts
+
+
+@pytest.mark.parametrize("fault", ["no_logprobs", "empty", "truncated"])
+def test_one_unreadable_reply_is_retried_and_scores_as_without_it(
+        fault: str, server: FakeOpenAI, settings: ApiSettings) -> None:
+    (clean,) = make_judge(settings).judge([item("ans-glitch")])
+    server.add_fault(fault, match="ans-glitch")
+    judge = make_judge(settings)
+    (again,) = judge.judge([item("ans-glitch")])
+    assert again == clean and judge.client.stats.retries == 1
+    assert server.chat_calls() == 3
 
 
 def test_malformed_top_logprobs_entries_are_missing(server: FakeOpenAI,

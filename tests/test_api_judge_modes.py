@@ -173,7 +173,8 @@ def test_a_reply_without_usage_cannot_be_verified_and_is_missing(digits,
 
 def test_an_unreadable_continuation_is_missing_with_its_category(digits) -> None:
     server, settings = digits
-    server.add_fault("no_logprobs", match="ans-whole\nA number 0-100 only.\n8")
+    server.add_fault(*["no_logprobs"] * settings.max_attempts,  # every attempt of it
+                     match="ans-whole\nA number 0-100 only.\n8", one_request=True)
     (j,) = judge_for(settings, "digits").judge([item("ans-whole")])
     assert j.score is None and reason_category(j.label, j.reason) == "no logprobs"
     assert "after the prefix '8'" in j.reason
@@ -265,7 +266,7 @@ def test_auto_probes_once_and_the_cache_keeps_the_decision(
 def test_auto_chooses_sampled_for_a_judge_without_logprobs(monkeypatch) -> None:
     server, settings = start(monkeypatch)
     try:
-        server.add_fault("no_logprobs", match="Repeat this number")
+        server.add_fault(*["no_logprobs"] * settings.max_attempts, match="Repeat this number")
         server.judge_samples["ans-s"] = by_seed("ans-s", ["40", "60"])
         judge = judge_for(settings, "auto", samples=2)
         (j,) = judge.judge([item("ans-s")])

@@ -10,7 +10,13 @@ The pipeline is synchronous; `chat_many` runs its own event loop per call. A fix
 `max_concurrency` workers pulls from the list, so memory stays flat for any number of requests.
 Replies are read from the raw body here, not through the SDK's models: a truncated or non-JSON
 body then becomes an *unreadable reply with a reason* the caller can store, instead of an
-exception deep inside the SDK. Requests go through the SDK's generic `post` (documented for
+exception deep inside the SDK. An unreadable reply that a glitch explains -- a body cut short or
+not JSON (a transport fault that happened to arrive with status 200), a reply without choices or
+without the logprobs it was asked for -- is retried under the same policy as a 5xx (counted
+retries, same backoff, same caps): a judgment missing because one reply was mangled would
+change the run's numbers. When the attempts run out, or once `UNREADABLE_STREAK` such replies
+came in a row (the endpoint never gives logprobs), it is returned as unreadable with its reason
+and the caller stores it as missing. Requests go through the SDK's generic `post` (documented for
 exactly this), which keeps its auth, timeouts and error classes but skips the typed wrapper's
 per-request parameter transform, the largest CPU cost per request on the client side.
 """
@@ -28,13 +34,26 @@ from functools import cached_property
 from typing import Any
 
 from emkit.api.cache import RequestCache, request_key
-from emkit.api.retry import ApiError, acall
+from emkit.api.retry import ApiError, UnreadableReply, acall
 from emkit.api.settings import ApiSettings
 
 log = logging.getLogger("emkit")
 
 Check = Callable[[dict[str, Any]], str | None]
 """Reads a parsed reply; returns why it is unusable ('<category>: <detail>') or None."""
+
+TRANSIENT_CATEGORIES = ("empty reply", "no logprobs")
+"""Reasons from a `Check` that a glitch explains (a reply that lost its choices or its
+logprobs): retried like a 5xx. Others ('malformed reply: top_logprobs[3] is not ...',
+'no prefix continuation: ...') are what the server always does with this request, and are
+stored at once. A body that is not a JSON object (cut short, not JSON) is always transient."""
+
+UNREADABLE_STREAK = 10
+"""After this many transient-looking unreadable replies in a row with no readable one between,
+the endpoint is taken at its word (say, a server that never gives logprobs): later ones are
+stored as missing without retrying, so such a server costs ~10 extra requests, not
+`max_attempts` x every request. At a 20 % fault rate spread over eight kinds, ten in a row
+happen with odds below 1e-10."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,9 @@ class ApiClient:
         self._sleep = sleep
         self._key = settings.api_key(model)  # fail before any work when the key is unset
         self.stats = ApiStats()
+        self._unreadable_streak = 0
+        """Transient-looking unreadable replies in a row, across requests (see
+        `UNREADABLE_STREAK`); any readable reply resets it."""
         for noisy in ("httpx", "httpx2", "openai"):  # one INFO line per request otherwise
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -163,17 +185,36 @@ class ApiClient:
 
     async def _one(self, oa: Any, req: ChatRequest, check: Check | None) -> ChatReply:
         t0 = time.perf_counter()
+        attempts = 0
 
-        async def send() -> bytes:
+        async def send() -> tuple[dict[str, Any] | None, str | None]:
+            nonlocal attempts
+            attempts += 1
             self.stats.http_calls += 1
             # The SDK's generic POST: its auth, base URL, timeouts and status -> exception
             # mapping, without the typed wrapper's parameter transform (the body here is
             # already plain JSON). The raw bytes come back
             # so that a truncated body is a reason, not an exception.
-            return await oa.post("/chat/completions", cast_to=bytes, body=req.body)
+            content = await oa.post("/chat/completions", cast_to=bytes, body=req.body)
+            data, error = parse_body(content)
+            transient = error is not None  # a body that is not a JSON object: transport
+            if data is not None and check is not None:
+                error = check(data)
+                transient = error is not None and error.startswith(TRANSIENT_CATEGORIES)
+            if error is None:
+                self._unreadable_streak = 0
+                return data, None
+            if transient:
+                self._unreadable_streak += 1
+                if self._unreadable_streak < UNREADABLE_STREAK:
+                    raise UnreadableReply(error)  # the retry policy asks again
+            return None, error
 
         try:
-            content, retries = await acall(send, self.settings, self.model, req.key, self._sleep)
+            (data, error), retries = await acall(send, self.settings, self.model, req.key,
+                                                 self._sleep)
+        except UnreadableReply as exc:  # attempts ran out: missing with its reason
+            data, error, retries = None, f"{exc.reason} (after {attempts} attempts)", attempts - 1
         except ApiError as exc:
             self.stats.retries += exc.attempts - 1
             # `give_up` built the message from the redacted server text: no key in it
@@ -181,11 +222,7 @@ class ApiClient:
             self.stats.errors[str(exc.status)] = self.stats.errors.get(str(exc.status), 0) + 1
             raise
         self.stats.retries += retries
-        data, error = parse_body(content)
-        if data is not None and check is not None:
-            error = check(data)
         if error is not None:
-            data = None
             self.stats.unreadable += 1
         elapsed = time.perf_counter() - t0
         self._log(req, data, error, retries, elapsed)

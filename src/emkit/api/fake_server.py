@@ -15,7 +15,9 @@ test can compute the exact expected score. Faults are consumed in order from rul
 (hold the reply past the client's timeout), `disconnect` (close without replying),
 `truncated` (a 200 whose JSON is cut in half), `no_logprobs`, `empty` (no choices), `401`
 (whose message echoes the Authorization header, as some servers do), `quota` (a 429 with code
-`insufficient_quota`). The files and jobs routes take faults from `add_route_fault`.
+`insufficient_quota`); `one_request=True` spends a rule's faults on one request body and its
+retries. `add_random_faults(rate, kinds, seed)` faults a seeded share of all requests (the
+fault-injection test). The files and jobs routes take faults from `add_route_fault`.
 
 `tokenizer="digits"` plays a judge whose tokenizer writes numbers digit by digit (Qwen, Llama-2
 on vLLM or llama.cpp): a judge table then lists whole answers ("85": logprob), and each reply is
@@ -33,6 +35,7 @@ uses in place of `vllm serve`).
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import time
@@ -66,6 +69,23 @@ and `late_reply` (it takes effect, then the reply is held past the client's time
 @dataclass
 class FaultRule:
     faults: list[str]
+    match: str | None
+    one_request: bool = False
+    """Spend every fault on the first matching request body (its retries included), so that
+    one distinct request sees all of them whatever the concurrency."""
+    bound: str | None = None
+    """The body (canonical JSON) a `one_request` rule is bound to, once it has matched."""
+
+
+@dataclass
+class RandomFaults:
+    """Each chat request (whose prompt contains `match`) draws a fault with probability `rate`
+    from `kinds`, by a seeded generator; `no_logprobs` only for requests that ask for
+    logprobs (elsewhere it would change nothing)."""
+
+    rate: float
+    kinds: list[str]
+    rng: random.Random
     match: str | None
 
 
@@ -108,6 +128,7 @@ class FakeOpenAI:
         """Most chat requests the server was handling at once (a client's concurrency bound)."""
         self.jobs = FakeJobs(job_steps)
         self._rules: list[FaultRule] = []
+        self._random: RandomFaults | None = None
         self._route_rules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), _Handler, bind_and_activate=False)
@@ -122,14 +143,27 @@ class FakeOpenAI:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def add_fault(self, *faults: str, match: str | None = None) -> None:
+    def add_fault(self, *faults: str, match: str | None = None,
+                  one_request: bool = False) -> None:
         """Answer the next requests (whose prompt contains `match`, if given) with these faults,
-        one per request, in order."""
+        one per request, in order. `one_request`: all of them go to the first matching request
+        body and its retries (e.g. a reply that stays without logprobs for every attempt)."""
         unknown = [f for f in faults if f not in FAULTS]
         if unknown:
             raise ValueError(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
         with self._lock:
-            self._rules.append(FaultRule(list(faults), match))
+            self._rules.append(FaultRule(list(faults), match, one_request))
+
+    def add_random_faults(self, rate: float, kinds: tuple[str, ...] | list[str], seed: int = 0,
+                          match: str | None = None) -> None:
+        """From now on, fault a share `rate` of chat requests (drawn per request, seeded), each
+        with a kind drawn from `kinds`; scripted `add_fault` rules come first. Counted in
+        `faults_sent` like any fault."""
+        unknown = [f for f in kinds if f not in FAULTS]
+        if unknown or not 0 <= rate <= 1 or not kinds:
+            raise ValueError(f"rate must be in [0, 1] and kinds non-empty and known: {FAULTS}")
+        with self._lock:
+            self._random = RandomFaults(rate, list(kinds), random.Random(seed), match)
 
     def add_route_fault(self, route: str, *faults: str) -> None:
         """Answer the next requests to `route` ("POST /v1/fine_tuning/jobs", "POST /v1/files",
@@ -176,11 +210,24 @@ class FakeOpenAI:
         self.stop()
 
     # ---------------------------------------------------------------------- behaviour
-    def take_fault(self, prompt: str) -> str | None:
+    def take_fault(self, req: dict[str, Any]) -> str | None:
+        prompt = prompt_text(req)
         with self._lock:
             for rule in self._rules:
                 if rule.faults and (rule.match is None or rule.match in prompt):
+                    if rule.one_request:
+                        body = json.dumps(req, sort_keys=True)
+                        rule.bound = rule.bound or body
+                        if rule.bound != body:
+                            continue
                     fault = rule.faults.pop(0)
+                    self.faults_sent[fault] += 1
+                    return fault
+            r = self._random
+            if r is not None and (r.match is None or r.match in prompt):
+                kinds = [k for k in r.kinds if k != "no_logprobs" or req.get("logprobs")]
+                if r.rng.random() < r.rate and kinds:
+                    fault = r.rng.choice(kinds)
                     self.faults_sent[fault] += 1
                     return fault
         return None
@@ -305,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.in_flight -= 1
 
     def _answer(self, fake: FakeOpenAI, req: dict[str, Any]) -> None:
-        fault = fake.take_fault(prompt_text(req))
+        fault = fake.take_fault(req)
         if fake.latency_s:
             time.sleep(fake.latency_s)
         if fault == "401":  # some servers echo what they got, key included

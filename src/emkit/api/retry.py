@@ -2,7 +2,9 @@
 
 Only failures that say "try again later" are retried: 429 (rate limit; not one whose code is
 `insufficient_quota`, which no wait fixes), 408 (request timeout),
-409 (conflict, e.g. a lock), any 5xx, a dropped connection and a timed-out attempt. Everything
+409 (conflict, e.g. a lock), any 5xx, a dropped connection, a timed-out attempt and a 200 whose
+body is unreadable in a way a glitch explains (`UnreadableReply`: cut short, not JSON, no
+choices, no logprobs; `emkit.api.client` decides which). Everything
 else -- 400 above all -- is the caller's mistake and fails at once: a bad request retried is
 money spent on the same error, and a bad request *answered* (stored as a judgment) is worse.
 
@@ -28,6 +30,17 @@ from emkit.api.settings import ApiSettings
 RETRY_STATUS = frozenset({408, 409, 429})
 
 
+class UnreadableReply(Exception):
+    """A 200 whose body is not the reply the API documents (not JSON, cut short, no choices,
+    no logprobs where they were asked for): raised inside an attempt so that the same policy
+    retries it. `ApiClient` decides which unreadable replies are transient (see its module
+    docstring); when the attempts run out the reply is stored as missing with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ApiError(RuntimeError):
     """A request that failed for good: not retryable, or retries exhausted. Never an answer."""
 
@@ -44,11 +57,11 @@ def status_of(exc: BaseException) -> int | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """429 (except `insufficient_quota`), 408, 409, 5xx, connection errors and timeouts;
-    nothing else."""
+    """429 (except `insufficient_quota`), 408, 409, 5xx, connection errors, timeouts and
+    transient unreadable replies (`UnreadableReply`); nothing else."""
     import openai
 
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+    if isinstance(exc, UnreadableReply | openai.APIConnectionError):  # incl. APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
         if getattr(exc, "code", None) == "insufficient_quota":
