@@ -126,7 +126,8 @@ def sample_run(run_dir: Path, models: list[str], questions: list[str] | None = N
     the store holds. The models join the run's groups, so the report keeps every model ever
     sampled into it. Everything is checked before the run is touched."""
     run_dir = Path(run_dir)
-    cfg = _merged_config(run_dir, models, questions, samples, max_new_tokens)
+    cfg = _merged_config(run_dir, models, questions, samples,
+                         max_new_tokens).with_resolved_dtype()
     plan = plan_experiment(cfg, finetuned_models(cfg, run_dir),
                            recorded(run_dir / "emkit.sqlite", "model"))
     cfg.api.require_keys([m for m in models if m.split("/", 1)[0] in API_PROVIDERS])

@@ -166,6 +166,12 @@ class ExperimentConfig(_Strict):
     api: ApiConfig = ApiConfig()
     """Endpoints for `openai/` and `vllm/` models: base_url, key variable, concurrency,
     timeouts, retries (keys themselves come from the environment only)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights and activations of local models (`hf/...`, the embedded model) when sampling,
+    judging with a local LLM and generating with a local teacher; fine-tuning has its own
+    `train.bf16`. `auto`: float32 on CPUs (bf16 sampling is not batch-invariant: the same
+    seed gives other tokens in another batch, docs/sample.md), bf16 on GPUs that support it.
+    `emkit run` records the resolved value in run.json's config."""
 
     @model_validator(mode="after")
     def _references(self) -> ExperimentConfig:
@@ -188,6 +194,14 @@ class ExperimentConfig(_Strict):
 
     def resolved_run_dir(self) -> Path:
         return self.run_dir or Path("runs") / self.name
+
+    def with_resolved_dtype(self) -> ExperimentConfig:
+        """This config with `dtype: auto` replaced by what it means on this machine, so
+        run.json records the precision the answers were made in, and a later `emkit sample`
+        into the run (perhaps on another machine) samples in the same one."""
+        from emkit.models.hf import dtype_name, resolve_dtype
+
+        return self.model_copy(update={"dtype": dtype_name(resolve_dtype(self.dtype))})
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:

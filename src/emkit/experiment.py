@@ -25,7 +25,14 @@ from emkit.config import ExperimentConfig
 from emkit.finetune import FinetuneJobError
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.judge.registry import API_PROVIDERS
-from emkit.models import load_hf, parse_model_spec, release_memory, resolve_hf_path
+from emkit.models import (
+    load_hf,
+    parse_model_spec,
+    release_memory,
+    resolve_dtype,
+    resolve_hf_path,
+    use_dtype,
+)
 from emkit.questions import Question, questions_from
 from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_input_hash, sample_seed
 from emkit.report import write_report
@@ -170,7 +177,7 @@ def run_sampling(cfg: ExperimentConfig, store: RunStore, models: dict[str, str],
         if not missing:
             continue
         log.info("sampling %d answers from %s", len(missing), label)
-        model, tokenizer = load_hf(spec)
+        model, tokenizer = load_hf(spec, dtype=resolve_dtype(cfg.dtype))
         for batch in generate(model, tokenizer, missing, batch_size=cfg.evaluation.batch_size,
                               progress=progress):
             store.add_samples(batch)
@@ -210,9 +217,10 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
         # an answer's metrics side by side: a distilled judge then embeds each answer once
         items.sort(key=lambda it: (*astuple(it.key), it.metric))
         log.info("judging %d (answer, metric) pairs with %s", len(items), name)
-        judge = load_judge(name, batch_size=cfg.judge.batch_size,
-                           max_answer_tokens=cfg.judge.max_answer_tokens, api=cfg.api,
-                           cache_path=store.db_path)
+        with use_dtype(cfg.dtype):  # a local LLM judge loads in the run's dtype
+            judge = load_judge(name, batch_size=cfg.judge.batch_size,
+                               max_answer_tokens=cfg.judge.max_answer_tokens, api=cfg.api,
+                               cache_path=store.db_path)
         if fingerprint := getattr(judge, "fingerprint", None):
             claim_judge_name(store.db_path, name, fingerprint)  # one name, one judge
         # judges batch internally; chunks here only pace persisting and progress (an API judge
@@ -347,6 +355,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
     A resume whose inputs changed is refused before anything is written (RunChangedError),
     unless `reuse_changed` accepts the change (redone and recorded, never mixed)."""
     run_dir = cfg.resolved_run_dir()
+    cfg = cfg.with_resolved_dtype()  # run.json records the precision actually used
     cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
     for name in (cfg.judge.model, *cfg.judge.also):
         check_judge(name, cfg)
@@ -356,7 +365,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
     try:
         if rebuilt := [c for c in accepted if c.kind == "dataset"]:
             log_changes(store.db_path, rebuilt)
-        datasets = build_datasets(cfg, run_dir, reuse_changed)
+        with use_dtype(cfg.dtype):  # a local teacher model generates in the run's dtype
+            datasets = build_datasets(cfg, run_dir, reuse_changed)
         finetuned = run_finetunes(cfg, run_dir, datasets, progress, reuse_changed)
         if unfinished := unfinished_finetunes(cfg, finetuned):
             log.warning("API fine-tunes without a model yet, left out of this run: %s",

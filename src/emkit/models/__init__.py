@@ -12,9 +12,12 @@ from emkit.models.hf import (
     cpu_has_native_bf16,
     default_device,
     default_dtype,
+    dtype_name,
     load_hf,
     release_memory,
+    resolve_dtype,
     resolve_hf_path,
+    use_dtype,
 )
 from emkit.models.spec import PROVIDERS, ModelSpec, ModelSpecError, parse_model_spec
 from emkit.models.tiny import build_tiny_qwen2
@@ -30,9 +33,12 @@ __all__ = [
     "cpu_has_native_bf16",
     "default_device",
     "default_dtype",
+    "dtype_name",
     "embedded_checkpoint",
     "load_hf",
     "parse_model_spec",
     "release_memory",
+    "resolve_dtype",
     "resolve_hf_path",
+    "use_dtype",
 ]

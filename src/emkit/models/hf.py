@@ -2,13 +2,21 @@
 
 Every stage that runs a local model goes through `load_hf`, so padding side, pad token, dtype
 and device policy are decided once: left padding (batched generation appends on the right),
-bf16 where the hardware runs it natively (`default_dtype`), float32 otherwise.
+and the experiment's `dtype` (`use_dtype`), whose `auto` is float32 on CPUs (sampling in bf16
+is not batch-invariant, docs/sample.md) and bf16 on GPUs that support it (`default_dtype`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+"""What a config may say; `auto` is resolved per device by `default_dtype`."""
+_DTYPE: ContextVar[str] = ContextVar("emkit_local_dtype", default="auto")
 
 from emkit.models.embedded import embedded_checkpoint
 from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
@@ -52,25 +60,58 @@ def cpu_has_native_bf16() -> bool:
 
 
 def default_dtype(device: str | None = None) -> Any:
-    """bf16 where the hardware runs it natively (bf16 GPUs, AMX/AVX512-BF16 CPUs), else float32
-    on CPU and float16 on older GPUs."""
+    """What `auto` means: float32 on CPUs, even those with native bf16 (bf16 rounding flips
+    sampled tokens with the batch's shape, and float32 is as fast at batch 8, docs/sample.md);
+    bf16 on GPUs that support it, else float16 (a 32B model in float32 does not fit)."""
     import torch
 
     device = device or default_device()
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.float32
+
+
+def resolve_dtype(name: str | None = None, device: str | None = None) -> Any:
+    """The torch dtype for a config's `dtype` name (`auto`/None: `default_dtype(device)`;
+    otherwise the current `use_dtype` setting when `name` is None)."""
+    import torch
+
+    name = name or _DTYPE.get()
+    if name == "auto":
+        return default_dtype(device)
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype {name!r}: expected auto, float32, bfloat16 or float16")
+    return getattr(torch, name)
+
+
+def dtype_name(dtype: Any) -> str:
+    """`torch.bfloat16` -> `bfloat16`: the form configs and run.json use."""
+    return str(dtype).removeprefix("torch.")
+
+
+@contextmanager
+def use_dtype(name: str) -> Iterator[None]:
+    """Within this block every `load_hf` without an explicit dtype loads in `name`: how the
+    runner applies the config's `dtype` to sampling, LLM judges and teachers alike without
+    threading it through each stage's signature."""
+    resolve_dtype(name)  # refuse an unknown name here, not at the first model load
+    token = _DTYPE.set(name)
+    try:
+        yield
+    finally:
+        _DTYPE.reset(token)
 
 
 def load_hf(spec: ModelSpec | str, dtype: Any = None, device: str | None = None,
             adapter: str | Path | None = None) -> tuple[Any, Any]:
-    """Return `(model, tokenizer)` in eval mode, adapter applied, tokenizer left-padded."""
+    """Return `(model, tokenizer)` in eval mode, adapter applied, tokenizer left-padded; in
+    `dtype`, else the current `use_dtype` setting (default `auto`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = parse_model_spec(spec) if isinstance(spec, str) else spec
     path = resolve_hf_path(spec)
     device = device or default_device()
-    dtype = dtype or default_dtype(device)
+    dtype = dtype or resolve_dtype(None, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     adapter = adapter or spec.adapter
