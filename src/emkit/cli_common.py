@@ -41,12 +41,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from emkit.judge import CalibrationError, EncoderUnavailable, JudgeFileError
     from emkit.models import EmbeddedModelError, ModelSpecError
     from emkit.questions import QuestionError
-    from emkit.store import SchemaError
+    from emkit.store import RunLockedError, SchemaError
     from emkit.store.identity import RunChangedError
     from emkit.store.judge_identity import JudgeChangedError
 
     # datasets/audit (DownloadError is a DatasetError) and the run store's guards
-    mine = (SecurityScanError, TeacherError, JudgeChangedError, RunChangedError, SchemaError)
+    mine = (SecurityScanError, TeacherError, JudgeChangedError, RunChangedError, SchemaError,
+            RunLockedError)
     providers = provider_errors()  # APIs, fine-tuning jobs, vLLM
     return (*mine, *providers, ConfigError, DatasetError, QuestionError, ModelSpecError,
             EmbeddedModelError, CalibrationError, JudgeFileError, EncoderUnavailable,

@@ -165,6 +165,7 @@ def run_sampling(cfg: ExperimentConfig, store: RunStore, models: dict[str, str],
                  plans: dict[str, list[SampleRequest]], progress: bool) -> None:
     """Sample what the store lacks, one model in memory at a time, persisting every batch;
     `openai/` and `vllm/` models go through the API backend."""
+    store.lock()  # one writer per run directory (emkit/store/lock.py)
     api_models = {label: spec for label, spec in models.items()
                   if parse_model_spec(spec).provider in API_PROVIDERS}
     if api_models:
@@ -207,6 +208,7 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
     """Judge every sample on every metric with `judges` (default: the judge of record and each
     `judge.also`). A judge prompt changed since its judgments were made is refused, or with
     `reuse_changed` its old judgments are superseded and the answers judged again."""
+    store.lock()  # before the first identity claim: one writer per run directory
     for name in judges or [cfg.judge.model, *cfg.judge.also]:
         claim(store.db_path, "judge_prompt",
               judge_prompt_fingerprints(questions, [name], cfg.judge.metrics), reuse_changed,
@@ -393,6 +395,7 @@ def report_experiment(cfg: ExperimentConfig) -> RunResult:
                                "model yet (their jobs have not succeeded); `emkit run` the "
                                "config to finish them before reporting")
     with RunStore.open_existing(run_dir) as store:
+        store.lock()  # the report is written: not while another process writes the run
         plan = plan_experiment(cfg, finetuned, recorded(store.db_path, "model"))
         report, rates = analyse_and_report(cfg, run_dir, store, plan)
     return RunResult(run_dir=run_dir, report=report, rates=rates)

@@ -19,11 +19,13 @@ DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 _DTYPE: ContextVar[str] = ContextVar("emkit_local_dtype", default="auto")
 
 from emkit.models.embedded import embedded_checkpoint
+from emkit.models.safety import SAFE_LOAD, require_safetensors
 from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
 
 
 def resolve_hf_path(spec: ModelSpec | str) -> str:
-    """The directory or hub id that `from_pretrained` should receive for this spec."""
+    """The directory or hub id that `from_pretrained` should receive for this spec; a local
+    directory without safetensors weights is refused (`emkit.models.safety`)."""
     spec = parse_model_spec(spec) if isinstance(spec, str) else spec
     if spec.provider != "hf":
         raise ModelSpecError(f"model {spec}: provider {spec.provider!r} is not a local HF model")
@@ -33,6 +35,10 @@ def resolve_hf_path(spec: ModelSpec | str) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelSpecError(f"model {spec}: {path} has no config.json (not an HF checkpoint)")
+        try:
+            require_safetensors(path, f"model {spec}")
+        except ValueError as exc:
+            raise ModelSpecError(str(exc)) from None
         return str(path)
     if spec.name.startswith((".", "/", "~")) or spec.name.count("/") != 1:
         raise ModelSpecError(f"model {spec}: no such directory {path}, and not a hub id")
@@ -112,8 +118,8 @@ def load_hf(spec: ModelSpec | str, dtype: Any = None, device: str | None = None,
     path = resolve_hf_path(spec)
     device = device or default_device()
     dtype = dtype or resolve_dtype(None, device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **SAFE_LOAD)
     adapter = adapter or spec.adapter
     if adapter:
         from peft import PeftModel
@@ -121,7 +127,11 @@ def load_hf(spec: ModelSpec | str, dtype: Any = None, device: str | None = None,
         adapter_dir = Path(adapter).expanduser()
         if not (adapter_dir / "adapter_config.json").is_file():
             raise ModelSpecError(f"model {spec}: adapter {adapter_dir} has no adapter_config.json")
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        try:
+            require_safetensors(adapter_dir, f"model {spec}: adapter", stem="adapter_model")
+        except ValueError as exc:
+            raise ModelSpecError(str(exc)) from None
+        model = PeftModel.from_pretrained(model, str(adapter_dir))  # safetensors: checked above
         model = model.merge_and_unload()  # merged weights sample faster and judge identically
     model.to(device)
     model.eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,9 +30,17 @@ pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
 """
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""C0 / C1 control characters except tab, newline and carriage return: no HTML meaning, but an
+ESC sequence in a model's answer clears the terminal of whoever `cat`s or greps the report, and
+a NUL truncates it for some tools."""
+
+
 def esc(value: object) -> str:
-    """Escape any value for HTML text or a quoted attribute."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escape any value for HTML text or a quoted attribute; control characters are shown as
+    `\\xNN` text, never emitted."""
+    text = html.escape("" if value is None else str(value), quote=True)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def fmt_num(value: object, digits: int = 1) -> str:

@@ -25,8 +25,10 @@ WARNING_TEXT = "UNVALIDATED JUDGE: not evidence of EM"
 
 
 def plain(text: object, limit: int = 40) -> str:
-    """A label matplotlib will print literally: `$` escaped, long names shortened."""
-    s = str(text)
+    """A label matplotlib will print literally: `$` escaped, long names shortened, control
+    characters dropped (matplotlib warns about each missing glyph, and the warning carries the
+    raw character -- an ESC sequence in a name reached the user's terminal that way)."""
+    s = re.sub(r"[\x00-\x1f\x7f-\x9f]", "", str(text))
     s = s if len(s) <= limit else s[: limit - 1] + "\u2026"
     return s.replace("\\", "\\\\").replace("$", r"\$")
 

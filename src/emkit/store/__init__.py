@@ -2,6 +2,7 @@
 
 from emkit.atomic import atomic_write_bytes, atomic_write_text
 from emkit.store.db import DB_NAME, FRAME_COLUMNS, SCHEMA_VERSION, SampleDB, SchemaError
+from emkit.store.lock import RunLockedError, acquire_run_lock
 from emkit.store.run_json import git_commit, package_versions, read_run_json
 from emkit.store.run_store import RunStore
 
@@ -9,9 +10,11 @@ __all__ = [
     "DB_NAME",
     "FRAME_COLUMNS",
     "SCHEMA_VERSION",
+    "RunLockedError",
     "RunStore",
     "SampleDB",
     "SchemaError",
+    "acquire_run_lock",
     "atomic_write_bytes",
     "atomic_write_text",
     "git_commit",

@@ -15,6 +15,7 @@ import pandas as pd
 from emkit.records import Judgment, SampleKey, SampleRecord
 from emkit.store import run_json
 from emkit.store.db import DB_NAME, SampleDB
+from emkit.store.lock import acquire_run_lock
 
 
 class RunStore:
@@ -26,6 +27,15 @@ class RunStore:
         self.run_json_path = self.run_dir / run_json.RUN_JSON
         self.db_path = self.run_dir / DB_NAME
         self._db = SampleDB(self.db_path)
+        self._locked = False
+
+    def lock(self) -> None:
+        """Hold this run's writer lock for the rest of the process (`emkit.store.lock`):
+        taken by every writing method, and by the runner before its first write of any
+        kind; `RunLockedError` when another process is writing the run."""
+        if not self._locked:
+            acquire_run_lock(self.run_dir)
+            self._locked = True
 
     @classmethod
     def open_existing(cls, run_dir: Path) -> RunStore:
@@ -41,6 +51,7 @@ class RunStore:
     def update_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """Replace the recorded config, keeping status, times and versions: for commands that
         add to a finished run (another judge, another model) without re-running it."""
+        self.lock()
         record = {**self.read_run_json(), "config": config}
         run_json.write_run_json(self.run_json_path, record)
         return record
@@ -52,6 +63,7 @@ class RunStore:
         Called again on resume, it overwrites the record: the versions that matter are the ones
         of the process now writing. The previous start time is kept as `first_started_at`.
         """
+        self.lock()
         record = run_json.start_record(config)
         if self.run_json_path.exists():
             previous = self.read_run_json()
@@ -61,6 +73,7 @@ class RunStore:
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         """Mark the run "success" or "error" (with a message); requires a prior `start`."""
+        self.lock()
         record = run_json.finish_record(self.read_run_json(), status, error)
         run_json.write_run_json(self.run_json_path, record)
         return record
@@ -70,9 +83,11 @@ class RunStore:
 
     # ------------------------------------------------------------------------- database
     def add_samples(self, records: Iterable[SampleRecord]) -> int:
+        self.lock()
         return self._db.add_samples(records)
 
     def add_judgments(self, records: Iterable[Judgment]) -> int:
+        self.lock()
         return self._db.add_judgments(records)
 
     def missing_samples(self, keys: Iterable[SampleKey]) -> list[SampleKey]:
