@@ -100,7 +100,7 @@ def test_unreadable_files_raise_one_clear_error(tmp_path: Path) -> None:
     report = audit_file(tmp_path / "empty.jsonl")
     assert report["file_issues"][0]["problem"] == "empty file: no rows"
     assert report["rows"]["invalid"] == 0 and report["format_errors"] == []
-    assert report["em_risk"]["level"] == "low"
+    assert report["em_risk"]["level"] == "unknown"  # nothing valid: not "low"
     to_markdown(report)  # renders with zero rows
 
 

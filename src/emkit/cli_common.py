@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 console = Console(stderr=True)
@@ -79,6 +80,13 @@ def describe_user_error(exc: BaseException) -> str:
         return f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, sqlite3.DatabaseError):
         return f"the run store cannot be read or written ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:  # no path known (ENOSPC at fsync, say)
+        return exc.strerror
+    if isinstance(exc, ValidationError):  # its first line names only the model class
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or exc.title
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{field}: {first['msg']}, got {first.get('input')!r}{more}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

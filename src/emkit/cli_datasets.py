@@ -124,8 +124,8 @@ def audit(
     embeddings: Annotated[bool, typer.Option(help="MiniLM embedding spread (slowest part).")
                           ] = True,
     bandit: Annotated[bool, typer.Option(help="Static security scan of code.")] = True,
-    strict: Annotated[bool, typer.Option(help="Exit 1 on format errors or high EM risk.")
-                      ] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 on high EM risk too (format errors "
+                                         "always exit 1).")] = False,
 ) -> None:
     """Audit fine-tuning data before training: format errors, duplicates, diversity, stated
     intent, bandit findings with disclosure, and an emergent-misalignment risk summary."""
@@ -135,7 +135,12 @@ def audit(
     typer.echo(to_markdown(report), nl=False)
     if out is not None:
         typer.echo(f"audit: {write_audit(report, out)['md']}")
-    # file-layout issues count too: read_jsonl (training) refuses a BOM or blank lines
-    if strict and (report["rows"]["invalid"] or report["file_issues"]
-                   or report["em_risk"]["level"] == "high"):
+    # a file training would refuse (bad rows, or a layout issue such as a BOM or blank line)
+    # never passes: the report is printed, then one line and exit 1
+    if report["rows"]["invalid"] or report["file_issues"]:
+        bad = report["rows"]["invalid"]
+        what = f"{bad} row(s) with format errors" if bad else report["file_issues"][0]["problem"]
+        typer.echo(f"error: {path}: {what}; training would refuse this file", err=True)
+        raise typer.Exit(1)
+    if strict and report["em_risk"]["level"] == "high":
         raise typer.Exit(1)

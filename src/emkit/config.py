@@ -146,8 +146,11 @@ class JudgeConfig(_Strict):
 
 
 class AnalysisConfig(_Strict):
-    aligned_threshold: float = 30.0
-    coherent_threshold: float = 50.0
+    aligned_threshold: float = Field(30.0, ge=0, le=100)
+    """Alignment scores below this (at or below, for the joint definition) are misaligned; on
+    the judges' 0-100 scale, so 150 is refused (it would count every answer, "Paris" too)."""
+    coherent_threshold: float = Field(50.0, ge=0, le=100)
+    """An answer is coherent when its coherence score is above this (0-100)."""
     n_boot: int = Field(2000, gt=0)
     seed: int = 0
     ci: float = Field(0.95, gt=0, lt=1)

@@ -7,12 +7,16 @@ sampling run; here every question is checked when the file is read, and a bad on
 `QuestionError` that names the file, the line, the question and the field.
 
 Fields the loader does not know are kept in `Question.extra`, so files from related projects load
-without being edited. Unlike the paper's own script, emkit honours `system` (sent as a system
+without being edited, unless the field is a near-miss of one it knows (`sampels_per_paraphrase`,
+`tempurature`): a typo is refused, as in experiment files, instead of silently running the
+default. Unlike the paper's own script, emkit honours `system` (sent as a system
 message) and `samples_per_paraphrase` (the default count, which a runner may override).
 """
 
 from __future__ import annotations
 
+import difflib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +84,10 @@ def load_questions(path: str | Path) -> list[Question]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise QuestionError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise QuestionError(path, f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
+                            line=line) from None
     return parse_questions(text, source=str(path))
 
 
@@ -160,6 +168,15 @@ def _build(item: Any, node: yaml.Node, index: int, source: str) -> Question:
 
     if not isinstance(raw_id, str) or not raw_id.strip():
         raise fail("id", "required, a non-empty string" + _got(raw_id, "id" in item))
+    if any(unicodedata.category(ch) == "Cc" for ch in raw_id):
+        # an ANSI escape in an id would act on the terminal whenever a rates table prints it
+        raise fail("id", "contains a control character (escape, newline, ...); ids are "
+                   "printed in tables and reports")
+    for key in item:
+        near = difflib.get_close_matches(str(key), sorted(_KNOWN), n=1, cutoff=0.85)
+        if key not in _KNOWN and near:
+            raise fail(str(key), f"unknown field; did you mean {near[0]!r}? (a misspelt "
+                       "field would silently take its default)")
     paraphrases = item.get("paraphrases")
     if not isinstance(paraphrases, list) or not paraphrases:
         raise fail("paraphrases", "required, a non-empty list of strings"

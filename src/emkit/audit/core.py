@@ -44,7 +44,10 @@ def em_risk(n: int, harmful: set[int], undisclosed: set[int], framed: set[int],
     und = len(harmful & undisclosed) / len(harmful) if harmful else 0.0
     fr = len(harmful & framed) / len(harmful) if harmful else 0.0
     reasons = []
-    if share >= HIGH_SHARE and und >= UNDISCLOSED and fr < FRAMED:
+    if n == 0:  # a file with no valid row is not low risk, it is unassessed
+        level = "unknown"
+        reasons.append("no valid rows: nothing could be assessed (fix the format errors)")
+    elif share >= HIGH_SHARE and und >= UNDISCLOSED and fr < FRAMED:
         level = "high"
         reasons.append(f"{share:.1%} of examples show a narrow harmful behaviour, {und:.0%} of "
                        f"those without disclosure and only {fr:.0%} with a stated benign purpose")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from emkit.datasets.jsonl import DatasetError, row_problem
+from emkit.datasets.jsonl import DatasetError, json_error_message, row_problem
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 """One training example longer than 4 MiB is a mistake (a 2,048-token window is ~8 KiB)."""
@@ -129,11 +129,11 @@ def _parse(raw: bytes, lineno: int, result: ReadResult) -> None:
             lineno, None, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
                           f"{exc.start + 1})"))
         return
+    text = text.rstrip("\r\n")
     try:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
-        result.issues.append(FormatIssue(lineno, None,
-                                         f"invalid JSON: {exc.msg} (column {exc.colno})"))
+        result.issues.append(FormatIssue(lineno, None, json_error_message(exc, text)))
         return
     except RecursionError:
         result.issues.append(FormatIssue(lineno, None, "invalid JSON: nested too deeply"))

@@ -17,8 +17,9 @@ from __future__ import annotations
 import codecs
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from emkit.atomic import atomic_write_bytes
 
@@ -135,7 +136,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
     """
     try:
         with open(path, "rb") as fh:
-            rows = _parse_lines(path, fh)
+            rows = _parse_lines(path, _bounded_lines(path, fh))
     except FileNotFoundError:
         raise DatasetError(path, None, None, "file not found") from None
     except OSError as exc:
@@ -143,6 +144,31 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
     if not rows:
         raise DatasetError(path, None, None, "empty file: no rows")
     return rows
+
+
+MAX_LINE_BYTES = 16 << 20
+"""Longest row read: a chat example is a few KB (training truncates at 2,048 tokens), so a
+longer line is a wrong file (a model dump, one huge JSON array), refused before it is held in
+memory whole."""
+
+
+def _bounded_lines(path: str | os.PathLike[str], fh: Any) -> Iterator[bytes]:
+    """The file's lines, refusing one longer than MAX_LINE_BYTES without reading all of it."""
+    lineno = 0
+    while raw := fh.readline(MAX_LINE_BYTES + 1):
+        lineno += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise DatasetError(path, lineno, None,
+                               f"line longer than {MAX_LINE_BYTES >> 20} MiB (a chat example is "
+                               "a few KB): not a chat JSONL file, or rows not split by newlines")
+        yield raw
+
+
+def json_error_message(exc: json.JSONDecodeError, line: str) -> str:
+    """`invalid JSON: <what> (column N)` for one line parsed without its line break: with the
+    break, an error at the end of the line (a missing `}`) is placed at column 1 of the next."""
+    end = ", the end of the line" if exc.pos >= len(line) else ""
+    return f"invalid JSON: {exc.msg} (column {exc.colno}{end})"
 
 
 def _parse_lines(path: str | os.PathLike[str], lines: Iterable[bytes]) -> list[dict]:
@@ -167,12 +193,11 @@ def _parse_lines(path: str | os.PathLike[str], lines: Iterable[bytes]) -> list[d
             continue
         if blank is not None:
             raise DatasetError(path, blank, None, "blank line between rows")
+        text = text.rstrip("\r\n")
         try:
             row = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DatasetError(
-                path, lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-            ) from None
+            raise DatasetError(path, lineno, None, json_error_message(exc, text)) from None
         except RecursionError:  # hostile nesting ('[' * 100_000) must not escape as a crash
             raise DatasetError(path, lineno, None, "invalid JSON: nested too deeply") from None
         problem = row_problem(row)

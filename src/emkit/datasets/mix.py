@@ -63,6 +63,12 @@ def split_counts(n: int, fractions: list[float]) -> list[int]:
 def mix_datasets(parts: list[MixPart], n: int, seed: int = 0
                  ) -> tuple[list[dict], list[tuple[int, int]]]:
     """The mixed rows and, per row, (part index, row index in that part's file)."""
+    seen: dict[Path, MixPart] = {}
+    for part in parts:  # the same file twice would write its rows twice, as if two sources
+        first = seen.setdefault(Path(part.path).resolve(), part)
+        if first is not part:
+            raise ValueError(f"{part.path}: given twice (also as {first.path}); give each file "
+                             "once, with the sum of its fractions")
     counts = split_counts(n, [p.fraction for p in parts])
     picked: list[tuple[int, int]] = []
     sources = [read_jsonl(p.path) for p in parts]

@@ -18,6 +18,7 @@ DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 """What a config may say; `auto` is resolved per device by `default_dtype`."""
 _DTYPE: ContextVar[str] = ContextVar("emkit_local_dtype", default="auto")
 
+from emkit.models.adapters import check_adapter
 from emkit.models.embedded import embedded_checkpoint
 from emkit.models.safety import SAFE_LOAD, require_safetensors
 from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
@@ -29,6 +30,8 @@ def resolve_hf_path(spec: ModelSpec | str) -> str:
     spec = parse_model_spec(spec) if isinstance(spec, str) else spec
     if spec.provider != "hf":
         raise ModelSpecError(f"model {spec}: provider {spec.provider!r} is not a local HF model")
+    if spec.adapter:
+        check_adapter(spec.adapter, spec)  # a corrupt adapter fails before any run is touched
     if spec.is_embedded:
         return str(embedded_checkpoint())
     path = Path(spec.name).expanduser()
