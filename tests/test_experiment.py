@@ -169,6 +169,7 @@ def test_failure_marks_run_as_error(tmp_path: Path, tiny_model_dir: Path) -> Non
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
+    (broken / "model.safetensors").write_bytes(b"")  # passes the safetensors-only check
     cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"also": [f"hf/{broken}"]})})
     with pytest.raises(ValueError):
         run_experiment(cfg, progress=False)
