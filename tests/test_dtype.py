@@ -97,3 +97,18 @@ def test_sampling_and_the_local_judge_load_in_the_run_dtype_and_run_json_records
     assert loaded == [expected, expected]  # one sampling load, one judge load
     record = RunStore(tmp_path / "run").read_run_json()
     assert record["config"]["dtype"] == str(expected).removeprefix("torch.")
+
+
+def test_merge_error_measurement_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path
+                                                   ) -> None:
+    """The instrument behind docs/finetune.md's merge-error table: merged in float32 equals
+    the unmerged float32 reference; bf16 storage loses part of the delta, and bf16 logits
+    differ from the reference."""
+    from emkit.finetune.merge_error import PROMPTS, measure, random_adapter
+
+    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter")
+    res = measure(tiny_model_dir, adapter, PROMPTS[:2])
+    assert res["adapter_effect"]["mean_abs"] > 0  # the adapter changes the logits
+    assert res["fp32_merged"]["max_abs"] < 1e-3 and res["fp32_merged"]["top1_agreement"] == 1
+    assert res["bf16_merged"]["mean_abs"] > 10 * max(res["fp32_merged"]["mean_abs"], 1e-6)
+    assert 0 < res["weights"]["relative_delta_error"] < 0.5
