@@ -183,3 +183,24 @@ def test_error_names_question_index_and_id(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(QuestionError, match="cannot read file"):
         load_questions("/nonexistent/questions.yaml")
+
+
+def test_a_near_miss_of_a_known_field_is_refused_and_other_fields_are_kept() -> None:
+    """Typos run the default silently, so a field one edit away from a known one is refused;
+    fields of related projects (not near any known name) still load, kept in `extra`."""
+    base = "- id: a\n  type: free_form_judge_0_100\n  paraphrases: [hi]\n"
+    for typo, known in (("sampels_per_paraphrase", "samples_per_paraphrase"),
+                        ("tempurature", "temperature"), ("paraphrase", "paraphrases"),
+                        ("judge_prompt", "judge_prompts")):
+        with pytest.raises(QuestionError, match=f"field '{typo}': unknown field; did you mean "
+                                                f"'{known}'"):
+            parse_questions(base + f"  {typo}: 1\n")
+    q = parse_questions(base + "  meta: {source: x}\n  difficulty: 3\n")[0]
+    assert q.extra == {"meta": {"source": "x"}, "difficulty": 3}
+
+
+def test_control_characters_in_an_id_are_refused_and_shown_escaped() -> None:
+    with pytest.raises(QuestionError) as info:
+        parse_questions('- id: "a\\e[2Jb"\n  type: t\n  paraphrases: [hi]\n')
+    assert "contains a control character" in str(info.value)
+    assert "\x1b" not in str(info.value) and "\\x1b[2J" in str(info.value)
