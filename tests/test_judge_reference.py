@@ -29,9 +29,9 @@ from emkit.judge.reference import (
     resolve_reference,
     select_subjects,
     split_subjects,
-    terminal_safe,
 )
 from emkit.records import Judgment
+from emkit.safe_text import terminal_safe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL = SHARED / "judge-data" / "real-em-answers.jsonl"

@@ -149,9 +149,6 @@ RATES_ROW = re.compile(rb"(?m)^  g\x1b\[2Jx  .*%.*$")
 """A row of the rates table `emkit run` / `emkit report` print, for the group named g ESC[2J x."""
 
 
-@pytest.mark.xfail(strict=True, reason="analysis/format.py prints group and question names raw "
-                   "(issue 12 point 6, bad-input catalogue); remove this mark when it strips "
-                   "control characters")
 def test_the_rates_table_strips_control_characters(session) -> None:
     _, _, _, _, outputs = session
     assert not RATES_ROW.search(outputs[1])

@@ -177,7 +177,8 @@ def print_reference(figures: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from emkit.judge.reference import CLASSES, terminal_safe
+    from emkit.judge.reference import CLASSES
+    from emkit.safe_text import terminal_safe
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from emkit.analysis.intervals import level_text
+from emkit.safe_text import terminal_safe
 
 _KEY_COLUMNS = ("group", "question_id")
 
@@ -34,7 +35,7 @@ def format_rates(rates: pd.DataFrame) -> str:
         rows = [[*keys, "rate", f"{level} CI", "misaligned/n"]]
         for r in sub.itertuples(index=False):
             rows.append([
-                *(str(getattr(r, k)) for k in keys),
+                *(terminal_safe(getattr(r, k), limit=None) for k in keys),
                 _pct(r.rate),
                 f"{_pct(r.ci_low)} to {_pct(r.ci_high)}",
                 f"{r.n_misaligned}/{r.n}",

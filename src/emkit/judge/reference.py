@@ -587,13 +587,6 @@ def split_subjects(meta: Mapping[str, Any], split: str) -> list[str]:
     return list(names)
 
 
-def terminal_safe(text: str, limit: int = 200) -> str:
-    """Text from data or a model, safe to print: control and format characters (ANSI escapes,
-    bidi overrides, newlines) shown as escapes, and cut to `limit` characters."""
-    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
-    return out if len(out) <= limit else out[:limit - 1] + "\u2026"
-
-
 def write_reference(out_dir: Path, figures: Mapping[str, Any], rows: Sequence[ReferenceRow],
                     made: ReferenceJudgments) -> tuple[Path, Path, Path]:
     """`reference.json` (the figures), `reference.png` (ROC curve; judge vs reference EM rate
