@@ -109,6 +109,14 @@ def corrupt_adapter(config: str, weights: bytes | None) -> Callable[[Path], list
     return setup
 
 
+def run_with_corrupt_adapter(t: Path) -> list[str]:
+    argv = corrupt_adapter(json.dumps({"peft_type": "LORA"}), b"\xff" * 16)(t)
+    model = argv[argv.index("--model") + 1]
+    path = t / "exp.yaml"
+    path.write_text(path.read_text().replace("models: [embedded]", f"models: ['{model}']"))
+    return ["run", str(path)]
+
+
 def no_store(t: Path) -> list[str]:
     run = t / "run"
     run.mkdir()
@@ -228,6 +236,9 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str, int]] = {
     "sample_adapter_weights_truncated": (
         corrupt_adapter(json.dumps({"peft_type": "LORA"}), b"\x10\x00\x00"),
         "adapter_model.safetensors is not a readable safetensors file", 2),
+    "run_with_a_corrupt_adapter_in_a_group": (run_with_corrupt_adapter,
+                                              ("adapter_model.safetensors is not a readable "
+                                              "safetensors file"), 2),
     "report_on_a_run_without_its_store": (no_store, "emkit.sqlite", 2),
 }
 

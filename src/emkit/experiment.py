@@ -26,6 +26,7 @@ from emkit.finetune import FinetuneJobError
 from emkit.judge import JudgeItem, judge_status, load_judge
 from emkit.judge.registry import API_PROVIDERS
 from emkit.models import (
+    check_adapter,
     load_hf,
     parse_model_spec,
     release_memory,
@@ -361,6 +362,11 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
     cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
     for name in (cfg.judge.model, *cfg.judge.also):
         check_judge(name, cfg)
+    for spec in {m for g in cfg.groups for m in g.models if not m.startswith("finetune:")}:
+        parsed = parse_model_spec(spec)  # a corrupt adapter fails before the run starts (a
+        # missing one keeps its own rule: answers on record stand in for it, run_identity)
+        if parsed.provider == "hf" and parsed.adapter and Path(parsed.adapter).expanduser().exists():
+            check_adapter(parsed.adapter, spec)
     accepted = check_unchanged(cfg, run_dir, reuse_changed)
     store = RunStore(run_dir)
     store.start(cfg.model_dump(mode="json"))

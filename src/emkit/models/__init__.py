@@ -1,5 +1,6 @@
 """Models are named by one string, `provider/name[:adapter]`; this package resolves and loads them."""
 
+from emkit.models.adapters import check_adapter
 from emkit.models.embedded import (
     ALIASES as EMBEDDED_ALIASES,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ModelSpecError",
     "assemble_gguf",
     "build_tiny_qwen2",
+    "check_adapter",
     "cpu_has_native_bf16",
     "default_device",
     "default_dtype",
