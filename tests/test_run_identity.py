@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -281,3 +282,21 @@ def test_a_retrained_adapter_is_not_answered_from_the_request_cache(tmp_path: Pa
     (adapter / "adapter_model.safetensors").write_bytes(b"new weights!")
     assert cache_identity(spec) != old
     assert cache_identity("openai/gpt-4o") == "openai/gpt-4o"
+
+
+def test_adapter_identity_ignores_the_order_peft_writes_its_target_modules(tmp_path: Path) -> None:
+    """PEFT writes `target_modules` from a set: the same adapter saved by two processes must
+    keep one identity, and a different setting must not."""
+    from emkit.finetune.lora import adapter_digest
+
+    def adapter(name: str, modules: list[str], r: int = 32) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"r": r, "target_modules": modules}))
+        (d / "adapter_model.safetensors").write_bytes(b"same weights")
+        return d
+
+    a = adapter("a", ["q_proj", "k_proj", "v_proj"])
+    b = adapter("b", ["v_proj", "q_proj", "k_proj"])
+    c = adapter("c", ["q_proj", "k_proj", "v_proj"], r=16)
+    assert adapter_digest(a) == adapter_digest(b) != adapter_digest(c)

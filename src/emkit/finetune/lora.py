@@ -148,9 +148,30 @@ def adapter_digest(adapter: Path) -> str:
         st = path.stat()
         cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
         if cache_key not in _digests:
-            _digests[cache_key] = file_sha256(path)
+            _digests[cache_key] = (_config_digest(path) if name.endswith(".json")
+                                   else file_sha256(path))
         h.update(f"{name}:{_digests[cache_key]}\n".encode())
     return h.hexdigest()
+
+
+def _config_digest(path: Path) -> str:
+    """sha256 of an adapter config with sorted keys and sorted lists: PEFT writes
+    `target_modules` from a set, in an order that changes between processes, so two trainings
+    with identical weights would otherwise get two identities (and two sets of sample keys)."""
+
+    def canon(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: canon(x) for k, x in v.items()}
+        if isinstance(v, list):
+            items = [canon(x) for x in v]
+            return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
+        return v
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return file_sha256(path)
+    return hashlib.sha256(json.dumps(canon(raw), sort_keys=True).encode()).hexdigest()
 
 
 def _read_conversations(path: Path) -> list[list[dict[str, str]]]:
