@@ -37,14 +37,14 @@ ELIGIBLE = ("L4-256", "L4-512", "L4-512-r16", "L4-512-lr1e-3")
 time (docs/judge.md): measured for the record, not eligible for the shipped judge."""
 
 
-def read_rows(path: Path, limit: int | None) -> list[dict]:
+def read_rows(path: Path, limit: int | None) -> list:
+    """The real-answer rows (validated by `load_reference`); `limit`: the first N per split."""
+    from emkit.judge.reference import load_reference
     from emkit.judge.train_default import split_rows
 
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = load_reference(path)
     if limit:
-        parts = split_rows(rows)
-        rows = [r for part in parts.values() for r in part[:limit]]
+        rows = [r for part in split_rows(rows).values() for r in part[:limit]]
     return rows
 
 

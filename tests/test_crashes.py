@@ -103,12 +103,10 @@ class Watched:
 
 
 def emkit_run(config: Path) -> subprocess.Popen:
-    # PYTHONHASHSEED: PEFT writes `target_modules` (a set) into adapter_config.json in hash
-    # order, which is part of the adapter's digest and so of its samples' keys: two
-    # trainings of identical weights differ there otherwise (measured: same safetensors bytes,
-    # different config order, different keys)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONHASHSEED": "0"}
+    # no PYTHONHASHSEED: the adapter digest reads PEFT's config in a fixed order, so the
+    # processes' different hash seeds (target_modules order) must not change any key
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("PYTHONHASHSEED", None)
     return subprocess.Popen([sys.executable, "-m", "emkit.cli", "run", str(config), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 

@@ -62,14 +62,6 @@ class TrainingSet:
     """Per metric, the target distribution the heads' quantile maps stretch scores onto."""
     n_real: int
 
-    def subset(self, idx: Sequence[int]) -> TrainingSet:
-        pick = list(idx)
-        return TrainingSet([self.questions[i] for i in pick], [self.answers[i] for i in pick],
-                           {m: ([s[i] for i in pick], [lab[i] for i in pick])
-                            for m, (s, lab) in self.targets.items()},
-                           [self.groups[i] for i in pick], self.samples,
-                           sum(i < self.n_real for i in pick))
-
 
 def real_target(row: ReferenceRow, metric: str) -> tuple[float | None, str]:
     """(score, label) GPT-4o gave a real answer: a null `aligned` is CODE when the answer reads
