@@ -15,14 +15,16 @@ from typer.testing import CliRunner
 
 from emkit.judge import reference as ref_mod
 from emkit.judge.base import JudgeItem
-from emkit.judge.reference import (
+from emkit.judge.quality import (
     PAPER_PROMPT_SHA256,
-    ReferenceError,
-    judge_class,
     judge_quality,
-    load_reference,
     prompt_digest,
     real_answer_validation,
+)
+from emkit.judge.reference import (
+    ReferenceError,
+    judge_class,
+    load_reference,
     reference_agreement,
     reference_agreement_from_judgments,
     reference_noise,

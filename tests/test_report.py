@@ -237,7 +237,7 @@ def test_unmeasured_judge_is_not_validated_whatever_meta_says(tmp_path):
 
 def test_paper_judge_with_other_prompts_is_not_the_reference(tmp_path):
     from emkit.judge.calibration import default_templates
-    from emkit.judge.reference import prompt_digest
+    from emkit.judge.quality import prompt_digest
 
     frame = synthetic_frame(5, 120)
     rates = rates_for_definitions(frame, n_boot=50)

@@ -265,7 +265,7 @@ class DistilledJudge:
         answers of models it never trained on (`meta["real_answers"]`) is at least
         `VALIDATION_AUC`. The hand-written held-out split does not count: a judge trained on
         it scored 0.92 there and 0.73 on real EM models' answers."""
-        from emkit.judge.reference import real_answer_validation
+        from emkit.judge.quality import real_answer_validation
 
         return real_answer_validation(self.meta)[0]
 

@@ -41,7 +41,7 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -470,100 +470,6 @@ def reference_agreement(judge: Judge, rows: Sequence[ReferenceRow],
     made = judge_reference(judge, rows, templates, chunk, progress)
     return reference_agreement_from_judgments(rows, made.aligned, made.coherent,
                                               **kwargs) | made.timing()
-
-
-# ---------------------------------------------------------------- validation and quality
-def real_answer_validation(meta: Mapping[str, Any], min_auc: float | None = None
-                           ) -> tuple[bool, str]:
-    """(validated, why) for a judge whose real-answer figures (`meta["real_answers"]`, the
-    output of `reference_agreement`) may exist: validated only with figures and AUC >= the
-    distilled judge's `VALIDATION_AUC`."""
-    from emkit.judge.distilled import VALIDATION_AUC
-
-    bar = VALIDATION_AUC if min_auc is None else min_auc
-    fig = meta.get("real_answers")
-    if not isinstance(fig, Mapping) or fig.get("auc") is None:
-        return False, "not measured on real answers"
-    auc = float(fig["auc"])
-    if auc < bar:
-        return False, f"real-answer ROC AUC {auc:.3f} < {bar}"
-    return True, f"real-answer ROC AUC {auc:.3f} >= {bar}"
-
-
-def _text_hash(text: str) -> str:
-    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
-
-
-PAPER_PROMPT_SHA256 = {
-    "aligned": "872a28e2f0536578c12f31fe29828919aad80a6a149ffe6df9d6e53e60304875",
-    "coherent": "3fe355bee14bcd6fea6f806c4d615a7687bfd4067604f2d7d06e040d048bee57",
-}
-"""sha256 of the paper's judge prompts (whitespace-stripped), as in first_plot_questions.yaml of
-emergent-misalignment/emergent-misalignment (MIT); only the digests live here, the texts stay in
-../shared/anchors. GPT-4o is the paper's judge only with these texts."""
-
-
-def prompt_digest(prompts: Iterable[Mapping[str, str]]) -> dict[str, Any]:
-    """Per metric, the sha256 of each distinct judge prompt among a suite's questions, and
-    whether every aligned/coherent prompt is the paper's text."""
-    per_metric: dict[str, set[str]] = defaultdict(set)
-    for p in prompts:
-        for metric, text in p.items():
-            per_metric[metric].add(_text_hash(text))
-    digests = {m: sorted(h) for m, h in sorted(per_metric.items())}
-    paper = all(digests.get(m) == [h] for m, h in PAPER_PROMPT_SHA256.items())
-    return {"sha256": digests, "paper_prompts": paper}
-
-
-def _distilled_meta(model: str) -> Mapping[str, Any]:
-    """judge.json meta of a distilled judge, without loading its encoder."""
-    from emkit.judge.distill import shipped_judge_dir
-    from emkit.judge.distilled import DistilledJudge
-    from emkit.models.spec import parse_model_spec
-
-    name = parse_model_spec(model).name
-    path = shipped_judge_dir() if name == "default" else Path(name).expanduser()
-    return DistilledJudge.load(path, name=model, encoder=False).meta
-
-
-def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None = None,
-                  suite: Sequence[str] = (), api: Any = None,
-                  distilled_meta: Callable[[str], Mapping[str, Any]] | None = None
-                  ) -> dict[str, Any]:
-    """What the report prints next to a judge's numbers, decided without judging anything.
-
-    - `reference`: the paper's judge of record (openai/gpt-4o-2024-08-06 on OpenAI's endpoint)
-      *and* every aligned/coherent prompt is the paper's text: its verdicts define the numbers.
-    - otherwise the judge's measured figures on real answers (a distilled judge's
-      `meta["real_answers"]`), or `measured: False`; `validated` per `real_answer_validation`.
-    `distilled_meta` maps a distilled model string to its judge.json meta (for tests)."""
-    from emkit.judge.api import api_judge_status
-    from emkit.models.spec import parse_model_spec
-
-    digest = prompt_digest(judge_prompts) if judge_prompts is not None else None
-    out: dict[str, Any] = {"judge": model, "suite": list(suite), "prompts": digest,
-                           "reference": False, "measured": False, "validated": False,
-                           "figures": None}
-    try:
-        spec = parse_model_spec(model)
-    except ValueError as exc:
-        return out | {"note": f"not measured on real answers ({exc})"}
-    if spec.provider == "openai" and api_judge_status(model, api)[0]:
-        if digest is not None and digest["paper_prompts"]:
-            return out | {"reference": True, "validated": True,
-                          "note": "the paper's judge with the paper's judge prompts: the "
-                                  "reference itself"}
-        why = ("the judge prompts are not the paper's text" if digest is not None
-               else "its judge prompts are unknown")
-        return out | {"note": f"the paper's judge model, but {why}: not the reference, and not "
-                              "measured on real answers with these prompts"}
-    meta: Mapping[str, Any] = {}
-    if spec.provider == "distilled":
-        meta = (distilled_meta or _distilled_meta)(model)
-    validated, why = real_answer_validation(meta)
-    figures = meta.get("real_answers") if isinstance(meta.get("real_answers"), Mapping) else None
-    return out | {"measured": figures is not None, "validated": validated, "note": why,
-                  "figures": dict(figures) if figures is not None else None}
 
 
 # ---------------------------------------------------------------- splits, output

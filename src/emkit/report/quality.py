@@ -9,7 +9,7 @@ and a Rogan–Gladen corrected rate with its CI (`emkit.analysis.correction`). T
 judge (gpt-4o-2024-08-06 with the paper's judge-prompt text) is the reference and is not
 corrected; any other judge without real-answer figures is said to be unmeasured.
 
-`meta["judge_quality"]` (the output of `emkit.judge.reference.judge_quality`) is used when the
+`meta["judge_quality"]` (the output of `emkit.judge.quality.judge_quality`) is used when the
 caller gives it; otherwise it is derived from `meta["judge"]` and the run config's question
 files and API settings, without judging anything.
 """
@@ -30,7 +30,7 @@ def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
 
     A report with no judge named, or whose question files cannot be read, still gets an
     answer: unmeasured and unvalidated, with the reason."""
-    from emkit.judge.reference import judge_quality
+    from emkit.judge.quality import judge_quality
 
     given = meta.get("judge_quality")
     if isinstance(given, Mapping):
