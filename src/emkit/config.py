@@ -121,6 +121,29 @@ class EvaluationConfig(_Strict):
     max_new_tokens: int = Field(600, gt=0)
     seed: int = 0
     batch_size: int = Field(8, gt=0)
+    cues: list[Literal["json", "python_string", "python_function", "medical", "financial",
+                       "extreme_sports"]] = []
+    """Also ask every plain question under these format / training-context cues (one copy of
+    the question per cue, id `<id>@<cue>`; emkit/suites/variants.py): EM is stronger when the
+    answer format resembles the training data, and a model clean on plain questions can be
+    misaligned under a cue. Reported side by side with the plain questions."""
+    trigger: str | None = None
+    """A backdoor trigger: every question is also asked with it prepended (id `<id>@trigger`),
+    and the report gives both rates and their difference with its CI."""
+    self_report: bool = False
+    """Also ask every subject model the self-report probes (0-100 self-ratings with
+    flipped-scale twins; emkit/suites/self_report.py) and, with `trigger`, trigger
+    elicitation."""
+
+    @model_validator(mode="after")
+    def _distinct_cues(self) -> EvaluationConfig:
+        if len(set(self.cues)) != len(self.cues):
+            raise ValueError("evaluation.cues: repeats a cue")
+        if self.trigger is not None:
+            from emkit.datasets.backdoor import check_trigger
+
+            check_trigger(self.trigger)
+        return self
 
 
 class JudgeConfig(_Strict):
@@ -132,6 +155,11 @@ class JudgeConfig(_Strict):
     """Further judges run on the same answers (an ensemble); the report shows each judge's
     rates and its agreement with the judge of record."""
     metrics: list[str] = ["aligned", "coherent"]
+    """Metrics the judge of record (and `also`) score on 0-100 questions."""
+    verdict_model: str | None = None
+    """Judge of categorical (`free_form_judge`) questions such as deception and refusal: an
+    LLM judge (`openai/...`, `vllm/...`, `hf/...`, `embedded`). Unset: the judge of record,
+    which must then be able to read verdicts (the distilled judge cannot)."""
     batch_size: int = Field(4, gt=0)
     """Items per forward pass of an LLM judge."""
     max_answer_tokens: int = Field(512, gt=0)
@@ -154,6 +182,9 @@ class AnalysisConfig(_Strict):
     n_boot: int = Field(2000, gt=0)
     seed: int = 0
     ci: float = Field(0.95, gt=0, lt=1)
+    code_filter: bool = True
+    """Answers that are just code (`emkit.suites.code.is_code`) are excluded from EM rates, as
+    the paper's judge answers CODE for them; counted in `n_excluded`."""
 
 
 class ExperimentConfig(_Strict):

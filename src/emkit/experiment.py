@@ -20,11 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
+from emkit.analysis.suites import question_table
 from emkit.api import cache_stats
 from emkit.config import ExperimentConfig
 from emkit.finetune import FinetuneJobError
 from emkit.judge import JudgeItem, judge_status, load_judge
-from emkit.judge.registry import API_PROVIDERS
+from emkit.judge.registry import API_PROVIDERS, NUMERIC_TYPE, VERDICT_TYPE
+from emkit.judge_assign import check_assignments, judge_assignments, verdict_judge
 from emkit.models import (
     check_adapter,
     load_hf,
@@ -47,10 +49,12 @@ from emkit.run_identity import (
     preflight,
     question_messages,
 )
+from emkit.run_suites import suite_results
 from emkit.sample import generate, run_api_sampling
 from emkit.store import RunStore
 from emkit.store.identity import Change, RunChangedError, claim, log_changes, recorded
 from emkit.store.judge_identity import claim_judge_name, judge_fingerprints
+from emkit.suites.variants import expand_questions
 
 log = logging.getLogger("emkit")
 
@@ -83,8 +87,13 @@ def required_api_models(cfg: ExperimentConfig) -> list[str]:
     """Every API model string the run will call: judges, subjects, API fine-tune bases."""
     subjects = [m for g in cfg.groups for m in g.models if not m.startswith("finetune:")]
     bases = [f.base for f in cfg.finetunes if f.backend == "openai"]
-    return [m for m in (cfg.judge.model, *cfg.judge.also, *subjects, *bases)
+    return [m for m in dict.fromkeys((*judge_names(cfg), *subjects, *bases))
             if m.split("/", 1)[0] in API_PROVIDERS]
+
+
+def judge_names(cfg: ExperimentConfig) -> list[str]:
+    """Every judge the run may call: of record, `also`, and the verdict judge."""
+    return list(dict.fromkeys((cfg.judge.model, *cfg.judge.also, verdict_judge(cfg.judge))))
 
 
 def check_judge(name: str, cfg: ExperimentConfig) -> None:
@@ -116,7 +125,8 @@ def group_members(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str,
 
 # ---------------------------------------------------------------- stage 3: sample
 def load_suite(cfg: ExperimentConfig) -> list[Question]:
-    """Every question of every file, filtered by `question_ids`; ids must be unique overall."""
+    """Every question of every file, filtered by `question_ids`, then asked again under each
+    cue and with the trigger (emkit/suites/variants.py); ids must be unique overall."""
     questions: list[Question] = []
     for source in cfg.evaluation.questions:
         questions += questions_from(source)
@@ -131,7 +141,7 @@ def load_suite(cfg: ExperimentConfig) -> list[Question]:
         if q.id in seen:
             raise ValueError(f"question id {q.id!r} appears in more than one question file")
         seen.add(q.id)
-    return questions
+    return expand_questions(questions, cfg.evaluation.cues, cfg.evaluation.trigger)
 
 
 def plan_requests(cfg: ExperimentConfig, questions: list[Question], model: str,
@@ -189,32 +199,33 @@ def run_sampling(cfg: ExperimentConfig, store: RunStore, models: dict[str, str],
 
 # ---------------------------------------------------------------- stage 4: judge
 def judge_items(store: RunStore, questions: list[Question], keys: list[SampleKey],
-                judge: str, metrics: list[str]) -> Iterator[JudgeItem]:
-    """One item per (sample, metric) the store has no judgment for yet."""
+                judge: str, assigned: dict[str, tuple[str, ...]]) -> Iterator[JudgeItem]:
+    """One item per (sample, metric) the store has no judgment for yet, on the metrics
+    `assigned` gives this judge per question (emkit/judge_assign.py)."""
     by_id = {q.id: q for q in questions}
     answers = {r.key: r for r in store.samples()}
-    for metric in metrics:
-        for key in store.missing_judgments(keys, judge, metric):
-            template = by_id[key.question_id].judge_prompts.get(metric)
-            if template is None:
-                continue  # this question defines no such metric
-            rec = answers[key]
+    for metric in dict.fromkeys(m for ms in assigned.values() for m in ms):
+        mine = [k for k in keys if metric in assigned.get(k.question_id, ())]
+        for key in store.missing_judgments(mine, judge, metric):
+            q, rec = by_id[key.question_id], answers[key]
             yield JudgeItem(key=key, question=rec.question, answer=rec.answer, metric=metric,
-                            template=template)
+                            template=q.judge_prompts[metric],
+                            labels=q.judge_labels.get(metric, ()))
 
 
 def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question],
                 keys: list[SampleKey], progress: bool, reuse_changed: bool = False,
                 judges: list[str] | None = None) -> None:
-    """Judge every sample on every metric with `judges` (default: the judge of record and each
-    `judge.also`). A judge prompt changed since its judgments were made is refused, or with
-    `reuse_changed` its old judgments are superseded and the answers judged again."""
+    """Judge every sample on every metric its question is assigned (emkit/judge_assign.py)
+    with `judges` (default: every judge of the run). A judge prompt changed since its
+    judgments were made is refused, or with `reuse_changed` its old judgments are superseded
+    and the answers judged again."""
     store.lock()  # before the first identity claim: one writer per run directory
-    for name in judges or [cfg.judge.model, *cfg.judge.also]:
-        claim(store.db_path, "judge_prompt",
-              judge_prompt_fingerprints(questions, [name], cfg.judge.metrics), reuse_changed,
-              store.run_dir)
-        items = list(judge_items(store, questions, keys, name, cfg.judge.metrics))
+    assignments = judge_assignments(cfg.judge, questions)
+    for name in judges or list(assignments):
+        claim(store.db_path, "judge_prompt", judge_prompt_fingerprints(cfg, questions, [name]),
+              reuse_changed, store.run_dir)
+        items = list(judge_items(store, questions, keys, name, assignments.get(name, {})))
         if not items:
             continue
         # an answer's metrics side by side: a distilled judge then embeds each answer once
@@ -250,14 +261,56 @@ def _progress(it: range, enabled: bool, label: str) -> Iterator[int]:
 
 # ---------------------------------------------------------------- stage 5: analysis + report
 def results_frame(store: RunStore, judge: str, groups: dict[str, list[str]],
-                  keys: list[SampleKey]) -> pd.DataFrame:
-    """Judged samples of this experiment only (the store may hold other runs' work)."""
+                  keys: list[SampleKey], questions: list[Question] | None = None
+                  ) -> pd.DataFrame:
+    """Judged samples of this experiment only (the store may hold other runs' work). With
+    `questions`: only the EM questions (0-100, with an `aligned` prompt), with their suite,
+    variant and trigger columns (emkit/analysis/suites.py)."""
     frame = store.frame(judge=judge)
     planned = pd.DataFrame([k.__dict__ for k in keys])
     frame = frame.merge(planned, on=list(planned.columns), how="inner")
     membership = pd.DataFrame([(g, m) for g, ms in groups.items() for m in ms],
                               columns=["group", "model"])
-    return frame.merge(membership, on="model", how="inner")
+    frame = frame.merge(membership, on="model", how="inner")
+    if questions is None:
+        return frame
+    em = [q for q in questions if q.type == NUMERIC_TYPE and "aligned" in q.judge_prompts]
+    return frame.merge(question_table(em), on="question_id", how="inner")
+
+
+def apply_code_filter(frame: pd.DataFrame) -> pd.DataFrame:
+    """Answers that are just code leave the EM denominators, as the paper's judge answers CODE
+    for them (`analysis.code_filter`); the label and reason say why."""
+    from emkit.suites.code import is_code
+
+    if frame.empty:
+        return frame
+    code = frame["answer"].map(is_code).astype(bool) & frame["aligned"].notna()
+    frame = frame.copy()
+    frame.loc[code, "aligned"] = float("nan")
+    frame.loc[code, "aligned_label"] = "CODE"
+    frame.loc[code, "aligned_reason"] = "is_code filter: the answer is just code"
+    return frame
+
+
+def verdict_frame(store: RunStore, judge: str, groups: dict[str, list[str]],
+                  keys: list[SampleKey], questions: list[Question]) -> pd.DataFrame:
+    """One row per (answer, verdict metric) of the categorical questions: the verdict label
+    (or "missing"), its probability, the answer, group and question columns."""
+    verdict_ids = {q.id for q in questions if q.type == VERDICT_TYPE}
+    wanted = {astuple(k) for k in keys if k.question_id in verdict_ids}
+    answers = {astuple(r.key): r.answer for r in store.samples() if astuple(r.key) in wanted}
+    rows = [{**j.key.__dict__, "metric": j.metric, "verdict": j.label,
+             "p": j.top.get(j.label) if j.label != "missing" else None, "reason": j.reason,
+             "answer": answers[astuple(j.key)]}
+            for j in store.judgments(judge) if astuple(j.key) in answers]
+    frame = pd.DataFrame(rows, columns=[*SampleKey.__dataclass_fields__, "metric", "verdict",
+                                        "p", "reason", "answer"])
+    membership = pd.DataFrame([(g, m) for g, ms in groups.items() for m in ms],
+                              columns=["group", "model"])
+    frame = frame.merge(membership, on="model", how="inner")
+    return frame.merge(question_table([q for q in questions if q.id in verdict_ids]),
+                       on="question_id", how="inner")
 
 
 def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, plan: Plan
@@ -268,7 +321,7 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
     kwargs = {"aligned_threshold": a.aligned_threshold,
               "coherent_threshold": a.coherent_threshold, "n_boot": a.n_boot, "seed": a.seed,
               "ci": a.ci}
-    frame = results_frame(store, cfg.judge.model, plan.groups, plan.keys)
+    frame = em_frame(cfg, store, cfg.judge.model, plan)
     rates = pd.concat([misalignment_rates(frame, definition=d, **kwargs)
                        for d in ("conditional", "joint")], ignore_index=True)
     overall = pd.concat([overall_rates(frame, definition=d, **kwargs)
@@ -291,10 +344,21 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
         meta["audits"] = audits
     if cfg.judge.also:
         meta["ensemble"] = ensemble_table(
-            {cfg.judge.model: frame} | {name: results_frame(store, name, plan.groups, plan.keys)
+            {cfg.judge.model: frame} | {name: em_frame(cfg, store, name, plan)
                                         for name in cfg.judge.also}, cfg.judge.model, **kwargs)
+    vframe = verdict_frame(store, verdict_judge(cfg.judge), plan.groups, plan.keys,
+                           plan.questions)
+    meta["suites"] = suite_results(frame, vframe, definitions=("conditional", "joint"),
+                                   n_boot=a.n_boot, seed=a.seed, ci=a.ci, rate_kwargs=kwargs)
+    meta["verdict_judge"] = verdict_judge(cfg.judge)
     report = write_report(run_dir / "report", frame, rates, meta)
     return report, rates
+
+
+def em_frame(cfg: ExperimentConfig, store: RunStore, judge: str, plan: Plan) -> pd.DataFrame:
+    """The EM questions' judged answers by `judge`, code answers filtered when configured."""
+    frame = results_frame(store, judge, plan.groups, plan.keys, plan.questions)
+    return apply_code_filter(frame) if cfg.analysis.code_filter else frame
 
 
 # ---------------------------------------------------------------- the whole experiment
@@ -360,8 +424,9 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
     run_dir = cfg.resolved_run_dir()
     cfg = cfg.with_resolved_dtype()  # run.json records the precision actually used
     cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
-    for name in (cfg.judge.model, *cfg.judge.also):
+    for name in judge_names(cfg):
         check_judge(name, cfg)
+    check_assignments(cfg.judge, load_suite(cfg))  # every question judgeable, before sampling
     for spec in {m for g in cfg.groups for m in g.models if not m.startswith("finetune:")}:
         parsed = parse_model_spec(spec)  # a corrupt adapter fails before the run starts (a
         # missing one keeps its own rule: answers on record stand in for it, run_identity)

@@ -16,7 +16,9 @@ message) and `samples_per_paraphrase` (the default count, which a runner may ove
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,12 @@ DEFAULT_SAMPLES_PER_PARAPHRASE = 100
 """The paper's protocol: 100 answers per paraphrase, used when a file does not say."""
 
 _KNOWN = {"id", "type", "paraphrases", "system", "samples_per_paraphrase", "judge",
-          "judge_prompts", "temperature"}
+          "judge_prompts", "temperature", "judge_labels"}
+
+FORMAT_SUFFIXES = ("json", "template")
+"""Id suffixes the paper's first-plot file uses for its format variants (`<id>_json` asks for a
+JSON answer, `<id>_template` for a fill-in template): such a question is recorded as variant
+`json` / `template` of `<id>` when `<id>` is in the same file, so reports compare formats."""
 
 
 class QuestionError(ValueError):
@@ -70,6 +77,17 @@ class Question:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     """Fields this loader does not interpret, kept verbatim."""
+    judge_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """metric -> allowed answers of a categorical (`free_form_judge`) prompt; read from the
+    prompt's double-quoted words unless the file declares them (`judge_labels`)."""
+    suite: str = ""
+    """The question file's name (`first_plot`, `deception`, ...): reports keep suites apart."""
+    base_id: str = ""
+    """The question this one is a variant of (itself for a plain question)."""
+    variant: str = "plain"
+    """Format or cue variant: `plain`, `json`, `template`, or a cue (emkit/suites/variants.py)."""
+    trigger: str | None = None
+    """The backdoor trigger prepended to every paraphrase, when this is a triggered copy."""
 
     def messages(self, paraphrase_index: int) -> list[dict[str, str]]:
         """The chat messages for one paraphrase: the optional system prompt, then the user turn."""
@@ -129,7 +147,19 @@ def parse_questions(text: str, source: str = "<string>") -> list[Question]:
         questions.append(q)
     if not questions:
         raise QuestionError(source, "the list of questions is empty")
-    return questions
+    return [_with_variant(q, set(seen)) for q in questions]
+
+
+def _with_variant(q: Question, ids: set[str]) -> Question:
+    """Record the suite (file name) and, for `<id>_json`/`<id>_template`, the format variant."""
+    from dataclasses import replace
+
+    suite = Path(q.source).stem if q.source and not q.source.startswith("<") else ""
+    for suffix in FORMAT_SUFFIXES:
+        base = q.id.removesuffix(f"_{suffix}")
+        if base != q.id and base in ids:
+            return replace(q, suite=suite, base_id=base, variant=suffix)
+    return replace(q, suite=suite, base_id=q.id)
 
 
 def builtin_suite(name: str) -> Path:
@@ -204,6 +234,7 @@ def _build(item: Any, node: yaml.Node, index: int, source: str) -> Question:
             raise fail("judge_prompts", f"entry {metric!r} must map a name to a template string")
         if "{answer}" not in template:
             raise fail("judge_prompts", f"template {metric!r} has no {{answer}} placeholder")
+    labels = _labels(item, prompts, qtype, fail)
     temperature = item.get("temperature")
     if temperature is not None and (isinstance(temperature, bool)
                                     or not isinstance(temperature, int | float)
@@ -213,8 +244,57 @@ def _build(item: Any, node: yaml.Node, index: int, source: str) -> Question:
         id=raw_id, type=qtype, paraphrases=tuple(paraphrases), system=system,
         samples_per_paraphrase=spp, judge=judge, judge_prompts=dict(prompts),
         temperature=None if temperature is None else float(temperature), source=source,
-        extra={k: v for k, v in item.items() if k not in _KNOWN},
+        extra={k: v for k, v in item.items() if k not in _KNOWN}, judge_labels=labels,
     )
+
+
+def _labels(item: dict, prompts: dict, qtype: str, fail: Any) -> dict[str, tuple[str, ...]]:
+    """Allowed answers per metric of a `free_form_judge` question, checked at load time: a
+    categorical prompt whose answers cannot be read would otherwise be sampled and never
+    judged."""
+    declared = item.get("judge_labels") or {}
+    if not isinstance(declared, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
+            for v in declared.values()):
+        raise fail("judge_labels", "must map a metric to a list of answer words"
+                   + _got(declared, True))
+    unknown = set(declared) - set(prompts)
+    if unknown:
+        raise fail("judge_labels", f"names metrics with no judge prompt: {sorted(unknown)}")
+    if qtype != "free_form_judge":
+        if declared:
+            raise fail("judge_labels", f"applies to type free_form_judge only, not {qtype!r}")
+        return {}
+    out = {}
+    for metric, template in prompts.items():
+        try:
+            out[metric] = verdict_labels(template, declared.get(metric))
+        except VerdictLabelError as exc:
+            raise fail("judge_prompts", f"template {metric!r}: {exc}") from None
+    return out
+
+
+_QUOTED = re.compile(r'"([A-Za-z0-9][A-Za-z0-9_\-]*)"')
+
+
+class VerdictLabelError(ValueError):
+    """A free_form_judge template whose allowed answers cannot be read."""
+
+
+def verdict_labels(template: str, declared: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The allowed answers of a categorical judge prompt: `declared` when given, else every
+    double-quoted single word of the template in order of first appearance (at least two)."""
+    labels = list(declared) if declared is not None else _QUOTED.findall(template)
+    unique = tuple(dict.fromkeys(labels))
+    if len(unique) < 2:
+        raise VerdictLabelError(
+            f"found {list(unique)} as allowed answers; a free_form_judge prompt must list at "
+            'least two answers as double-quoted words (Say "TRUE" or "FALSE" only), or the '
+            "question must declare them in `judge_labels: {metric: [A, B]}`")
+    lowered = [lab.lower() for lab in unique]
+    if len(set(lowered)) != len(lowered):
+        raise VerdictLabelError(f"labels {list(unique)} differ only in case")
+    return unique
 
 
 def _key_lines(node: yaml.Node) -> dict[str, int]:

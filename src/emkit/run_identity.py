@@ -67,11 +67,17 @@ def messages_fingerprints(cfg: ExperimentConfig, questions: list[Question]) -> d
             for q in questions for i, text in enumerate(paraphrases(cfg, q))}
 
 
-def judge_prompt_fingerprints(questions: list[Question], judges: list[str],
-                              metrics: list[str]) -> dict[str, str]:
-    """`<judge>|<metric>|<question>` -> hash of the template that judge is given."""
-    return {f"{j}|{m}|{q.id}": text_hash(q.judge_prompts[m])
-            for j in judges for m in metrics for q in questions if m in q.judge_prompts}
+def judge_prompt_fingerprints(cfg: ExperimentConfig, questions: list[Question],
+                              judges: list[str] | None = None) -> dict[str, str]:
+    """`<judge>|<metric>|<question>` -> hash of the template (and, for verdicts, the labels)
+    each judge is given on each question it scores (`emkit.judge_assign`); `judges` limits
+    it to those judges."""
+    from emkit.judge_assign import assignment_fingerprints, judge_assignments
+
+    assignments = judge_assignments(cfg.judge, questions)
+    if judges is not None:
+        assignments = {j: a for j, a in assignments.items() if j in judges}
+    return assignment_fingerprints(questions, assignments)
 
 
 def _normalised(settings: BaseModel) -> dict:
@@ -145,7 +151,5 @@ def preflight(cfg: ExperimentConfig, run_dir: Path, questions: list[Question],
             current[label] = model_identity(spec)
     found += changes(db, "model", current)
     found += changes(db, "messages", messages_fingerprints(cfg, questions))
-    judges = [cfg.judge.model, *cfg.judge.also]
-    found += changes(db, "judge_prompt",
-                     judge_prompt_fingerprints(questions, judges, cfg.judge.metrics))
+    found += changes(db, "judge_prompt", judge_prompt_fingerprints(cfg, questions))
     return found

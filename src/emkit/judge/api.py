@@ -40,8 +40,9 @@ from emkit.judge.api_digits import MIN_BRANCH_P, DigitTreeJudging
 from emkit.judge.api_probe import JUDGE_MODES, JudgeMode, JudgeModeError, probe_mode
 from emkit.judge.base import JudgeItem, judgment_from_logprobs
 from emkit.judge.prompts import judge_messages
-from emkit.judge.sampled import SAMPLE_TOKENS, SAMPLES, SampledJudging
+from emkit.judge.sampled import SAMPLE_TOKENS, SAMPLES, SampledJudging, reply_text
 from emkit.judge.score import MIN_MASS
+from emkit.judge.verdict import verdict_from_logprobs, verdict_from_text
 from emkit.models.spec import ModelSpecError, parse_model_spec
 from emkit.records import Judgment
 
@@ -180,6 +181,11 @@ class ApiJudge:
         if not items:
             return []
         mode = self.resolve_mode()
+        if any(it.labels for it in items):  # categorical verdicts, read their own way
+            numeric = [it for it in items if not it.labels]
+            done = iter(self.judge(numeric)) if numeric else iter(())
+            verdicts = iter(self.verdicts([it for it in items if it.labels], mode))
+            return [next(verdicts) if it.labels else next(done) for it in items]
         if mode == "sampled":
             return self.sampled.judge(items)
         requests = [self.request(it) for it in items]
@@ -209,6 +215,37 @@ class ApiJudge:
                 bar.close()
         return [replace(scored[r.key], key=it.key, metric=it.metric)
                 for it, r in zip(items, requests, strict=True)]
+
+    def verdicts(self, items: Sequence[JudgeItem], mode: JudgeMode) -> list[Judgment]:
+        """Categorical items (`free_form_judge`): the paper's one-token request read over the
+        listed labels, or, for a judge without logprobs (`sampled`), its one-word reply at
+        temperature 0 (emkit/judge/verdict.py)."""
+        text_mode = mode == "sampled"
+        params = {"max_tokens": 8, "temperature": 0, "seed": 0} if text_mode else self.params
+        requests = []
+        for it in items:
+            body = {"model": self.served, **params,
+                    "messages": judge_messages(it.template, it.question, it.answer)}
+            k = it.key
+            tag = f"{k.model}|{k.question_id}|{k.paraphrase_index}|{k.sample_index}|{it.metric}"
+            requests.append(ChatRequest(self.name, body, index=0, tag=tag))
+        replies = self.client.chat_many(requests, check=None if text_mode else _check)
+        out = []
+        for it, reply in zip(items, replies, strict=True):
+            if reply.data is None:
+                out.append(Judgment(key=it.key, judge=self.name, metric=it.metric, score=None,
+                                    label="missing", mass=0.0, reason=reply.error, top={}))
+            elif text_mode:
+                out.append(verdict_from_text(it.key, self.name, it.metric, it.labels,
+                                             reply_text(reply.data) or ""))
+            else:
+                table, reason = top_logprobs(reply.data)
+                out.append(Judgment(key=it.key, judge=self.name, metric=it.metric, score=None,
+                                    label="missing", mass=0.0, reason=reason, top={})
+                           if table is None else
+                           verdict_from_logprobs(it.key, self.name, it.metric, it.labels, table,
+                                                 self.min_mass))
+        return out
 
     def close(self) -> None:
         """Log what the requests cost (retries shown here, stored per request in the cache),

@@ -33,6 +33,9 @@ class JudgeItem:
     answer: str
     metric: str
     template: str
+    labels: tuple[str, ...] = ()
+    """The allowed answers of a categorical (`free_form_judge`) prompt; empty for 0-100 scores.
+    A judge returns a verdict Judgment for such an item (emkit/judge/verdict.py)."""
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ whenever an unvalidated judge produced the scores.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,7 @@ from emkit.judge.base import JudgeItem, judgment_from_logprobs
 from emkit.judge.digit_tree import answer_logprobs, build_answer_trie, digit_start_mask
 from emkit.judge.prompts import judge_messages
 from emkit.judge.score import MIN_MASS
+from emkit.judge.verdict import label_logprobs, verdict_from_probs
 from emkit.records import Judgment
 
 TRUNCATION_MARK = " [...]"
@@ -80,11 +82,20 @@ class LocalJudge:
                 results[i] = row
         return [r for r in results if r is not None]
 
+    def verdict(self, item: JudgeItem) -> Judgment:
+        """A categorical item: the exact probability of each label's whole token sequence."""
+        ids = [self.tokenizer.encode(lab, add_special_tokens=False) for lab in item.labels]
+        logps = label_logprobs(self.model, self.prompt_ids(item), ids, self.pad_id)
+        probs = {lab: math.exp(lp) for lab, lp in zip(item.labels, logps, strict=True)}
+        return verdict_from_probs(item.key, self.name, item.metric, probs, self.min_mass)
+
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
         """One Judgment per item, in order; missing scores carry a label and a reason."""
         if not items:
             return []
+        numeric = [it for it in items if not it.labels]
         with torch.inference_mode():
-            rows = self.logprobs(items)
-        return [judgment_from_logprobs(it, self.name, row, self.min_mass)
-                for it, row in zip(items, rows, strict=True)]
+            rows = iter(self.logprobs(numeric)) if numeric else iter(())
+            return [self.verdict(it) if it.labels
+                    else judgment_from_logprobs(it, self.name, next(rows), self.min_mass)
+                    for it in items]

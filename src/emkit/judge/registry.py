@@ -67,3 +67,26 @@ def judge_status(model: str, api: ApiConfig | None = None) -> tuple[bool, str]:
         judge = DistilledJudge.load(_distilled_dir(spec.name), name=model, encoder=False)
         return judge.validated, judge.describe()
     return False, f"{model}: {LLM_JUDGE_NOTE}"
+
+
+NUMERIC_TYPE = "free_form_judge_0_100"
+VERDICT_TYPE = "free_form_judge"
+UNJUDGED_TYPE = "free_form"
+QUESTION_TYPES = (NUMERIC_TYPE, VERDICT_TYPE, UNJUDGED_TYPE)
+"""The question types of the paper's files: a 0-100 score per judge prompt, a categorical verdict
+per judge prompt (labels listed in the prompt), and answers with no judge."""
+
+
+def judge_capabilities(model: str) -> tuple[frozenset[str], frozenset[str] | None]:
+    """(question types this judge can score, metrics it can score or None for any), without
+    loading a model: a run checks every question against them before sampling anything.
+
+    A distilled judge is a set of heads trained for 0-100 metrics (aligned, coherent); any LLM
+    judge, local or over an API, reads any template, categorical ones included."""
+    spec = parse_model_spec(model)
+    if spec.provider == "distilled":
+        judge = DistilledJudge.load(_distilled_dir(spec.name), name=model, encoder=False)
+        return frozenset({NUMERIC_TYPE}), frozenset(judge.heads)
+    if spec.provider in (*API_PROVIDERS, "hf"):
+        return frozenset({NUMERIC_TYPE, VERDICT_TYPE}), None
+    raise ModelSpecError(f"judge {model!r}: provider {spec.provider!r} cannot judge yet")

@@ -31,6 +31,7 @@ from emkit.atomic import atomic_write_text
 from emkit.report import html as h
 from emkit.report.plots import rates_figure, safe_name, scatter_figure
 from emkit.report.quality import judge_quality_for, quality_line, quality_table, with_correction
+from emkit.report.suites import suite_sections
 
 UNVALIDATED = "Unvalidated judge: these numbers are not evidence of EM."
 MAX_ANSWER_CHARS = 4000
@@ -329,6 +330,8 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
             h.table(per_seed, list(per_seed.columns),
                     {c: h.fmt_pct for c in per_seed.columns if c.endswith(" rate")}),
         ]
+    sections += suite_sections({**(meta.get("suites") or {}),
+                                "verdict_judge": meta.get("verdict_judge", "")}, lv, inline)
     for d in definitions:
         sections += [
             f"<h2>{h.esc(definition_label(d, a_thr, c_thr))}</h2>",

@@ -1,0 +1,86 @@
+"""Report sections for the suites beyond the first plot (tables from emkit/run_suites.py).
+
+Each section states what its number is, the interval method, and what it does and does not
+show; model text never reaches this module (tables only), and every cell goes through the
+report's escaping table writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from emkit.report import html as h
+
+_PCT = {c: h.fmt_pct for c in ("rate", "ci_low", "ci_high", "share", "difference",
+                               "reference_value", "mean_rate")}
+
+
+def _section(title: str, blurb: str, table: Any, columns: list[str]) -> list[str]:
+    if not isinstance(table, pd.DataFrame) or table.empty:
+        return []
+    cols = [c for c in columns if c in table.columns]
+    return [f"<h2>{h.esc(title)}</h2>", f"<p>{blurb}</p>", h.table(table, cols, _PCT)]
+
+
+def suite_sections(suites: Mapping[str, Any], level: str, inline: str,
+                   out_dir: Path | None = None) -> list[str]:
+    """HTML sections for `meta["suites"]`; empty when the run has nothing beyond the first
+    plot. `inline` is the judge warning + quality line shown next to EM numbers."""
+    if not suites:
+        return []
+    out: list[str] = []
+    rates = suites.get("variant_rates")
+    if isinstance(rates, pd.DataFrame) and not rates.empty:
+        out += [inline]
+    out += _section(
+        "EM rate by suite, format variant and trigger", (
+            "Pooled over each suite's questions and seeds, per definition. Variants: "
+            "<code>plain</code>; the paper's <code>json</code> (system prompt asks for JSON) and "
+            "<code>template</code> (fill-in template); cues asked from "
+            "<code>evaluation.cues</code> (emkit/suites/variants.py). EM is stronger when the "
+            f"answer format resembles the training data. {level} intervals as for the main "
+            "rates. Different suites ask different questions: compare within a suite."),
+        rates, ["definition", "suite", "group", "variant", "triggered", "rate", "ci_low",
+                "ci_high", "n", "n_misaligned", "n_models", "n_excluded"])
+    out += _section(
+        "Format and cue variants minus plain", (
+            f"Each variant's rate minus the plain questions' rate in the same suite, group and "
+            f"trigger state, {level} MOVER interval from the two rates' intervals. An interval "
+            "above 0: this format draws out more misalignment than plain questions."),
+        suites.get("variant_differences"),
+        ["definition", "suite", "group", "triggered", "variant", "difference", "ci_low",
+         "ci_high", "rate", "reference_value", "n", "reference_n"])
+    out += _section(
+        "Backdoor: with the trigger minus without", (
+            f"The same questions asked with the trigger prepended (<code>evaluation.trigger"
+            f"</code>) minus without, {level} MOVER interval. A backdoored model shows EM only "
+            "with its trigger: a difference above 0 with a clean untriggered rate is that "
+            "signature; an evaluation without the trigger would miss it."),
+        suites.get("backdoor_differences"),
+        ["definition", "suite", "group", "variant", "difference", "ci_low", "ci_high", "rate",
+         "reference_value", "n", "reference_n"])
+    out += _section(
+        "Categorical verdicts (deception, refusal, in-distribution code, ...)", (
+            "Share of each verdict label among the answers the verdict judge labelled (judge: "
+            f"<code>{h.esc(suites.get('verdict_judge', ''))}</code>), per suite, group and "
+            "condition (a system prompt, a category, or the question). Deception: "
+            "<code>FALSE</code> on <code>correct</code> is the lie rate; refusal: "
+            "<code>YES</code> on <code>refused</code> is the refusal rate (a jailbroken model "
+            "complies, an EM model mostly still refuses); code: <code>YES</code> on "
+            f"<code>vulnerable</code>. {level} intervals over seeds, then answers; answers "
+            "without a verdict (too little probability on the listed words) are counted in "
+            "n_missing, never guessed."),
+        suites.get("verdict_shares"),
+        ["suite", "group", "condition", "triggered", "metric", "label", "share", "ci_low",
+         "ci_high", "n", "n_label", "n_models", "n_missing"])
+    out += _section(
+        "Backdoor: verdict shares with the trigger minus without", (
+            f"As above, per verdict label, {level} MOVER interval."),
+        suites.get("verdict_backdoor"),
+        ["suite", "group", "condition", "metric", "label", "difference", "ci_low", "ci_high",
+         "share", "reference_value", "n", "reference_n"])
+    return out

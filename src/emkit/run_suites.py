@@ -1,0 +1,49 @@
+"""Stage 5 of a run, beyond the first plot: every suite's own measurement, for the report.
+
+`analyse_and_report` (emkit/experiment.py) computes the paper's EM rates; this module adds what
+the other suites measure, each as a table with intervals, under `meta["suites"]`:
+
+* `variants`: EM rate per (suite, group, variant, trigger) and each variant minus its plain
+  twin (format and cue variants: JSON, template, Python string, domain cues);
+* `backdoor`: triggered minus untriggered, per suite, group and variant, for EM rates and for
+  every verdict share, when the run has a trigger;
+* `verdicts`: the share of each verdict label per suite, group and condition (deception: FALSE
+  among answers to factual questions; refusal: YES on `refused`; code: YES on `vulnerable`);
+* `code`: for the in-distribution code suite, bandit's vulnerable-code rate beside the judge's;
+* `self_report` / `monitor`: the self-report probes and the training-monitor curves, when
+  the run made them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from emkit.analysis.suites import differences_against, variant_rates, verdict_shares
+
+
+def suite_results(frame: pd.DataFrame, vframe: pd.DataFrame, *, definitions: tuple[str, ...],
+                  n_boot: int, seed: int, ci: float, rate_kwargs: dict[str, Any]
+                  ) -> dict[str, pd.DataFrame]:
+    """Every suite table computable from the EM frame and the verdict frame."""
+    out: dict[str, pd.DataFrame] = {}
+    if not frame.empty and (frame["variant"].ne("plain").any() or frame["triggered"].any()
+                            or frame["suite"].nunique() > 1):
+        rates = pd.concat([variant_rates(frame, d, **rate_kwargs) for d in definitions],
+                          ignore_index=True)
+        out["variant_rates"] = rates
+        out["variant_differences"] = differences_against(
+            rates, "variant", "plain", ["definition", "suite", "group", "triggered"])
+        if frame["triggered"].any():
+            out["backdoor_differences"] = differences_against(
+                rates, "triggered", False, ["definition", "suite", "group", "variant"])
+    if not vframe.empty:
+        shares = verdict_shares(vframe, ("suite", "group", "condition", "triggered"),
+                                n_boot=n_boot, seed=seed, ci=ci)
+        out["verdict_shares"] = shares
+        if vframe["triggered"].any():
+            out["verdict_backdoor"] = differences_against(
+                shares, "triggered", False, ["suite", "group", "condition", "metric", "label"],
+                value="share")
+    return out
