@@ -20,8 +20,11 @@ _PCT = {c: h.fmt_pct for c in ("rate", "ci_low", "ci_high", "share", "difference
 
 
 def _section(title: str, blurb: str, table: Any, columns: list[str]) -> list[str]:
-    if not isinstance(table, pd.DataFrame) or table.empty:
+    if not isinstance(table, pd.DataFrame):
         return []
+    if table.empty:  # asked for, but no cell had answers on both sides: say so, not nothing
+        return [f"<h2>{h.esc(title)}</h2>", "<p>Not computable from this run: no cell has "
+                "scored answers on both sides of the comparison (n = 0).</p>"]
     cols = [c for c in columns if c in table.columns]
     return [f"<h2>{h.esc(title)}</h2>", f"<p>{blurb}</p>", h.table(table, cols, _PCT)]
 
