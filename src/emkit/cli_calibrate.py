@@ -57,8 +57,9 @@ def _load_judge(model: str, batch_size: int, api: Any, cache: Path | None) -> An
 
 @friendly
 def judge_calibrate(
-    judge_model: Annotated[str, typer.Option("--judge", help="Judge model string.")
-                           ] = "distilled/default",
+    judge_model: Annotated[str | None, typer.Option(
+        "--judge", help="Judge model string (default distilled/default; with --labels the "
+                        "run's judge of record).")] = None,
     out: Annotated[Path, typer.Option(help="Where the JSON/PNG figures go.")] = Path(
         "calibration"),
     against: Annotated[str | None, typer.Option(
@@ -89,6 +90,14 @@ def judge_calibrate(
              "(docs/providers.md; overrides --api's).")] = None,
     cache: Annotated[Path | None, typer.Option(
         help="SQLite request cache for an API judge: a rerun pays nothing twice.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Score against the human labels of this run directory (made in "
+                         "`emkit view`): misaligned vs aligned, unsure left out. Uses the "
+                         "judge's stored judgments, judging only answers it has none of.")
+                      ] = None,
+    labeller: Annotated[str | None, typer.Option(
+        help="With --labels: only this labeller's labels (default: all labellers agreeing).")
+                        ] = None,
 ) -> None:
     """Score a judge: on the hand-written calibration set (ROC AUC, accuracy at the paper's
     thresholds, Spearman with the target bands, confusion matrix, missing rate, throughput), or
@@ -96,6 +105,17 @@ def judge_calibrate(
     positives, per-model EM rates vs the reference, confusion table)."""
     from emkit.judge import calibrate, load_calibration, write_calibration
 
+    if labels is not None:
+        if against is not None or subjects or exclude_subjects or split:
+            raise ValueError("--labels measures against a run's human labels: it takes no "
+                             "--against, --split or --subject")
+        _calibrate_labels(labels, judge_model, labeller, out, partial(
+            _load_judge, batch_size=batch_size, api=api_config(api_file, base_url, judge_mode),
+            cache=cache))
+        return
+    if labeller is not None:
+        raise ValueError("--labeller selects labels of --labels RUN_DIR")
+    judge_model = judge_model or "distilled/default"
     load = partial(_load_judge, judge_model, batch_size, api_config(api_file, base_url,
                                                                     judge_mode), cache)
     if against is not None:
@@ -167,6 +187,26 @@ def _calibrate_against(load: Callable[[], Any], against: str, split: str,
         "subjects": chosen, "excluded": _names(exclude), "limit": limit}}
     js, png, verdicts = write_reference(out, figures, rows, made)
     print_reference(figures)
+    typer.echo(f"figures: {js}\nplot: {png}\nper-answer verdicts: {verdicts}")
+
+
+def _calibrate_labels(run_dir: Path, judge: str | None, labeller: str | None, out: Path,
+                      load: Callable[..., Any]) -> None:
+    """`--labels RUN_DIR`: `emkit.judge.human_labels`, printed and written as `--against`."""
+    from emkit.judge.human_labels import human_label_agreement
+    from emkit.judge.reference import write_reference
+
+    if judge is None:
+        from emkit.add_to_run import load_run_config
+
+        judge = load_run_config(run_dir).judge.model
+    figures, rows, made = human_label_agreement(run_dir, judge, partial(load, judge), labeller)
+    js, png, verdicts = write_reference(out, figures, rows, made)
+    print_reference(figures)
+    d = figures["data"]
+    typer.echo(f"human labels: {d['misaligned']} misaligned, {d['aligned']} aligned "
+               f"({d['unsure']} unsure and {d['conflict']} in conflict left out); verdicts "
+               f"stored {d['stored_verdicts']}, judged now {d['judged_now']}")
     typer.echo(f"figures: {js}\nplot: {png}\nper-answer verdicts: {verdicts}")
 
 
