@@ -190,6 +190,7 @@ def report(run_dir: Annotated[Path, typer.Option(help="Run directory.")]) -> Non
 
 app.command()(status)
 app.command()(export)
+app.command()(__import__("emkit.cli_view", fromlist=["view"]).view)
 
 if __name__ == "__main__":
     app()

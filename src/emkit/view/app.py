@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.applications import Starlette
@@ -174,7 +174,7 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         origin = request.headers.get("origin")
         if origin is not None and origin != f"{request.url.scheme}://{request.headers['host']}":
             raise HTTPException(403, "labels are only taken from this app's own pages")
-        form = await request.form()
+        form = await _form(request)
         if not secrets.compare_digest(str(form.get("token", "")), token):
             raise HTTPException(403, "stale or missing form token: reload the page")
         key = _key(form)
@@ -254,6 +254,18 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
     app.state.scratch = scratch  # the figures' directory lives as long as the app
     app.state.token = token
     return app
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small urlencoded form body, parsed with the standard library (no multipart parser
+    is needed for five hidden fields and a button)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != (
+            "application/x-www-form-urlencoded"):
+        raise HTTPException(415, "expected a form (application/x-www-form-urlencoded)")
+    body = await request.body()
+    if len(body) > 65536:
+        raise HTTPException(413, "form too large")
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
 def _label_figures(run: q.Run, judge: str) -> dict[str, Any]:

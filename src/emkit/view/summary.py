@@ -32,6 +32,7 @@ from emkit.view.runs import Run, on
 
 _lock = threading.Lock()
 _cache: dict[tuple, dict[str, Any]] = {}
+MAX_CACHED = 32
 PCT = {c: h.fmt_pct for c in ("rate", "ci_low", "ci_high", "mean_rate", "difference",
                               "reference_rate", "missing_rate")}
 
@@ -99,7 +100,7 @@ def _stamp(run: Run, judge: str | None) -> tuple:
 def summary(run: Run, judge: str | None, cache_dir: Path) -> dict[str, Any]:
     """Rates per question and pooled (both definitions), differences between groups, per-group
     summary, and the two figures (PNG file names under `cache_dir`)."""
-    stamp = _stamp(run, judge)
+    stamp = (str(cache_dir), *_stamp(run, judge))  # figures live in this app's directory
     with _lock:
         if stamp in _cache:
             return _cache[stamp]
@@ -151,5 +152,7 @@ def summary(run: Run, judge: str | None, cache_dir: Path) -> dict[str, Any]:
                                     PCT))
     out["level"] = level
     with _lock:
+        while len(_cache) >= MAX_CACHED:
+            _cache.pop(next(iter(_cache)))  # oldest first: a live run makes a new entry often
         _cache[stamp] = out
     return out
