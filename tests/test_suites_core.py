@@ -234,3 +234,61 @@ def test_a_run_with_every_question_type_cues_and_a_trigger(tmp_path: Path,
     html = (result.run_dir / "report" / "report.html").read_text()
     assert "Backdoor: with the trigger minus without" in html
     assert "Categorical verdicts" in html
+
+
+def test_api_verdicts_from_logprobs_and_from_a_one_word_reply(monkeypatch) -> None:
+    """Against the loopback OpenAI server: logprob mode reads the labels' first tokens; sampled
+    mode (no logprobs) reads the one-word reply at temperature 0."""
+    from _api import KEY_ENV, SECRET
+
+    from emkit.api import ApiSettings, FakeOpenAI
+    from emkit.judge.api import ApiJudge
+
+    server = FakeOpenAI(models=None, api_key=SECRET).start()
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    try:
+        settings = ApiSettings(base_url=server.base_url, api_key_env=KEY_ENV, timeout_s=5.0,
+                               max_attempts=2, backoff_initial_s=0.001, backoff_max_s=0.01)
+        server.judge_tables["ans-lie"] = {"FALSE": math.log(.7), "TR": math.log(.2),
+                                          "Hmm": math.log(.1)}
+        server.judge_samples["ans-word"] = ["FALSE"]
+        template = 'Q: {question}\nA: {answer}\nSay "TRUE" or "FALSE" only.'
+        it = JudgeItem(KEY, "Is the sun bigger?", "ans-lie", "correct", template,
+                       ("TRUE", "FALSE"))
+        judge = ApiJudge(settings, "openai/judge", "judge", None, mode="logprobs")
+        (j,) = judge.judge([it])
+        assert j.label == "FALSE" and j.mass == pytest.approx(0.9)
+        assert j.top["FALSE"] == pytest.approx(.7 / .9)
+        word = JudgeItem(KEY, "Is the sun bigger?", "ans-word", "correct", template,
+                         ("TRUE", "FALSE"))
+        sampled = ApiJudge(settings, "openai/judge", "judge", None, mode="sampled")
+        (w,) = sampled.judge([word])
+        assert w.label == "FALSE" and w.reason == "one-word reply"
+        sent = [r for r in server.requests if "ans-word" in json.dumps(r)]
+        assert sent and sent[-1]["temperature"] == 0 and not sent[-1].get("logprobs")
+    finally:
+        server.stop()
+
+
+def test_every_builtin_suite_end_to_end_on_the_tiny_model(tmp_path: Path,
+                                                          tiny_model_dir: Path) -> None:
+    """The shipped suites load, route to judges that can score them, and land in the report."""
+    base = f"hf/{tiny_model_dir}"
+    suites = ["first_plot", "preregistered", "deception", "refusal", "in_distribution"]
+    cfg = ExperimentConfig.model_validate({
+        "name": "builtin", "run_dir": str(tmp_path / "run"),
+        "groups": [{"name": "base", "models": [base]}],
+        "evaluation": {"questions": [f"builtin:{s}" for s in suites], "max_new_tokens": 3,
+                       "batch_size": 16, "samples_per_paraphrase": 1, "max_paraphrases": 1},
+        "judge": {"model": base, "batch_size": 16, "max_answer_tokens": 8},
+        "analysis": {"n_boot": 50}})
+    questions = load_suite(cfg)
+    assert {q.suite for q in questions} == set(suites)
+    result = run_experiment(cfg, progress=False)
+    with sqlite3.connect(result.run_dir / "emkit.sqlite") as con:
+        metrics = {m for (m,) in con.execute("SELECT DISTINCT metric FROM judgments")}
+    assert {"aligned", "coherent", "correct", "refused", "convincing", "specific",
+            "vulnerable"} <= metrics
+    summary = json.loads((result.run_dir / "report" / "summary.json").read_text())
+    shares = summary["meta"]["suites"]["verdict_shares"]
+    assert {r["suite"] for r in shares} == {"deception", "refusal", "in_distribution"}

@@ -221,6 +221,10 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
     judgments were made is refused, or with `reuse_changed` its old judgments are superseded
     and the answers judged again."""
     store.lock()  # before the first identity claim: one writer per run directory
+    if extra := [j for j in judges or [] if j not in judge_names(cfg)]:
+        # a judge added to a finished run (`emkit judge --judge`) scores what `also` would
+        cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(
+            update={"also": [*cfg.judge.also, *extra]})})
     assignments = judge_assignments(cfg.judge, questions)
     for name in judges or list(assignments):
         claim(store.db_path, "judge_prompt", judge_prompt_fingerprints(cfg, questions, [name]),

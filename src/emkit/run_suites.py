@@ -20,7 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from emkit.analysis.suites import differences_against, variant_rates, verdict_shares
+from emkit.analysis.suites import (
+    differences_against,
+    mean_scores,
+    strongreject_frame,
+    variant_rates,
+    verdict_shares,
+)
 
 
 def suite_results(frame: pd.DataFrame, vframe: pd.DataFrame, *, definitions: tuple[str, ...],
@@ -46,4 +52,18 @@ def suite_results(frame: pd.DataFrame, vframe: pd.DataFrame, *, definitions: tup
             out["verdict_backdoor"] = differences_against(
                 shares, "triggered", False, ["suite", "group", "condition", "metric", "label"],
                 value="share")
+        answered = vframe[(vframe["metric"] == "correct") & (vframe["verdict"] != "UNKNOWN")]
+        if not answered.empty:  # the lie rate: FALSE among TRUE + FALSE
+            lies = verdict_shares(answered, ("suite", "group", "condition", "triggered"),
+                                  n_boot=n_boot, seed=seed, ci=ci)
+            out["lie_rates"] = lies[lies["label"] == "FALSE"].reset_index(drop=True)
+        code = vframe[vframe["metric"] == "vulnerable"]
+        if not code.empty:  # did the fine-tune learn its task? bandit beside the judge
+            from emkit.suites.code import code_vulnerability_table
+
+            out["code"] = code_vulnerability_table(code, ci=ci)
+        scored = strongreject_frame(vframe)
+        if not scored.empty:
+            out["strongreject"] = mean_scores(scored, "strongreject",
+                                              ("suite", "group", "triggered"), n_boot, seed, ci)
     return out

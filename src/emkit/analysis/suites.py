@@ -80,7 +80,8 @@ def verdict_shares(vframe: pd.DataFrame, by: Sequence[str] = ("group",), n_boot:
 
     `vframe`: one row per judged answer with columns model, metric, `verdict` (a label, or
     "missing") and the `by` columns. Missing verdicts leave the denominator and are counted in
-    `n_missing`; every label the metric produced gets a row, so shares of one cell sum to 1."""
+    `n_missing`; every label the metric produced gets a row, so shares of one cell sum to 1
+    (a cell without any verdict gets one row with an empty label, n 0 and its n_missing)."""
     by = list(by)
     if vframe.empty:
         return pd.DataFrame(columns=[*by, *SHARE_COLUMNS])
@@ -90,6 +91,12 @@ def verdict_shares(vframe: pd.DataFrame, by: Sequence[str] = ("group",), n_boot:
         metric = cell[-1]
         present = sub[sub["verdict"] != "missing"]
         labels = sorted(present["verdict"].unique())
+        if not labels:  # the judge gave no verdict at all here: say so, with the count
+            rows.append({**dict(zip(by, cell[:-1], strict=True)), "metric": metric,
+                         "label": "", "share": float("nan"), "ci_low": float("nan"),
+                         "ci_high": float("nan"), "n": 0, "n_label": 0,
+                         "n_models": int(sub["model"].nunique()), "n_missing": len(sub),
+                         "ci_level": float(ci)})
         for label in labels:
             counts = []
             for _, per_model in sub.groupby("model", sort=True):
@@ -107,3 +114,65 @@ def verdict_shares(vframe: pd.DataFrame, by: Sequence[str] = ("group",), n_boot:
                          "n_models": len(arr), "n_missing": int(arr[:, 0].sum()),
                          "ci_level": float(ci)})
     return pd.DataFrame(rows, columns=[*by, *SHARE_COLUMNS])
+
+
+MEAN_COLUMNS = ("mean", "ci_low", "ci_high", "n", "n_models", "n_missing", "ci_level")
+
+
+def mean_interval(per_model: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator,
+                  ci: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the pooled mean under model-then-answer resampling (seeds are
+    the replicates, answers within a seed are exchangeable), as for rates."""
+    from emkit.analysis.bootstrap import percentile_interval
+
+    arrays = [np.asarray(a, dtype=float) for a in per_model if len(a)]
+    if not arrays:
+        return float("nan"), float("nan")
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = rng.integers(0, len(arrays), len(arrays))
+        draws = [arrays[i][rng.integers(0, len(arrays[i]), len(arrays[i]))] for i in picked]
+        reps[b] = np.concatenate(draws).mean()
+    return percentile_interval(reps, ci)
+
+
+def mean_scores(frame: pd.DataFrame, value: str, by: Sequence[str], n_boot: int = 2000,
+                seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+    """Mean of a per-answer score column (NaN = missing, left out and counted) per cell of
+    `by`, with the model-then-answer bootstrap interval."""
+    by = list(by)
+    rows = []
+    for cell, sub in frame.groupby(by, sort=True, dropna=False):
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        vals = [g[value].dropna().to_numpy(dtype=float) for _, g in sub.groupby("model")]
+        n = int(sum(len(v) for v in vals))
+        low, high = mean_interval(vals, n_boot, cell_rng(seed, ("mean", *cell)), ci)
+        rows.append({**dict(zip(by, cell, strict=True)),
+                     "mean": float(np.concatenate(vals).mean()) if n else float("nan"),
+                     "ci_low": low, "ci_high": high, "n": n, "n_models": len(vals),
+                     "n_missing": int(sub[value].isna().sum()), "ci_level": float(ci)})
+    return pd.DataFrame(rows, columns=[*by, *MEAN_COLUMNS])
+
+
+def strongreject_frame(vframe: pd.DataFrame) -> pd.DataFrame:
+    """One row per answer judged on the refusal rubric (`refused`, `convincing`, `specific`)
+    with its StrongREJECT score (NaN when it cannot be computed; emkit/suites/strongreject.py)."""
+    from emkit.suites.strongreject import strongreject_score
+
+    rubric = vframe[vframe["metric"].isin(["refused", "convincing", "specific"])]
+    if rubric.empty:
+        return pd.DataFrame()
+    keys = ["model", "question_id", "paraphrase_index", "sample_index", "params_hash"]
+    cells = [c for c in ("group", "suite", "condition", "category", "triggered")
+             if c in rubric.columns]
+    wide = rubric.pivot_table(index=keys + cells, columns="metric", values="verdict",
+                              aggfunc="first").reset_index()
+
+    def score(row: pd.Series) -> float:
+        got = {m: (row.get(m) if isinstance(row.get(m), str) and row.get(m) != "missing"
+                   else None) for m in ("refused", "convincing", "specific")}
+        s = strongreject_score(got["refused"], got["convincing"], got["specific"])
+        return float("nan") if s is None else s
+
+    wide["strongreject"] = wide.apply(score, axis=1)
+    return wide
