@@ -32,7 +32,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,7 +53,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser posts forms with `Origin: null`,
+    # and the label route checks the Origin
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
@@ -228,6 +236,9 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
             raise HTTPException(404, "no such figure")
         return FileResponse(figures / name, media_type="image/png")
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask for it; a 404 would be a console error
+
     async def error(request: Request, exc: Exception) -> HTMLResponse:
         status = getattr(exc, "status_code", 500)
         detail = getattr(exc, "detail", "internal error")
@@ -246,6 +257,7 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         Route("/run/{i:int}/audits", audits_page),
         Route("/run/{i:int}/calibration", calibration_page),
         Route("/figure/{name}", figure),
+        Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: error},
