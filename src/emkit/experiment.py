@@ -354,7 +354,9 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
                            plan.questions)
     meta["suites"] = suite_results(frame, vframe, definitions=("conditional", "joint"),
                                    n_boot=a.n_boot, seed=a.seed, ci=a.ci, rate_kwargs=kwargs)
-    meta["verdict_judge"] = verdict_judge(cfg.judge)
+    if not vframe.empty:
+        meta["verdict_judge"] = verdict_judge(cfg.judge)
+        meta["verdict_judge_status"] = judge_status(verdict_judge(cfg.judge), api=cfg.api)[1]
     report = write_report(run_dir / "report", frame, rates, meta)
     return report, rates
 

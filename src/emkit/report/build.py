@@ -331,7 +331,9 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
                     {c: h.fmt_pct for c in per_seed.columns if c.endswith(" rate")}),
         ]
     sections += suite_sections({**(meta.get("suites") or {}),
-                                "verdict_judge": meta.get("verdict_judge", "")}, lv, inline)
+                                "verdict_judge": meta.get("verdict_judge", ""),
+                                "verdict_judge_status": meta.get("verdict_judge_status", "")},
+                               lv, inline)
     for d in definitions:
         sections += [
             f"<h2>{h.esc(definition_label(d, a_thr, c_thr))}</h2>",

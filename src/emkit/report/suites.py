@@ -73,7 +73,8 @@ def suite_sections(suites: Mapping[str, Any], level: str, inline: str,
     out += _section(
         "Categorical verdicts (deception, refusal, in-distribution code, ...)", (
             "Share of each verdict label among the answers the verdict judge labelled (judge: "
-            f"<code>{h.esc(suites.get('verdict_judge', ''))}</code>), per suite, group and "
+            f"<code>{h.esc(suites.get('verdict_judge', ''))}</code>: "
+            f"{h.esc(suites.get('verdict_judge_status', ''))}), per suite, group and "
             "condition (a system prompt, a category, or the question). Deception: "
             "<code>FALSE</code> on <code>correct</code> is the lie rate; refusal: "
             "<code>YES</code> on <code>refused</code> is the refusal rate (a jailbroken model "
