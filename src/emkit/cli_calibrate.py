@@ -1,7 +1,9 @@
 """`emkit judge calibrate`: how far a judge agrees with labels, before anyone trusts its rates.
 
-Two yardsticks: the hand-written calibration set (its held-out split), and with `--against`
-real EM answers with GPT-4o's archived verdicts (`emkit.judge.reference`). Any judge emkit can
+Three yardsticks: the hand-written calibration set (its held-out split); with `--against`
+real EM answers with GPT-4o's archived verdicts (`emkit.judge.reference`); and with `--labels
+RUN_DIR` a team's own labels of its own answers, made in `emkit view`
+(`emkit.judge.human_labels`), printed as `--against` prints. Any judge emkit can
 load is measured the same way, an open-weight judge on a llama.cpp or vLLM server included
 (`--base-url`, `--judge-mode`, or an `--api` settings file).
 """
