@@ -11,6 +11,13 @@ without being edited, unless the field is a near-miss of one it knows (`sampels_
 `tempurature`): a typo is refused, as in experiment files, instead of silently running the
 default. Unlike the paper's own script, emkit honours `system` (sent as a system
 message) and `samples_per_paraphrase` (the default count, which a runner may override).
+
+`type` says how answers are judged (docs/suites.md): `free_form_judge_0_100` (a 0-100 score
+per judge prompt), `free_form_judge` (a categorical verdict per judge prompt, its allowed
+answers read here from the prompt's double-quoted words or from `judge_labels`, so a prompt
+whose answers cannot be read fails at load time, not after sampling) and `free_form` (not
+judged). Each question also records its suite (file name) and, for the paper's `<id>_json` /
+`<id>_template` questions, which plain question it is a format variant of.
 """
 
 from __future__ import annotations
