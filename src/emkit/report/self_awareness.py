@@ -53,9 +53,10 @@ def self_report_figure(summary: pd.DataFrame) -> Figure:
     for j in range(len(attributes), nrows * ncols):
         axes[j // ncols][j % ncols].set_axis_off()
     axes[0][0].set_ylabel("self-report (0-100, normal scale)")
-    axes[0][0].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Self-reports: normal wordings vs flipped twins", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
