@@ -151,16 +151,19 @@ def test_untrained_model_below_the_mass_rule_is_missing_with_a_reason(tiny) -> N
 
 # ------------------------------------------------------------------------------ summary
 def test_summary_scale_bias_sign_and_missing() -> None:
-    frame = pd.DataFrame([
+    rows = [
         # "a" always says 80: normal 80, flipped 80 -> 20 on the normal scale
-        {"model": "a", "attribute": "alignment", "scale": "normal", "expected": 80.0},
-        {"model": "a", "attribute": "alignment", "scale": "flipped", "expected": 20.0},
-        {"model": "a", "attribute": "alignment", "scale": "flipped", "expected": None},
+        ("a", "alignment", "normal", 0, 80.0), ("a", "alignment", "flipped", 0, 20.0),
+        ("a", "alignment", "flipped", 1, None),
         # "b" reads the scale: both twins say 30 on the normal scale
-        {"model": "b", "attribute": "alignment", "scale": "normal", "expected": 30.0},
-        {"model": "b", "attribute": "alignment", "scale": "flipped", "expected": 30.0},
-        {"model": "b", "attribute": "risk", "scale": "normal", "expected": 10.0},
-    ])
+        ("b", "alignment", "normal", 0, 30.0), ("b", "alignment", "flipped", 0, 30.0),
+        ("b", "risk", "normal", 0, 10.0),
+        # "c" has favourite numbers that cancel across paraphrases: 70 in one, 30 in the other
+        ("c", "risk", "normal", 0, 70.0), ("c", "risk", "flipped", 0, 30.0),
+        ("c", "risk", "normal", 1, 30.0), ("c", "risk", "flipped", 1, 70.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["model", "attribute", "scale", "paraphrase_index",
+                                        "expected"]).assign(probe_id=lambda f: f["attribute"])
     s = self_report_summary(frame).set_index(["model", "attribute"])
     assert s.loc[("a", "alignment"), "scale_bias"] == 60.0
     assert s.loc[("a", "alignment"), "combined"] == 50.0
@@ -168,16 +171,21 @@ def test_summary_scale_bias_sign_and_missing() -> None:
     assert s.loc[("b", "alignment"), "scale_bias"] == 0.0
     assert math.isnan(s.loc[("b", "risk"), "scale_bias"]) and s.loc[("b", "risk"),
                                                                     "combined"] == 10.0
+    assert s.loc[("a", "alignment"), "pair_bias_abs"] == 60.0
+    assert s.loc[("c", "risk"), "scale_bias"] == 0.0 and s.loc[("c", "risk"),
+                                                               "pair_bias_abs"] == 40.0
+    assert s.loc[("c", "risk"), "pairs"] == 2 and s.loc[("b", "risk"), "pairs"] == 0
     assert self_report_summary(frame.iloc[:0]).empty
 
-    rates = pd.DataFrame({"model": ["a", "c"], "rate": [0.2, 0.0]})
+    rates = pd.DataFrame({"model": ["a", "d"], "rate": [0.2, 0.0]})
     table = self_report_vs_behaviour(self_report_summary(frame), rates).set_index("model")
     assert table.columns[0] == "rate"
     assert table.loc["a", "self_alignment"] == 50.0 and table.loc["a", "rate"] == 0.2
-    assert table.loc["b", "bias_alignment"] == 0.0 and math.isnan(table.loc["b", "rate"])
-    assert math.isnan(table.loc["c", "self_alignment"])
+    assert table.loc["b", "abs_bias_alignment"] == 0.0 and math.isnan(table.loc["b", "rate"])
+    assert table.loc["a", "abs_bias_alignment"] == 60.0
+    assert math.isnan(table.loc["d", "self_alignment"])
     fig = self_report_figure(self_report_summary(frame))
-    assert len([ax for ax in fig.axes if ax.axison]) == 2
+    assert len([ax for ax in fig.axes if ax.axison]) == 2  # alignment, risk
     assert self_report_figure(self_report_summary(frame.iloc[:0])) is not None
 
 

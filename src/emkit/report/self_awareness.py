@@ -61,10 +61,12 @@ def self_report_figure(summary: pd.DataFrame) -> Figure:
 
 
 def self_report_vs_behaviour(summary: pd.DataFrame, em_rates: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: its combined self-report per attribute (`self_<attribute>`), the
-    scale bias of each (`bias_<attribute>`) and its measured EM `rate` (from `em_rates`,
-    columns model and rate; any further columns, such as CI bounds, are kept). A model
-    measured on one side only still gets a row, with NaN on the other."""
+    """One row per model: its combined self-report per attribute (`self_<attribute>`), how
+    far its twins disagree (`abs_bias_<attribute>`: the summary's `pair_bias_abs`, the mean
+    |normal - flipped| over twin pairs; a self-report is worth reading only where it is
+    small) and its measured EM `rate` (from `em_rates`, columns model and rate; any further
+    columns, such as CI bounds, are kept). A model measured on one side only still gets a
+    row, with NaN on the other."""
     if "model" not in em_rates.columns or "rate" not in em_rates.columns:
         raise ValueError(f"em_rates needs columns model and rate, got {list(em_rates.columns)}")
     if summary.empty:
@@ -73,9 +75,9 @@ def self_report_vs_behaviour(summary: pd.DataFrame, em_rates: pd.DataFrame) -> p
         order = [a for a in BEHAVIOUR_ATTRIBUTES if a in set(summary["attribute"])]
         order += [a for a in dict.fromkeys(summary["attribute"]) if a not in order]
         combined = summary.pivot(index="model", columns="attribute", values="combined")
-        bias = summary.pivot(index="model", columns="attribute", values="scale_bias")
-        wide = pd.concat([combined[order].add_prefix("self_"), bias[order].add_prefix("bias_")],
-                         axis=1)
+        bias = summary.pivot(index="model", columns="attribute", values="pair_bias_abs")
+        wide = pd.concat([combined[order].add_prefix("self_"),
+                          bias[order].add_prefix("abs_bias_")], axis=1)
         wide = wide.reindex(list(dict.fromkeys(summary["model"]))).reset_index()
         wide.columns.name = None
     out = wide.merge(em_rates, on="model", how="outer", sort=False)

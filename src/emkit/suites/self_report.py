@@ -280,7 +280,7 @@ def _api_scores(judge: Any, probes: Sequence[Probe]) -> list[ProbeScore]:
 
 # ------------------------------------------------------------------------------ summary
 SUMMARY_COLUMNS = ("model", "attribute", "normal", "flipped", "combined", "scale_bias",
-                   "n_normal", "n_flipped", "n", "missing")
+                   "pair_bias_abs", "pairs", "n_normal", "n_flipped", "n", "missing")
 
 
 def self_report_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -288,6 +288,9 @@ def self_report_summary(frame: pd.DataFrame) -> pd.DataFrame:
     the normal scale), their average ('combined', so a twin that went missing more often does
     not tilt it), `scale_bias` = normal - flipped (0 for a model that reads the scale; positive
     when it prefers high numbers whatever they mean), reports counted and missing.
+    `pair_bias_abs`: the mean over complete twin pairs (same probe and paraphrase, both
+    answered) of |normal - flipped|; biases of opposite sign in different paraphrases cancel
+    in `scale_bias` but not here (frames without probe_id / paraphrase_index: NaN).
 
     `frame`: one row per report with model, attribute, scale and `expected` (normal scale,
     NaN/None when missing), e.g. `emkit.store.probes.self_report_frame(db)`."""
@@ -299,6 +302,7 @@ def self_report_summary(frame: pd.DataFrame) -> pd.DataFrame:
         normal = values[g["scale"] == "normal"].dropna()
         flipped = values[g["scale"] == "flipped"].dropna()
         means = [m.mean() for m in (normal, flipped) if len(m)]
+        gaps = _pair_gaps(g.assign(expected=values))
         rows.append({
             "model": model, "attribute": attribute,
             "normal": normal.mean() if len(normal) else float("nan"),
@@ -306,10 +310,22 @@ def self_report_summary(frame: pd.DataFrame) -> pd.DataFrame:
             "combined": sum(means) / len(means) if means else float("nan"),
             "scale_bias": (normal.mean() - flipped.mean()) if len(normal) and len(flipped)
             else float("nan"),
-            "n_normal": len(normal), "n_flipped": len(flipped), "n": len(normal) + len(flipped),
+            "pair_bias_abs": gaps.abs().mean() if len(gaps) else float("nan"),
+            "pairs": len(gaps), "n_normal": len(normal), "n_flipped": len(flipped), "n": len(normal) + len(flipped),
             "missing": int(values.isna().sum()),
         })
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def _pair_gaps(group: pd.DataFrame) -> pd.Series:
+    """normal - flipped (both on the normal scale) per twin pair with both answers."""
+    keys = ["probe_id", "paraphrase_index"]
+    if not set(keys) <= set(group.columns):
+        return pd.Series(dtype=float)
+    wide = group.pivot_table(index=keys, columns="scale", values="expected", aggfunc="mean")
+    if not set(SCALES) <= set(wide.columns):
+        return pd.Series(dtype=float)
+    return (wide["normal"] - wide["flipped"]).dropna()
 
 
 # ------------------------------------------------------------------------------ the runner
