@@ -28,13 +28,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import yaml
 
 from emkit.api import ApiClient, ApiConfig
-from emkit.judge.base import JudgeItem
 from emkit.models import load_hf, parse_model_spec, release_memory, resolve_dtype
 from emkit.records import Judgment, SampleKey
 from emkit.store.probes import (
@@ -52,6 +51,9 @@ from emkit.suites.trigger import (
     trigger_hash,
     trigger_rows,
 )
+
+if TYPE_CHECKING:  # emkit.judge is imported when a measurement runs, not with this package
+    from emkit.judge.base import JudgeItem
 
 log = logging.getLogger("emkit")
 
@@ -234,6 +236,8 @@ def probe_hash(probe: Probe, model_identity: str) -> str:
 def probe_items(probes: Sequence[Probe], model: str = "self") -> list[JudgeItem]:
     """The probes as judge items whose template sends the wording unchanged, so the local and
     API judges' readers measure the model's own answer to it."""
+    from emkit.judge.base import JudgeItem
+
     return [JudgeItem(SampleKey(model, p.id, p.paraphrase_index, SCALES.index(p.scale),
                                 probe_hash(p, "")), p.text, "", p.scale, TEMPLATE)
             for p in probes]
@@ -311,7 +315,8 @@ def self_report_summary(frame: pd.DataFrame) -> pd.DataFrame:
             "scale_bias": (normal.mean() - flipped.mean()) if len(normal) and len(flipped)
             else float("nan"),
             "pair_bias_abs": gaps.abs().mean() if len(gaps) else float("nan"),
-            "pairs": len(gaps), "n_normal": len(normal), "n_flipped": len(flipped), "n": len(normal) + len(flipped),
+            "pairs": len(gaps), "n_normal": len(normal), "n_flipped": len(flipped),
+            "n": len(normal) + len(flipped),
             "missing": int(values.isna().sum()),
         })
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
