@@ -45,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emkit.records import SampleKey
 from emkit.store.labels import HUMAN_VERDICTS, write_label
+from emkit.view import answers as a
 from emkit.view import runs as q
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -158,20 +159,20 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         judge = request.query_params.get("judge") or run.judge_of_record
         data = summary(run, judge, figures)
         return render("summary.html", request, run=run, s=data,
-                      judges=q.filter_options(run)["judges"])
+                      judges=a.filter_options(run)["judges"])
 
     async def answers_page(request: Request) -> HTMLResponse:
         run = run_of(request)
-        f = q.Filters.from_query(request.query_params, run.judge_of_record)
-        rows, total = q.answers_page(run, f)
-        pages = max(1, -(-total // q.PAGE_SIZE))
+        f = a.Filters.from_query(request.query_params, run.judge_of_record)
+        rows, total = a.answers_page(run, f)
+        pages = max(1, -(-total // a.PAGE_SIZE))
         return render("answers.html", request, run=run, f=f, rows=rows, total=total,
-                      pages=pages, options=q.filter_options(run), sorts=list(q.SORTS))
+                      pages=pages, options=a.filter_options(run), sorts=list(a.SORTS))
 
     async def answer_page(request: Request) -> HTMLResponse:
         run = run_of(request)
         key = _key(request.query_params)
-        detail = q.answer_detail(run, key)
+        detail = a.answer_detail(run, key)
         if detail is None:
             raise HTTPException(404, "no stored answer under this key")
         return render("answer.html", request, run=run, a=detail, token=token,
@@ -197,12 +198,12 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
 
     async def compare_page(request: Request) -> HTMLResponse:
         run = run_of(request)
-        options = q.filter_options(run)
+        options = a.filter_options(run)
         question = request.query_params.get("question") or (options["questions"] or [""])[0]
         p = request.query_params.get("paraphrase", "")
         paraphrase = int(p) if p.isdigit() else None
         judge = request.query_params.get("judge") or run.judge_of_record
-        models = q.side_by_side(run, question, paraphrase, judge)
+        models = a.side_by_side(run, question, paraphrase, judge)
         return render("compare.html", request, run=run, options=options, question=question,
                       paraphrase=paraphrase, judge=judge, models=models)
 
@@ -222,7 +223,7 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         from emkit.view.summary import judge_quality
 
         run = run_of(request)
-        judges = q.filter_options(run)["judges"]
+        judges = a.filter_options(run)["judges"]
         rows = []
         for judge in judges:
             rows.append({"judge": judge, "quality": judge_quality(run, judge),
