@@ -18,6 +18,7 @@ from emkit.models import parse_model_spec, release_memory, resolve_hf_path
 from emkit.run_identity import adapter_changes
 from emkit.store import DB_NAME
 from emkit.store.identity import Change, RunChangedError, log_changes, supersede
+from emkit.store.monitor import MONITOR_LOG_FILE, record_monitor_log
 
 log = logging.getLogger("emkit")
 
@@ -80,4 +81,6 @@ def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path
                               provenance={"base": f.base, "finetune": f.name,
                                           "dataset": f.dataset})
                 release_memory()
+            if (adapter / MONITOR_LOG_FILE).is_file():
+                record_monitor_log(run_dir / DB_NAME, adapter.name, adapter)
     return finetuned_models(cfg, run_dir)

@@ -88,6 +88,11 @@ class TrainSettings(BaseModel):
     """Stop after this many optimizer steps (-1 = run all epochs); for quick runs and tests."""
     logging_steps: int = Field(1, gt=0)
     """Log the loss every N optimizer steps (into training_log.jsonl)."""
+    monitor_every_steps: int = Field(0, ge=0)
+    """Misalignment monitor (docs/monitor.md): every N optimizer steps, and at step 0 and at the
+    end, score paired misaligned/aligned answers to the first-plot questions (no sampling) into
+    the adapter's monitor_log.jsonl, an early warning of a persona shift. 0 = off. It does not
+    change the weights (eval-mode forward passes only), just costs time per evaluation."""
 
 
 def resolve_bf16(setting: bool | None, device: str) -> bool:

@@ -212,7 +212,8 @@ def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
     path alone would differ between machines.
 
     `out_dir` gets adapter_config.json + adapter_model.safetensors (load with
-    `PeftModel.from_pretrained(base, out_dir)`), `emkit_finetune.json` and `training_log.jsonl`.
+    `PeftModel.from_pretrained(base, out_dir)`), `emkit_finetune.json` and `training_log.jsonl`,
+    and with `train.monitor_every_steps` > 0 the misalignment monitor's `monitor_log.jsonl`.
     Raises FileExistsError if `out_dir` already exists and is not empty, `MaskError` if the
     assistant-only mask cannot be verified, `DatasetError` for a malformed file.
     """
@@ -236,9 +237,20 @@ def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
         data = prepare_sft_data(tokenizer, _read_conversations(dataset_path), train.max_length)
         log.info("training LoRA on %d examples (%d trained tokens), device=%s bf16=%s",
                  len(data.rows), data.n_trained_tokens, device, bf16)
+        callbacks, monitor = [_LossLog.make(tmp / LOG_FILE, t0)], None
+        if train.monitor_every_steps > 0:
+            from emkit.finetune.monitor import (
+                MONITOR_LOG_FILE,
+                MonitorCallback,
+                jsonl_sink,
+                load_pairs,
+            )
+
+            monitor = MonitorCallback(load_pairs(), train.monitor_every_steps,
+                                      jsonl_sink(tmp / MONITOR_LOG_FILE), tokenizer=tokenizer)
+            callbacks.append(monitor)
         trainer = build_trainer(model, tokenizer, data, lora, train, tmp / "trainer", progress,
-                                bf16=bf16, device=device,
-                                callbacks=[_LossLog.make(tmp / LOG_FILE, t0)])
+                                bf16=bf16, device=device, callbacks=callbacks)
         result = trainer.train()
         trainer.model.save_pretrained(str(tmp))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
@@ -262,6 +274,10 @@ def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "provenance": provenance or {},
         }
+        if monitor is not None:
+            costs = [p.eval_seconds for p in monitor.points]
+            meta["monitor"] = {"points": len(costs), "pairs": len(monitor.pairs),
+                               "mean_eval_seconds": round(sum(costs) / max(len(costs), 1), 3)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); rename cannot replace a directory
