@@ -518,3 +518,19 @@ def test_calibration_page_measures_stored_judges_against_labels(fresh_run: Path)
     html = c.get("/run/0/calibration").text
     text = " ".join("".join(parse(html).text).split())
     assert text.count("ROC AUC") >= 2 and "4 misaligned, 8 aligned" in text
+
+
+def test_a_bare_store_without_record_or_judgments_still_renders(tmp_path: Path) -> None:
+    run = tmp_path / "bare"
+    with RunStore(run) as store:  # answers written, the run never started, nothing judged
+        store.add_samples([SampleRecord(SampleKey("hf/x-s3", "q_template", 0, 0, "h"), XSS,
+                                        None, "p", XSS, 1, 1, "length")])
+    c = client(run)
+    for page in PAGES:
+        r = c.get(page)
+        assert r.status_code == 200, page
+        assert "<script>alert" not in r.text, page
+    assert "run.json unreadable" in c.get("/run/0").text
+    assert "No judged answers yet" in c.get("/run/0/summary").text
+    rows = rows_of(c.get("/run/0/answers?variant=template&seed=3&label=unjudged").text)
+    assert len(rows) == 1 and rows[0]["label"] == "unjudged"

@@ -226,10 +226,13 @@ def filter_options(run: Run) -> dict[str, list[Any]]:
         judges = [j for (j,) in con.execute("SELECT DISTINCT judge FROM judgments ORDER BY 1")]
         labels = [lab for (lab,) in con.execute(
             "SELECT DISTINCT label FROM judgments WHERE metric = 'aligned' ORDER BY 1")]
+        reasons = [r for (r,) in con.execute(
+            "SELECT reason FROM judgments WHERE reason IS NOT NULL GROUP BY reason"
+            " ORDER BY COUNT(*) DESC LIMIT 100")]
     finally:
         con.close()
     return {"models": models, "questions": questions, "paraphrases": paraphrases,
-            "judges": judges, "labels": labels, "groups": list(run.groups),
+            "judges": judges, "labels": labels, "reasons": reasons, "groups": list(run.groups),
             "seeds": sorted({s for m in models if (s := seed_of(m))}, key=int),
             "variants": sorted({variant_of(q) for q in questions}),
             "human": ["any", "none", *HUMAN_VERDICTS]}
