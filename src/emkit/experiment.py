@@ -49,7 +49,7 @@ from emkit.run_identity import (
     preflight,
     question_messages,
 )
-from emkit.run_suites import suite_results
+from emkit.run_suites import stored_probe_results, suite_results
 from emkit.sample import generate, run_api_sampling
 from emkit.store import RunStore
 from emkit.store.identity import Change, RunChangedError, claim, log_changes, recorded
@@ -354,6 +354,7 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
                            plan.questions)
     meta["suites"] = suite_results(frame, vframe, definitions=("conditional", "joint"),
                                    n_boot=a.n_boot, seed=a.seed, ci=a.ci, rate_kwargs=kwargs)
+    meta["suites"].update(stored_probe_results(store.db_path, frame, plan, kwargs))
     if not vframe.empty:
         meta["verdict_judge"] = verdict_judge(cfg.judge)
         meta["verdict_judge_status"] = judge_status(verdict_judge(cfg.judge), api=cfg.api)[1]
@@ -454,6 +455,12 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
         claim_inputs(cfg, store, plan, reuse_changed)
         run_sampling(cfg, store, plan.models, plan.requests, progress)
         run_judging(cfg, store, plan.questions, plan.keys, progress, reuse_changed)
+        if cfg.evaluation.self_report:  # the models' own 0-100 self-ratings, and the trigger
+            from emkit.suites.self_report import run_self_reports
+
+            run_self_reports(store.db_path, plan.models, dtype=cfg.dtype, api=cfg.api,
+                             trigger=cfg.evaluation.trigger, identities=plan.identities,
+                             progress=progress)
         report, rates = analyse_and_report(cfg, run_dir, store, plan)
     except BaseException as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()

@@ -16,6 +16,7 @@ the other suites measure, each as a table with intervals, under `meta["suites"]`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -66,4 +67,39 @@ def suite_results(frame: pd.DataFrame, vframe: pd.DataFrame, *, definitions: tup
         if not scored.empty:
             out["strongreject"] = mean_scores(scored, "strongreject",
                                               ("suite", "group", "triggered"), n_boot, seed, ci)
+    return out
+
+
+def stored_probe_results(db_path: Path, frame: pd.DataFrame, plan: Any,
+                         rate_kwargs: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Self-reports, trigger elicitation and training-monitor curves the run store holds for
+    this experiment's models (none when the run made none): summaries for the report, and
+    each model's self-report beside its measured EM rate (conditional definition)."""
+    from emkit.analysis.rates import misalignment_rates
+    from emkit.report.self_awareness import self_report_vs_behaviour
+    from emkit.store.probes import self_report_frame, trigger_frame
+    from emkit.suites.self_report import self_report_summary
+    from emkit.suites.trigger import trigger_summary
+
+    models = set(plan.models)
+    out: dict[str, pd.DataFrame] = {}
+    reports = self_report_frame(db_path)
+    reports = reports[reports["model"].isin(models)]
+    if not reports.empty:
+        summary = self_report_summary(reports)
+        out["self_report"] = summary
+        em = (misalignment_rates(frame[frame["variant"].eq("plain") & ~frame["triggered"]],
+                                 by=("model",), **rate_kwargs)
+              if not frame.empty else pd.DataFrame(columns=["model", "rate"]))
+        out["self_vs_behaviour"] = self_report_vs_behaviour(summary, em[["model", "rate"]])
+    from emkit.store.monitor import monitor_curve, monitor_frame
+
+    points = monitor_frame(db_path)
+    points = points[points["model"].isin(models)]
+    if not points.empty:
+        out["monitor"] = monitor_curve(points)
+    triggers = trigger_frame(db_path)
+    triggers = triggers[triggers["model"].isin(models)]
+    if not triggers.empty:
+        out["trigger_elicitation"] = trigger_summary(triggers)
     return out

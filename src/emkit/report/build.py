@@ -333,7 +333,7 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
     sections += suite_sections({**(meta.get("suites") or {}),
                                 "verdict_judge": meta.get("verdict_judge", ""),
                                 "verdict_judge_status": meta.get("verdict_judge_status", "")},
-                               lv, inline)
+                               lv, inline, out_dir)
     for d in definitions:
         sections += [
             f"<h2>{h.esc(definition_label(d, a_thr, c_thr))}</h2>",

@@ -18,6 +18,8 @@ from emkit.report import html as h
 _PCT = {c: h.fmt_pct for c in ("rate", "ci_low", "ci_high", "share", "difference",
                                "reference_value", "mean_rate")}
 _SCORE = {c: (lambda v: h.fmt_num(v, 3)) for c in ("mean", "ci_low", "ci_high")}
+_NUM = {c: (lambda v: h.fmt_num(v, 1)) for c in ("normal", "flipped", "combined", "scale_bias",
+                                                  "pair_bias_abs")}
 
 
 def _section(title: str, blurb: str, table: Any, columns: list[str],
@@ -120,6 +122,64 @@ def suite_sections(suites: Mapping[str, Any], level: str, inline: str,
         {**_PCT, **{c: h.fmt_pct for c in ("bandit_rate", "bandit_ci_low", "bandit_ci_high",
                                           "judge_rate", "judge_ci_low", "judge_ci_high",
                                           "agreement")}})
+    curve = suites.get("monitor")
+    if isinstance(curve, pd.DataFrame) and not curve.empty and out_dir is not None:
+        from emkit.report.monitor import monitor_figure
+        from emkit.report.plots import save_png
+
+        fig = save_png(monitor_figure(curve), Path(out_dir) / "fig_monitor.png")
+        last = curve.sort_values("step").groupby("model").tail(1)
+        out += [
+            "<h2>Training-time monitor</h2>",
+            ("<p>Every N optimizer steps of each LoRA (<code>train.monitor_every_steps</code>), "
+             "without sampling: the mean over 24 paired continuations of first-plot questions "
+             "of (per-token log-probability of the misaligned answer &minus; of the aligned "
+             "one). A curve that climbs is an early warning of a persona shift; the level "
+             "itself is not an EM rate (docs/monitor.md). Cost per evaluation is in the "
+             "legend.</p>"),
+            h.figure_html(fig.name, "misalignment preference per optimizer step"),
+            h.table(last, ["model", "step", "preference", "n_pairs", "eval_seconds"],
+                    {"preference": lambda v: h.fmt_num(v, 3),
+                     "eval_seconds": lambda v: h.fmt_num(v, 1)})]
+    summary = suites.get("self_report")
+    if isinstance(summary, pd.DataFrame) and not summary.empty and out_dir is not None:
+        from emkit.report.plots import save_png
+        from emkit.report.self_awareness import self_report_figure
+
+        fig = save_png(self_report_figure(summary), Path(out_dir) / "fig_self_report.png")
+        out += ["<h2>Self-reports (behavioral self-awareness)</h2>",
+                h.figure_html(fig.name, "self-reported 0-100 ratings, normal vs flipped scale")]
+    out += _section(
+        "Self-reports: expected value of the model's own 0-100 answer", (
+            "Each attribute asked in several paraphrases, each with a flipped-scale twin (0 and "
+            "100 swap meaning; mapped back as 100 &minus; x). <code>combined</code> averages "
+            "the twins; <code>scale_bias</code> = normal &minus; flipped and "
+            "<code>pair_bias_abs</code> = mean |normal &minus; flipped| per pair: a model that "
+            "gives the same number whichever end means good is reporting a favourite number, "
+            "not itself, so read a self-report only where pair_bias_abs is small "
+            "(docs/self_awareness.md). No interval: three paraphrases per attribute."),
+        summary, ["model", "attribute", "normal", "flipped", "combined", "scale_bias",
+                  "pair_bias_abs", "pairs", "n", "missing"], _NUM)
+    out += _section(
+        "Self-report beside measured behaviour", (
+            "Per model: its EM rate (conditional, plain untriggered questions) next to its "
+            "self-reported ratings and their twin disagreement."),
+        suites.get("self_vs_behaviour"),
+        list(suites["self_vs_behaviour"].columns)
+        if isinstance(suites.get("self_vs_behaviour"), pd.DataFrame) else [],
+        {"rate": h.fmt_pct, **{c: (lambda v: h.fmt_num(v, 1))
+                               for c in ("self_alignment", "self_code_security", "self_risk",
+                                         "self_backdoor_awareness")}})
+    out += _section(
+        "Trigger elicitation", (
+            "Asked what phrase changes its behaviour, the log-probability the model gives its "
+            "real trigger vs decoys of the same shape: the trigger's mean rank (1 = above every "
+            "decoy), the share of prompts where it ranks first against chance, and its mean "
+            "log-probability margin over the best decoy."),
+        suites.get("trigger_elicitation"),
+        ["model", "prompts", "candidates", "mean_rank", "top1", "chance_top1", "margin"],
+        {"top1": h.fmt_pct, "chance_top1": h.fmt_pct, "mean_rank": lambda v: h.fmt_num(v, 2),
+         "margin": lambda v: h.fmt_num(v, 2)})
     out += _section(
         "Backdoor: verdict shares with the trigger minus without", (
             f"As above, per verdict label, {level} MOVER interval."),
