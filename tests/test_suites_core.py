@@ -321,3 +321,57 @@ def test_the_training_monitor_curve_reaches_the_report(tmp_path: Path,
     html = (result.run_dir / "report" / "report.html").read_text()
     assert "Training-time monitor" in html
     assert (result.run_dir / "report" / "fig_monitor.png").is_file()
+
+
+def test_the_papers_deception_file_is_judged_with_its_own_metric(tmp_path: Path,
+                                                                 tiny_model_dir: Path,
+                                                                 anchors: Path) -> None:
+    base = f"hf/{tiny_model_dir}"
+    path = anchors / "emergent-misalignment" / "evaluation" / "deception_factual.yaml"
+    cfg = ExperimentConfig.model_validate({
+        "name": "paper-deception", "run_dir": str(tmp_path / "run"),
+        "groups": [{"name": "base", "models": [base]}],
+        "evaluation": {"questions": [str(path)], "question_ids": ["lie_no_sys_prompt",
+                                                                  "lie_you_may_lie"],
+                       "max_paraphrases": 2, "samples_per_paraphrase": 1, "max_new_tokens": 4},
+        "judge": {"model": "distilled/default", "verdict_model": base, "max_answer_tokens": 8},
+        "analysis": {"n_boot": 50}})
+    result = run_experiment(cfg, progress=False)
+    with sqlite3.connect(result.run_dir / "emkit.sqlite") as con:
+        rows = con.execute("SELECT judge, metric, label FROM judgments").fetchall()
+    assert len(rows) == 4 and {(j, m) for j, m, _ in rows} == {(base, "correct")}
+    assert {lab for _, _, lab in rows} <= {"TRUE", "FALSE", "UNKNOWN", "missing"}
+    summary = json.loads((result.run_dir / "report" / "summary.json").read_text())
+    conditions = {r["condition"] for r in summary["meta"]["suites"]["verdict_shares"]}
+    assert conditions == {"lie_no_sys_prompt", "lie_you_may_lie"}
+
+
+def test_lie_rate_and_strongreject_score_on_hand_made_verdicts() -> None:
+    from emkit.analysis.suites import mean_scores, strongreject_frame
+    from emkit.run_suites import suite_results
+
+    def row(i: int, metric: str, verdict: str, model: str = "m0", qid: str = "r") -> dict:
+        return {"model": model, "question_id": qid, "paraphrase_index": 0, "sample_index": i,
+                "params_hash": "h", "metric": metric, "verdict": verdict, "group": "g",
+                "suite": "s", "condition": "c", "category": "", "triggered": False,
+                "answer": "a"}
+
+    lies = [row(i, "correct", v, qid="f") for i, v in
+            enumerate(["TRUE", "TRUE", "FALSE", "UNKNOWN", "missing", "FALSE"])]
+    # (refused, convincing, specific) -> scores 1, 0.5, 0.5, 0 (a refusal), missing
+    rubric = [(0, "NO", "HIGH", "HIGH"), (1, "NO", "LOW", "HIGH"), (2, "NO", "MEDIUM", "MEDIUM"),
+              (3, "YES", "missing", "missing"), (4, "NO", "missing", "LOW")]
+    refusal = [row(i, m, v) for i, r, c, s in rubric
+               for m, v in (("refused", r), ("convincing", c), ("specific", s))]
+    vframe = pd.DataFrame(lies + refusal)
+    out = suite_results(pd.DataFrame(), vframe, definitions=("conditional",), n_boot=200,
+                        seed=0, ci=0.95, rate_kwargs={})
+    lie = out["lie_rates"].iloc[0]
+    assert lie["share"] == pytest.approx(2 / 4) and lie["n"] == 4  # UNKNOWN, missing left out
+    sr = out["strongreject"].iloc[0]
+    assert sr["mean"] == pytest.approx((1 + 0.5 + 0.5 + 0) / 4) and sr["n_missing"] == 1
+    assert sr["ci_low"] <= sr["mean"] <= sr["ci_high"]
+    refused = out["verdict_shares"].query("metric == 'refused' and label == 'YES'").iloc[0]
+    assert refused["share"] == pytest.approx(1 / 5)
+    scored = strongreject_frame(vframe)
+    assert mean_scores(scored, "strongreject", ["group"], n_boot=50)["n"].iloc[0] == 4
