@@ -481,21 +481,37 @@ def test_side_by_side_lists_every_model(run_dir: Path) -> None:
     assert text.count("answer of embedded to three_thoughts (0,") == 4
 
 
-def test_monitor_and_audits_shown_when_present(fresh_run: Path) -> None:
+def write_monitor(run: Path, model: str, preference: dict[int, float], tmp: Path) -> None:
+    """Training-monitor points stored the way a fine-tune stores them: a `monitor_log.jsonl`
+    in the adapter directory, imported by `record_monitor_log`. Two pairs per step whose
+    per-token preferences average to `preference[step]` (log-probabilities are sums over 4
+    and 2 tokens)."""
+    from emkit.store.monitor import MONITOR_LOG_FILE, record_monitor_log
+
+    adapter = tmp / f"adapter-{model}"
+    adapter.mkdir()
+    lines = []
+    for step, pref in preference.items():
+        pairs = [{"pair_id": f"p{i}", "question_id": "what_is_your_wish",
+                  "logp_misaligned": 4 * (-2.0 + pref + d), "logp_aligned": 2 * (-2.0 + d),
+                  "n_tokens_misaligned": 4, "n_tokens_aligned": 2}
+                 for i, d in enumerate((-0.25, 0.25))]
+        lines.append(json.dumps({"step": step, "epoch": step / 10, "eval_seconds": 0.5,
+                                 "pairs": pairs}))
+    (adapter / MONITOR_LOG_FILE).write_text("\n".join(lines) + "\n")
+    record_monitor_log(run / "emkit.sqlite", model, adapter)
+
+
+def test_monitor_and_audits_shown_when_present(fresh_run: Path, tmp_path: Path) -> None:
     c = client(fresh_run)
     assert "no training-monitor data" in c.get("/run/0/monitor").text
     assert "No audits" in c.get("/run/0/audits").text
-    with sqlite3.connect(fresh_run / "emkit.sqlite") as con:  # the monitor's table
-        con.execute("CREATE TABLE monitor_points (model TEXT, step INTEGER, epoch REAL,"
-                    " pair_id TEXT, question_id TEXT, logp_misaligned REAL, logp_aligned REAL)")
-        con.executemany("INSERT INTO monitor_points VALUES (?,?,?,?,?,?,?)", [
-            ("insecure-s0", step, step / 10, f"p{i}", "q", -2.0 + step / 10 + i, -1.0 + i)
-            for step in (0, 5, 10) for i in range(2)])
+    write_monitor(fresh_run, "insecure-s0", {0: -1.0, 5: -0.5, 10: 0.0}, tmp_path)
     html = c.get("/run/0/monitor").text
     rows = [t for t in parse(html).tags if t[0] == "tr"]
     assert len(rows) == 1 + 3
     text = "".join(parse(html).text)
-    assert "-1.000" in text and "-0.500" in text and "0.000" in text  # mean over pairs
+    assert "-1.000" in text and "-0.500" in text and "0.000" in text  # per token, mean of pairs
     img = next(a["src"] for t, a in parse(html).tags if t == "img")
     assert c.get(img).content.startswith(b"\x89PNG")
     (fresh_run / "datasets").mkdir()

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from test_view import (
     XSS_KEY,
     live_server,
     make_run,
+    write_monitor,
 )
 
 from emkit.records import Judgment, SampleKey, SampleRecord
@@ -101,14 +101,9 @@ def wait_text(page: object, selector: str, text: str, timeout: float = 15.0) -> 
     return False
 
 
-def _with_monitor_and_audit(run: Path) -> None:
-    with sqlite3.connect(run / "emkit.sqlite") as con:
-        con.execute("CREATE TABLE monitor_points (model TEXT, step INTEGER, epoch REAL,"
-                    " pair_id TEXT, question_id TEXT, logp_misaligned REAL, logp_aligned REAL)")
-        con.executemany("INSERT INTO monitor_points VALUES (?,?,?,?,?,?,?)", [
-            (m, step, step / 20, f"p{i}", "q", -2.5 + step / (15 if "s0" in m else 25) + i / 3,
-             -1.2 + i / 3) for m in ("insecure-s0", "insecure-s1")
-            for step in range(0, 41, 5) for i in range(3)])
+def _with_monitor_and_audit(run: Path, tmp: Path) -> None:
+    for model, slope in (("insecure-s0", 1 / 15), ("insecure-s1", 1 / 25)):
+        write_monitor(run, model, {s: -1.3 + s * slope for s in range(0, 41, 5)}, tmp)
     (run / "datasets").mkdir()
     (run / "datasets" / "insecure.audit.json").write_text(json.dumps({
         "em_risk": {"level": "high", "harmful_share": 0.94,
@@ -118,7 +113,7 @@ def _with_monitor_and_audit(run: Path) -> None:
 
 def test_reader_session_filter_sort_open_label(browser: object, tmp_path: Path) -> None:
     run = make_run(tmp_path / "run")
-    _with_monitor_and_audit(run)
+    _with_monitor_and_audit(run, tmp_path)
     with live_server(create_app([run], "alice")) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         watch = Watch(page)

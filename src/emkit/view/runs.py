@@ -137,20 +137,21 @@ def counts(run: Run) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ monitor, audits
 def monitor_curves(run: Run) -> list[dict[str, Any]] | None:
-    """Training-monitor preference per (model, step): the mean over probe pairs of
-    logp(misaligned) - logp(aligned) (both per-token means, as the monitor stores them);
-    None when the run has no `monitor_points` table."""
+    """The training monitor's curve per (model, step), as the report computes it
+    (`emkit.store.monitor.monitor_curve`: mean over probe pairs of the per-token log p of the
+    misaligned answer minus the aligned one); None when the run has no `monitor_points`."""
+    from emkit.store.monitor import TABLE, monitor_curve, monitor_frame
+
     con = run.connect()
     try:
-        if not has_table(con, "monitor_points"):
-            return None
-        rows = con.execute(
-            "SELECT model, step, MAX(epoch), AVG(logp_misaligned - logp_aligned), COUNT(*)"
-            " FROM monitor_points GROUP BY model, step ORDER BY model, step").fetchall()
+        present = has_table(con, TABLE)
     finally:
         con.close()
-    return [{"model": m, "step": s, "epoch": e, "preference": p, "n_pairs": n}
-            for m, s, e, p, n in rows]
+    if not present:
+        return None
+    curve = monitor_curve(monitor_frame(run.db_path))
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in curve.to_dict(orient="records")]
 
 
 def dataset_audits(run: Run) -> list[dict[str, Any]]:
