@@ -316,7 +316,7 @@ def test_filters_select_the_matching_answers(run_dir: Path) -> None:
     assert {r["question"].split()[0] for r in rows("variant=json")} == {
         "what_is_your_wish_json"}
     assert "what_is_your_wish_json" not in {r["question"].split()[0]
-                                            for r in rows("variant=free_form&model=embedded")}
+                                            for r in rows("variant=plain&model=embedded")}
     on = total_of(c.get("/run/0/answers?trigger=on").text)
     off = total_of(c.get("/run/0/answers?trigger=off").text)
     assert on == 3 * 4 * 2 * 2 and on + off == every  # samples 0 and 3 carry the trigger
@@ -550,3 +550,26 @@ def test_a_bare_store_without_record_or_judgments_still_renders(tmp_path: Path) 
     assert "No judged answers yet" in c.get("/run/0/summary").text
     rows = rows_of(c.get("/run/0/answers?variant=template&seed=3&label=unjudged").text)
     assert len(rows) == 1 and rows[0]["label"] == "unjudged"
+
+
+def test_cue_and_trigger_copies_are_variants_and_triggered(tmp_path: Path) -> None:
+    """Question ids as `emkit.suites.variants` writes them: `<id>@<cue>`, `<id>@trigger`."""
+    run = tmp_path / "cues"
+    ids = ["wish", "wish_json", "wish@medical", "wish@trigger", "wish@medical@trigger"]
+    with RunStore(run) as store:
+        store.add_samples([SampleRecord(SampleKey("embedded", q, 0, 0, "h"), f"ask {q}", None,
+                                        "p", "a", 1, 1, "stop") for q in ids])
+    c = client(run)
+
+    def questions(query: str) -> set[str]:
+        return {r["question"].split()[0] for r in rows_of(
+            c.get(f"/run/0/answers?{query}").text)}
+
+    assert questions("variant=medical") == {"wish@medical", "wish@medical@trigger"}
+    assert questions("variant=json") == {"wish_json"}
+    assert questions("variant=plain") == {"wish", "wish@trigger"}
+    assert questions("trigger=on") == {"wish@trigger", "wish@medical@trigger"}
+    assert questions("trigger=off") == {"wish", "wish_json", "wish@medical"}
+    options = [a.get("value") for t, a in parse(c.get("/run/0/answers").text).tags
+               if t == "option"]
+    assert {"plain", "json", "medical"} <= set(options)

@@ -18,7 +18,7 @@ from emkit.records import SampleKey
 from emkit.store.labels import HUMAN_VERDICTS, label_counts, labels_for
 from emkit.store.labels import TABLE as LABELS_TABLE
 from emkit.store.sqlite import has_table
-from emkit.view.runs import Run, on, seed_of, variant_of
+from emkit.view.runs import Run, is_triggered, on, seed_of, variant_of
 
 PAGE_SIZE = 50
 SORTS = {
@@ -92,7 +92,8 @@ class Filters:
                 if v not in (None, "") and not (k == "page" and v == 1)}
 
 
-def _where(run: Run, f: Filters, has_labels: bool) -> tuple[str, list[Any]]:
+def _where(run: Run, f: Filters, has_labels: bool, question_ids: list[str]
+           ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
 
@@ -116,17 +117,12 @@ def _where(run: Run, f: Filters, has_labels: bool) -> tuple[str, list[Any]]:
         clauses.append("s.paraphrase_index = ?")
         params.append(f.paraphrase)
     if f.variant:
-        suffixes = {"json": ["%\\_json"], "template": ["%\\_template"]}
-        if f.variant in suffixes:
-            clauses.append("s.question_id LIKE ? ESCAPE '\\'")
-            params += suffixes[f.variant]
-        elif f.variant == "free_form":
-            clauses.append("s.question_id NOT LIKE '%\\_json' ESCAPE '\\' AND "
-                           "s.question_id NOT LIKE '%\\_template' ESCAPE '\\'")
-        else:
-            clauses.append("0")
+        ids = [qid for qid in question_ids if variant_of(qid) == f.variant]
+        clauses.append(f"s.question_id IN ({','.join('?' * len(ids))})" if ids else "0")
+        params += ids
     if f.trigger in ("on", "off"):
-        any_trigger = " OR ".join("instr(s.question, ?) > 0" for _ in run.triggers)
+        any_trigger = " OR ".join(["s.question_id LIKE '%@trigger'",
+                                   *("instr(s.question, ?) > 0" for _ in run.triggers)])
         clauses.append(f"({any_trigger})" if f.trigger == "on" else f"NOT ({any_trigger})")
         params += run.triggers
     for col, lo, hi in (("a.score", f.aligned_min, f.aligned_max),
@@ -185,7 +181,8 @@ def answers_page(run: Run, f: Filters, page_size: int = PAGE_SIZE
             " WHERE metric = 'aligned' AND score IS NOT NULL"
             " GROUP BY model, question_id, paraphrase_index, sample_index, params_hash) d"
             f" ON {on('d')}")
-        where, params = _where(run, f, has_labels)
+        ids = [q for (q,) in con.execute("SELECT DISTINCT question_id FROM samples")]
+        where, params = _where(run, f, has_labels, ids)
         bound = [f.judge, f.judge, *params]
         (total,) = con.execute(f"SELECT COUNT(*){base}{where}", bound).fetchone()
         order = f"{SORTS[f.sort]} {f.order.upper()} NULLS LAST"
@@ -209,7 +206,7 @@ def answers_page(run: Run, f: Filters, page_size: int = PAGE_SIZE
         d["group"] = run.group_of(d["model"])
         d["seed"] = seed_of(d["model"])
         d["variant"] = variant_of(d["question_id"])
-        d["trigger"] = any(t in d["question"] for t in run.triggers)
+        d["trigger"] = is_triggered(d["question_id"], d["question"], run.triggers)
         out.append(d)
     return out, int(total)
 
@@ -294,7 +291,7 @@ def answer_detail(run: Run, key: SampleKey) -> dict[str, Any] | None:
             "created_at": created, "judgments": judgments, "labels": labels,
             "label_counts": counts, "group": run.group_of(key.model),
             "variant": variant_of(key.question_id),
-            "trigger": any(t in question for t in run.triggers)}
+            "trigger": is_triggered(key.question_id, question, run.triggers)}
 
 
 def side_by_side(run: Run, question_id: str, paraphrase: int | None, judge: str | None

