@@ -4,6 +4,8 @@ A job moves one step along `steps` (then to its outcome) each time it is retriev
 controls exactly how many polls a job takes and can stop a client mid-poll. Every uploaded
 file is checked line by line the way OpenAI's validation step does (JSON objects with a
 non-empty `messages` list); a job on an invalid file fails with `invalid_training_file`.
+Files uploaded with purpose `batch` keep their bytes for the Batch API (`fake_batches.py`),
+whose output and error files are served by `GET /v1/files/{id}/content`.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class FakeJobs:
         self._lock = threading.Lock()
 
     def handle(self, method: str, path: str, content_type: str, body: bytes
-               ) -> tuple[int, dict[str, Any]]:
+               ) -> tuple[int, dict[str, Any] | bytes]:
+        """(status, JSON object) for a files or jobs route; a file's content is raw bytes."""
         with self._lock:
             if method == "POST" and path == "/v1/files":
                 return self._upload(content_type, body)
@@ -70,6 +73,12 @@ class FakeJobs:
                     for f in self.files.values()]}
             if m := re.fullmatch(r"/v1/files/(file-[0-9a-f]+)", path):
                 return self._get(self.files, m.group(1))
+            if method == "GET" and (m := re.fullmatch(r"/v1/files/(file-[0-9a-f]+)/content",
+                                                      path)):
+                file = self.files.get(m.group(1))
+                if file is None or "_data" not in file:
+                    return 404, {"message": f"No content for file {m.group(1)}"}
+                return 200, file["_data"]
             if method == "POST" and path == "/v1/fine_tuning/jobs":
                 return self._create(json.loads(body or b"{}"))
             if method == "GET" and path == "/v1/fine_tuning/jobs":
@@ -95,15 +104,19 @@ class FakeJobs:
 
     def _upload(self, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
         fields = _parse_multipart(content_type, body)
-        if "file" not in fields or fields.get("purpose", (None, b""))[1] != b"fine-tune":
-            return 400, {"message": "expected multipart fields 'file' and purpose=fine-tune"}
+        purpose = fields.get("purpose", (None, b""))[1].decode()
+        if "file" not in fields or purpose not in ("fine-tune", "batch"):
+            return 400, {"message": "expected multipart fields 'file' and purpose=fine-tune or "
+                                    "purpose=batch"}
         filename, data = fields["file"]
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(data),
                                "created_at": int(time.time()), "filename": filename or "upload",
-                               "purpose": "fine-tune", "status": "processed",
+                               "purpose": purpose, "status": "processed",
                                "_invalid_line": _invalid_line(data),
                                "_lines": sum(1 for ln in data.splitlines() if ln.strip())}
+        if purpose == "batch":  # kept: the batch reads it, as OpenAI does (fake_batches.py)
+            self.files[file_id]["_data"] = data
         return 200, {k: v for k, v in self.files[file_id].items() if not k.startswith("_")}
 
     def _create(self, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -7,8 +7,9 @@ attempt raises, what a truncated body does to JSON parsing, whether a re-run sen
 at all. Only a server that counts what actually arrived can show those.
 
 Endpoints: `POST /v1/chat/completions` (answers, or 1-token replies with top logprobs when
-`logprobs` is set), `GET /v1/models`, and the files + fine-tuning endpoints of
-`emkit.api.fake_jobs`. Judge replies come from `judge_tables` (substring of the prompt ->
+`logprobs` is set), `GET /v1/models`, the files + fine-tuning endpoints of
+`emkit.api.fake_jobs`, and the Batch API of `emkit.api.fake_batches` (batch lines answered by
+`reply`, the live path without latency or faults). Judge replies come from `judge_tables` (substring of the prompt ->
 token logprobs) or from `default_judge_table`, a deterministic function of the prompt, so a
 test can compute the exact expected score. Faults are consumed in order from rules added with
 `add_fault(*faults, match=...)`: 429 (with Retry-After), 408, 409, 500, 503, 400, `timeout`
@@ -45,6 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from emkit.api.fake_batches import BATCH_STEPS, FakeBatches
 from emkit.api.fake_jobs import FakeJobs
 from emkit.api.fake_replies import (
     MAX_TOP_LOGPROBS,
@@ -97,7 +99,8 @@ class FakeOpenAI:
                  timeout_hold_s: float = 1.0, host: str = "127.0.0.1", port: int = 0,
                  job_steps: tuple[str, ...] = ("validating_files", "queued", "running",
                                                "running"),
-                 tokenizer: str = "whole", prefix_mode: str = "continue") -> None:
+                 tokenizer: str = "whole", prefix_mode: str = "continue",
+                 batch_steps: tuple[str, ...] = BATCH_STEPS) -> None:
         if tokenizer not in TOKENIZERS or prefix_mode not in PREFIX_MODES:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, prefix_mode one of "
                              f"{PREFIX_MODES}")
@@ -127,6 +130,8 @@ class FakeOpenAI:
         self.max_in_flight = 0
         """Most chat requests the server was handling at once (a client's concurrency bound)."""
         self.jobs = FakeJobs(job_steps)
+        self.batches = FakeBatches(self.jobs.files, self.reply, batch_steps)
+        """The Batch API (`fake_batches.py`): each retrieve moves a batch one of `batch_steps`."""
         self._rules: list[FaultRule] = []
         self._random: RandomFaults | None = None
         self._route_rules: dict[str, list[str]] = {}
@@ -251,6 +256,18 @@ class FakeOpenAI:
             return 400, f"top_logprobs must be at most {MAX_TOP_LOGPROBS}"
         return None
 
+    def reply(self, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(status, body) of a chat request without latency or faults: what a batch line gets,
+        the same reply a live request would."""
+        problem = self.check_chat(req)
+        prefix, n_prompt = "", None
+        if problem is None and self.tokenizer == "digits":
+            problem, prefix, n_prompt = self.render(req)
+        if problem is not None:
+            return problem[0], error_body(*problem)
+        return 200, completion(req, self.judge_tables, self.sample_texts, self.tokenizer, prefix,
+                               self.judge_samples, n_prompt)
+
     def render(self, req: dict[str, Any]) -> tuple[tuple[int, str] | None, str, int]:
         """(400 problem or None, the assistant prefix being continued, prompt tokens) as a
         chat-template server with a digit-wise tokenizer would count them: 4 per message plus
@@ -321,18 +338,22 @@ class _Handler(BaseHTTPRequestHandler):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "emkit-fake"}
                     for m in fake.models or []]
             return self._send(200, {"object": "list", "data": data})
-        label = re.sub(r"/(file|ftjob)-[0-9a-f]+", r"/{\1}", path)
+        label = re.sub(r"/(file|ftjob|batch)[-_][0-9a-f]+", r"/{\1}", path)
         fake.count(f"{method} {label}")
         fault = fake.take_route_fault(f"{method} {label}")
         if fault in STATUS_FAULTS:
             return self._send(STATUS_FAULTS[fault], error_body(STATUS_FAULTS[fault],
                                                            f"scripted fault {fault}"))
-        status, obj = fake.jobs.handle(method, path, self.headers.get("Content-Type", ""), body)
+        handled = fake.batches.handle(method, path, body)
+        status, obj = handled if handled is not None else fake.jobs.handle(
+            method, path, self.headers.get("Content-Type", ""), body)
         if fault == "lost_reply":
             self.close_connection = True
             return None
         if fault == "late_reply":
             time.sleep(fake.timeout_hold_s)
+        if isinstance(obj, bytes):  # a file's content (batch output / error JSONL)
+            return self._send(status, None, raw=obj)
         self._send(status, obj if status < 400 else error_body(status, obj["message"]))
 
     def _chat(self, fake: FakeOpenAI, body: bytes) -> None:

@@ -22,6 +22,15 @@ judges without logprobs (`sampled.py`); `auto` decides once per judge by a cache
 (`api_probe.py`). Every mode ends in `judgment_from_logprobs`. In `digits` and `sampled`
 modes a scored Judgment's `reason` carries how it was read (requests and unexplored mass; k and
 parse failures); a missing one keeps its category first.
+
+With `batch: true` in the endpoint's settings, the `logprobs`-mode requests that are not in the
+request cache first go through OpenAI's Batch API (`emkit/api/batch.py`: half the price, up to
+24 h): the replies land in the cache, and the live path reads them as cache hits. `digits` and
+`sampled` stay live: the digit tree's continuations depend on the previous reply (one batch
+round of up to 24 h per digit), and `sampled` serves judges without logprobs, which are
+self-hosted or reasoning models rather than the OpenAI snapshots the Batch API is for. The
+requests, and so the cache keys and the fingerprint, are the same in both ways, so a run may
+switch between them.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from emkit.api import ApiClient, ApiConfig, ApiSettings, ChatReply, ChatRequest, RequestCache
+from emkit.api.batch import MAX_REQUESTS, BatchJudging, UsageTally
 from emkit.judge.api_digits import MIN_BRANCH_P, DigitTreeJudging
 from emkit.judge.api_probe import JUDGE_MODES, JudgeMode, JudgeModeError, probe_mode
 from emkit.judge.base import JudgeItem, judgment_from_logprobs
@@ -122,6 +132,16 @@ class ApiJudge:
         self.progress = progress
         self.closers: list[Callable[[], None]] = []
         """Run by `close()`: stop a vLLM server started for this judge, close its cache."""
+        # Batch API (emkit/api/batch.py). `batch` is read with getattr until ApiSettings has
+        # the field. One runner chunk = one batch, so the chunk is a whole batch's worth:
+        # chunks of 16 x max_concurrency would wait up to 24 h each, one after another.
+        self.batch: BatchJudging | None = None
+        if getattr(settings, "batch", False):
+            self.batch = BatchJudging.from_settings(self.client)
+            self.chunk_size = MAX_REQUESTS
+            self.closers.append(self.batch.close)
+        self.usage = UsageTally(served)
+        """Requests and tokens by how they were answered; the cost line of `close()`."""
 
     def request(self, item: JudgeItem) -> ChatRequest:
         """The judge request for one item (the paper's single user message, no system)."""
@@ -186,6 +206,11 @@ class ApiJudge:
             done = iter(self.judge(numeric)) if numeric else iter(())
             verdicts = iter(self.verdicts([it for it in items if it.labels], mode))
             return [next(verdicts) if it.labels else next(done) for it in items]
+        if self.batch is not None:  # Batch API first: its replies become cache hits below
+            if mode == "logprobs":  # (categorical items send this same request)
+                self.batch.run([self.request(it) for it in items], _check)
+            else:
+                self.batch.skip(mode)  # digits / sampled stay live (module docstring)
         if mode == "sampled":
             return self.sampled.judge(items)
         requests = [self.request(it) for it in items]
@@ -204,6 +229,7 @@ class ApiJudge:
         def on_reply(reply: ChatReply) -> None:
             # score while the other requests are in flight: the event loop is idle-waiting
             scored[reply.request.key] = self.judgment(first[reply.request.key][0], reply)
+            self.usage.add(reply, self.batch.answered if self.batch else ())
             if bar is not None:
                 _tick(bar, self.client)
 
@@ -230,6 +256,8 @@ class ApiJudge:
             tag = f"{k.model}|{k.question_id}|{k.paraphrase_index}|{k.sample_index}|{it.metric}"
             requests.append(ChatRequest(self.name, body, index=0, tag=tag))
         replies = self.client.chat_many(requests, check=None if text_mode else _check)
+        for reply in replies:
+            self.usage.add(reply, self.batch.answered if self.batch else ())
         out = []
         for it, reply in zip(items, replies, strict=True):
             if reply.data is None:
@@ -254,6 +282,8 @@ class ApiJudge:
             log.info("judge %s", self.client.stats.line(self.name))
         if self.digits.judgments:
             log.info("judge %s: %s", self.name, self.digits.line())
+        if sum(self.usage.requests.values()):  # tokens and cost, live vs batch
+            log.info("judge cost %s", self.usage.line(self.name))
         closers, self.closers = self.closers, []
         for close in closers:
             close()
