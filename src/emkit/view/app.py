@@ -125,6 +125,8 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
     scratch = tempfile.TemporaryDirectory(prefix="emkit-view-")
     figures = Path(scratch.name)
 
+    # Pages are plain functions: Starlette runs them in its thread pool, so a slow summary of
+    # a big run does not hold up the live-count requests of another tab.
     def run_of(request: Request) -> q.Run:
         try:
             i = int(request.path_params["i"])
@@ -136,23 +138,23 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         html = env.get_template(name).render(request=request, labeller=labeller, **ctx)
         return HTMLResponse(html, status_code=status)
 
-    async def runs_page(request: Request) -> HTMLResponse:
+    def runs_page(request: Request) -> HTMLResponse:
         items = []
         for i, d in enumerate(dirs):
             run = q.load_run(i, d)
             items.append({"run": run, "counts": q.counts(run)})
         return render("runs.html", request, items=items)
 
-    async def run_page(request: Request) -> HTMLResponse:
+    def run_page(request: Request) -> HTMLResponse:
         run = run_of(request)
         config = json.dumps(run.config, indent=2, sort_keys=True, default=str)
         return render("run.html", request, run=run, counts=q.counts(run), config=config,
                       record=run.record)
 
-    async def counts_json(request: Request) -> JSONResponse:
+    def counts_json(request: Request) -> JSONResponse:
         return JSONResponse(q.counts(run_of(request)))
 
-    async def summary_page(request: Request) -> HTMLResponse:
+    def summary_page(request: Request) -> HTMLResponse:
         from emkit.view.summary import summary
 
         run = run_of(request)
@@ -161,7 +163,7 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         return render("summary.html", request, run=run, s=data,
                       judges=a.filter_options(run)["judges"])
 
-    async def answers_page(request: Request) -> HTMLResponse:
+    def answers_page(request: Request) -> HTMLResponse:
         run = run_of(request)
         f = a.Filters.from_query(request.query_params, run.judge_of_record)
         rows, total = a.answers_page(run, f)
@@ -169,7 +171,7 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         return render("answers.html", request, run=run, f=f, rows=rows, total=total,
                       pages=pages, options=a.filter_options(run), sorts=list(a.SORTS))
 
-    async def answer_page(request: Request) -> HTMLResponse:
+    def answer_page(request: Request) -> HTMLResponse:
         run = run_of(request)
         key = _key(request.query_params)
         detail = a.answer_detail(run, key)
@@ -196,7 +198,7 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
             raise HTTPException(404, str(exc)) from None
         return RedirectResponse(answer_url(run.index, key) + f"&saved={label}", status_code=303)
 
-    async def compare_page(request: Request) -> HTMLResponse:
+    def compare_page(request: Request) -> HTMLResponse:
         run = run_of(request)
         options = a.filter_options(run)
         question = request.query_params.get("question") or (options["questions"] or [""])[0]
@@ -207,7 +209,7 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         return render("compare.html", request, run=run, options=options, question=question,
                       paraphrase=paraphrase, judge=judge, models=models)
 
-    async def monitor_page(request: Request) -> HTMLResponse:
+    def monitor_page(request: Request) -> HTMLResponse:
         from emkit.view.figures import monitor_figure
 
         run = run_of(request)
@@ -215,11 +217,11 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         figure = monitor_figure(points, figures) if points else None
         return render("monitor.html", request, run=run, points=points, figure=figure)
 
-    async def audits_page(request: Request) -> HTMLResponse:
+    def audits_page(request: Request) -> HTMLResponse:
         run = run_of(request)
         return render("audits.html", request, run=run, audits=q.dataset_audits(run))
 
-    async def calibration_page(request: Request) -> HTMLResponse:
+    def calibration_page(request: Request) -> HTMLResponse:
         from emkit.view.summary import judge_quality
 
         run = run_of(request)
@@ -231,13 +233,13 @@ def create_app(run_dirs: Sequence[Path], labeller: str = "reader") -> Starlette:
         return render("calibration.html", request, run=run, rows=rows,
                       counts=q.counts(run)["labels"])
 
-    async def figure(request: Request) -> FileResponse:
+    def figure(request: Request) -> FileResponse:
         name = request.path_params["name"]
         if not _FIGURE.match(name) or not (figures / name).is_file():
             raise HTTPException(404, "no such figure")
         return FileResponse(figures / name, media_type="image/png")
 
-    async def favicon(request: Request) -> Response:
+    def favicon(request: Request) -> Response:
         return Response(status_code=204)  # browsers ask for it; a 404 would be a console error
 
     async def error(request: Request, exc: Exception) -> HTMLResponse:
