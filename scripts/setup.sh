@@ -16,5 +16,10 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[embedded,test]"
+# Debian's Chromium for the `emkit view` browser tests (they skip, saying why, without it)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -x /usr/bin/chromium ]; then
+  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) \
+    >/dev/null 2>&1 || echo "chromium not installed: emkit view's browser tests will skip"
+fi
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[embedded,view,test]"
 .venv/bin/python -c "import emkit, torch; print(f'emkit {emkit.__version__} ready (torch {torch.__version__})')"

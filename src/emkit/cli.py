@@ -21,6 +21,7 @@ from emkit.cli_common import DEBUG, finish, friendly
 from emkit.cli_datasets import audit, datasets_app
 from emkit.cli_judge import judge_app
 from emkit.cli_run import export, status
+from emkit.cli_sweep import DRY_RUN_HELP, print_plan, sweep
 
 app = typer.Typer(help="Emergent-misalignment experiments, end to end.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -60,12 +61,15 @@ def quickstart(
 def run(experiment: Annotated[Path, typer.Argument(help="Experiment YAML.")],
         run_dir: Annotated[Path | None, typer.Option(help="Override run_dir.")] = None,
         quiet: bool = False,
-        reuse_changed: Annotated[bool, typer.Option(help=REUSE_HELP)] = False) -> None:
-    """Run or resume an experiment described by a YAML file."""
-    from emkit.config import load_experiment
+        reuse_changed: Annotated[bool, typer.Option(help=REUSE_HELP)] = False,
+        dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False) -> None:
+    """Run or resume an experiment described by a YAML file, or a recipe (recipes/NAME.yaml)."""
     from emkit.experiment import run_experiment
+    from emkit.recipes import load_recipe
 
-    cfg = load_experiment(experiment)
+    if dry_run:
+        return print_plan(experiment)
+    cfg = load_recipe(experiment).config
     if run_dir is not None:
         cfg = cfg.model_copy(update={"run_dir": run_dir})
     finish(run_experiment(cfg, progress=not quiet, reuse_changed=reuse_changed))
@@ -191,6 +195,7 @@ def report(run_dir: Annotated[Path, typer.Option(help="Run directory.")]) -> Non
 app.command()(status)
 app.command()(export)
 app.command()(__import__("emkit.cli_view", fromlist=["view"]).view)
+app.command()(sweep)
 
 if __name__ == "__main__":
     app()
