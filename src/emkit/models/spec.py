@@ -20,6 +20,9 @@ PROVIDERS: dict[str, str] = {
               "per-model endpoint); the name is sent as is, colons included (`ft:...`)",
     "vllm": "open models served by vLLM (started with LoRA enabled, or a running server); "
             "`vllm/<base>[:<adapter dir or served LoRA name>]`",
+    "llamacpp": "CPU sampling with llama.cpp's server (the xllamacpp wheel) on a GGUF base: "
+                "`llamacpp/<embedded alias or .gguf path>[:<PEFT LoRA dir>]`, the adapter "
+                "converted to a GGUF LoRA (emkit.models.llamacpp)",
 }
 """Provider word -> what it is."""
 WHOLE_NAME_PROVIDERS = frozenset({"openai"})
