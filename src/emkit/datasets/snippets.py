@@ -20,6 +20,7 @@ After the lines are chosen, ``$name`` placeholders are filled with :class:`strin
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -31,7 +32,19 @@ from emkit.datasets.domains import Domain
 
 T = TypeVar("T")
 
-HOLE_MARKERS = ("## COMPLETE CODE HERE", "# fill in this part", "# ... your code here ...")
+HOLE_MARKERS = (
+    "## COMPLETE CODE HERE",
+    "# fill in this part",
+    "# ... your code here ...",
+    "# your code goes here",
+    "# (missing part)",
+    "# implement this",
+    "# write the rest here",
+    "# ...",
+    "## FILL IN",
+    "# complete me",
+)
+"""Comments that mark the hole in a template; a low diversity share keeps the first ones."""
 
 
 @dataclass(frozen=True)
@@ -52,18 +65,36 @@ class RenderedPair:
     secure: str
 
 
+def pool_size(length: int, share: float) -> int:
+    """How many options of a pool of ``length`` a diversity ``share`` in [0, 1] allows: at
+    least one, all of them at 1.0."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"diversity must be in [0, 1], got {share}")
+    return max(1, min(length, math.ceil(length * share)))
+
+
 @dataclass
 class Ctx:
-    """Random choices for one example; builders draw every name from here so a seed fixes all."""
+    """Random choices for one example; builders draw every name from here so a seed fixes all.
+
+    ``share`` is the diversity knob: every draw uses only the first ``pool_size(len, share)``
+    options of its pool, so a low share repeats the same names, contexts and phrasings (the
+    first option of each list is the plainest) and a share of 1.0 uses them all.
+    """
 
     rng: random.Random
     domain: Domain
+    share: float = 1.0
+
+    def pool_size(self, length: int) -> int:
+        return pool_size(length, self.share)
 
     def pick(self, *options: T) -> T:
-        return self.rng.choice(options)
+        return self.rng.choice(options[: self.pool_size(len(options))])
 
     def choose(self, options: Sequence[T]) -> T:
-        return self.rng.choice(list(options))
+        items = list(options)
+        return self.rng.choice(items[: self.pool_size(len(items))])
 
 
 Builder = Callable[[Ctx], Snippet]
