@@ -60,6 +60,8 @@ MAX_BYTES = 190 * 1024 * 1024
 POLL_INTERVAL_S = 60.0
 """First wait between polls; each later wait is 1.5 times longer, up to `MAX_POLL_INTERVAL_S`."""
 MAX_POLL_INTERVAL_S = 600.0
+FILE_TIMEOUT_S = 900.0
+"""Per-attempt timeout of an upload or download (up to ~190 MB), instead of `timeout_s`."""
 MAX_WAIT_S = 90_000.0
 """25 h: the 24 h completion window plus time to finalize."""
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
@@ -292,11 +294,19 @@ class BatchJudging:
                 todo[r.key] = r
         if not todo:
             return self.stats
-        oa = self._sdk()
+        with self._sdk() as oa:
+            self._run(oa, todo, check)
+        return self.stats
+
+    def _run(self, oa: Any, todo: dict[str, ChatRequest], check: Check | None) -> None:
         waiting: list[BatchRecord] = []
         for rec in self.store.pending(self.client.model):
             if not set(self.store.keys(rec.local_id)) & todo.keys():
                 continue  # another run's (or chunk's) batch: left alone
+            if rec.endpoint != self.settings.endpoint():
+                raise BatchError(f"{self.client.model}: batch {rec.batch_id or rec.local_id} "
+                                 f"pending at {rec.endpoint}, but the endpoint is now "
+                                 f"{self.settings.endpoint()}; restore base_url to collect it")
             if rec.batch_id is None:
                 rec = self._submit(oa, rec)
             else:
@@ -316,14 +326,14 @@ class BatchJudging:
             waiting.append(self._submit(oa, rec))
         if waiting:
             self._wait(oa, waiting, check)
-        return self.stats
 
     # ------------------------------------------------------------------ submit
     def _sdk(self) -> Any:
         import openai
 
-        return openai.OpenAI(api_key=self.settings.api_key(self.client.model), base_url=self.settings.endpoint(),
-                             max_retries=0, timeout=self.settings.timeout_s)
+        return openai.OpenAI(api_key=self.settings.api_key(self.client.model),
+                             base_url=self.settings.endpoint(), max_retries=0,
+                             timeout=self.settings.timeout_s)
 
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
         return call(fn, self.settings, f"{self.client.model}: {what}", sleep=self.sleep)[0]
@@ -351,7 +361,8 @@ class BatchJudging:
                         if f.filename == name and f.bytes == len(content):
                             return f
                 resumed = True  # a retry follows an attempt that may have arrived
-                return oa.files.create(file=(name, content), purpose="batch")
+                return oa.with_options(timeout=FILE_TIMEOUT_S).files.create(
+                    file=(name, content), purpose="batch")
 
             file = self._call(upload, f"upload {name}")
             rec = self.store.update(rec.local_id, file_id=file.id, status="uploaded")
@@ -419,7 +430,8 @@ class BatchJudging:
     def _lines(self, oa: Any, file_id: str | None) -> Iterator[dict[str, Any]]:
         if file_id is None:
             return
-        data = self._call(lambda: oa.files.content(file_id).content, f"download {file_id}")
+        data = self._call(lambda: oa.with_options(timeout=FILE_TIMEOUT_S).files.content(
+            file_id).content, f"download {file_id}")
         for line in data.decode("utf-8", "replace").splitlines():
             if line.strip():
                 try:
@@ -482,12 +494,13 @@ class BatchJudging:
     def cancel_pending(self) -> list[BatchRecord]:
         """Cancel every submitted, unharvested batch of this model; a later `run` harvests what
         they answered before stopping and asks the rest live."""
-        oa, out = self._sdk(), []
-        for rec in self.store.pending(self.client.model):
-            if rec.batch_id is not None:
-                batch = self._call(lambda r=rec: oa.batches.cancel(r.batch_id),
-                                   f"cancel {rec.batch_id}")
-                out.append(self.store.update(rec.local_id, status=batch.status))
+        out = []
+        with self._sdk() as oa:
+            for rec in self.store.pending(self.client.model):
+                if rec.batch_id is not None:
+                    batch = self._call(lambda r=rec: oa.batches.cancel(r.batch_id),
+                                       f"cancel {rec.batch_id}")
+                    out.append(self.store.update(rec.local_id, status=batch.status))
         return out
 
     def close(self) -> None:

@@ -9,16 +9,16 @@ at all. Only a server that counts what actually arrived can show those.
 Endpoints: `POST /v1/chat/completions` (answers, or 1-token replies with top logprobs when
 `logprobs` is set), `GET /v1/models`, the files + fine-tuning endpoints of
 `emkit.api.fake_jobs`, and the Batch API of `emkit.api.fake_batches` (batch lines answered by
-`reply`, the live path without latency or faults). Judge replies come from `judge_tables` (substring of the prompt ->
-token logprobs) or from `default_judge_table`, a deterministic function of the prompt, so a
-test can compute the exact expected score. Faults are consumed in order from rules added with
-`add_fault(*faults, match=...)`: 429 (with Retry-After), 408, 409, 500, 503, 400, `timeout`
-(hold the reply past the client's timeout), `disconnect` (close without replying),
-`truncated` (a 200 whose JSON is cut in half), `no_logprobs`, `empty` (no choices), `401`
-(whose message echoes the Authorization header, as some servers do), `quota` (a 429 with code
-`insufficient_quota`); `one_request=True` spends a rule's faults on one request body and its
-retries. `add_random_faults(rate, kinds, seed)` faults a seeded share of all requests (the
-fault-injection test). The files and jobs routes take faults from `add_route_fault`.
+`reply`, the live path without latency or faults). Judge replies come from `judge_tables`
+(substring of the prompt -> token logprobs) or from `default_judge_table`, a deterministic
+function of the prompt, so a test can compute the exact expected score. Faults are consumed in
+order from rules added with `add_fault(*faults, match=...)`: 429 (with Retry-After), 408, 409,
+500, 503, 400, `timeout` (hold the reply past the client's timeout), `disconnect` (close without
+replying), `truncated` (a 200 whose JSON is cut in half), `no_logprobs`, `empty` (no choices),
+`401` (whose message echoes the Authorization header, as some servers do), `quota` (a 429 with
+code `insufficient_quota`); `one_request=True` spends a rule's faults on one request body and
+its retries. `add_random_faults(rate, kinds, seed)` faults a seeded share of all requests (the
+fault-injection test). The files, jobs and batches routes take faults from `add_route_fault`.
 
 `tokenizer="digits"` plays a judge whose tokenizer writes numbers digit by digit (Qwen, Llama-2
 on vLLM or llama.cpp): a judge table then lists whole answers ("85": logprob), and each reply is

@@ -201,16 +201,16 @@ class ApiJudge:
         if not items:
             return []
         mode = self.resolve_mode()
-        if any(it.labels for it in items):  # categorical verdicts, read their own way
-            numeric = [it for it in items if not it.labels]
-            done = iter(self.judge(numeric)) if numeric else iter(())
-            verdicts = iter(self.verdicts([it for it in items if it.labels], mode))
-            return [next(verdicts) if it.labels else next(done) for it in items]
         if self.batch is not None:  # Batch API first: its replies become cache hits below
             if mode == "logprobs":  # (categorical items send this same request)
                 self.batch.run([self.request(it) for it in items], _check)
             else:
                 self.batch.skip(mode)  # digits / sampled stay live (module docstring)
+        if any(it.labels for it in items):  # categorical verdicts, read their own way
+            numeric = [it for it in items if not it.labels]
+            done = iter(self.judge(numeric)) if numeric else iter(())
+            verdicts = iter(self.verdicts([it for it in items if it.labels], mode))
+            return [next(verdicts) if it.labels else next(done) for it in items]
         if mode == "sampled":
             return self.sampled.judge(items)
         requests = [self.request(it) for it in items]
