@@ -215,6 +215,13 @@ def _jsonl(requests: dict[str, tuple[str | None, dict[str, Any] | None]]) -> byt
                    for key, (_, body) in sorted(requests.items())).encode()
 
 
+def _reasons(batch: Any) -> str:
+    """The API's reasons for a failed batch, one '<code>: <message> (line n)' each."""
+    data = (batch.errors.data or []) if batch.errors is not None else []
+    return "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "")
+                     for e in data) or "no reason given"
+
+
 def _split(requests: Sequence[ChatRequest]) -> Iterator[list[ChatRequest]]:
     """Runs of requests that fit one batch (count and bytes)."""
     chunk: list[ChatRequest] = []
@@ -339,7 +346,8 @@ class BatchJudging:
         return call(fn, self.settings, f"{self.client.model}: {what}", sleep=self.sleep)[0]
 
     def _find_batch(self, oa: Any, local_id: str) -> Any | None:
-        """Our batch on the account (its metadata carries the local id), if one exists."""
+        """Our batch on the account (its metadata carries the local id), if one exists among
+        the 100 most recent: a lost create reply is looked for right away (or at the restart)."""
         for batch in oa.batches.list(limit=100).data:
             if (batch.metadata or {}).get("emkit_batch") == local_id and batch.status not in (
                     "failed", "cancelled", "expired"):
@@ -399,10 +407,7 @@ class BatchJudging:
                 if batch.status in DONE:
                     self._harvest(oa, rec, batch, check)
                 elif batch.status == "failed":
-                    reasons = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if
-                                                                     e.line else "")
-                                        for e in (batch.errors.data or [])) if batch.errors else ""
-                    msg = (f"batch {batch.id} failed: {reasons or 'no reason given'}")
+                    msg = self.settings.redact(f"batch {batch.id} failed: {_reasons(batch)}")
                     self.store.update(rec.local_id, error=msg, harvested_at=utc_now())
                     errors.append(msg)
                 elif batch.status in ACTIVE:
@@ -462,7 +467,8 @@ class BatchJudging:
                 status = response.get("status_code")
                 parts = [f"HTTP {status}" if status is not None else None, err.get("code"),
                          err.get("message")]
-                outcome[key] = (None, ": ".join(str(x) for x in parts if x) or "failed")
+                outcome[key] = (None, self.settings.redact(
+                    ": ".join(str(x) for x in parts if x) or "failed"))
         ok = failed = prompt = completion = 0
         missing = f"{batch.status} without a result for this request"
         for key, (tag, request) in requests.items():
