@@ -196,6 +196,7 @@ app.command()(status)
 app.command()(export)
 app.command()(__import__("emkit.cli_view", fromlist=["view"]).view)
 app.command()(sweep)
+app.command()(__import__("emkit.cli_check", fromlist=["check"]).check)
 
 if __name__ == "__main__":
     app()
