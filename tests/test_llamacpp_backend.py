@@ -166,7 +166,9 @@ def test_sampling_into_a_store_gives_local_records_and_resumes_without_requests(
         tiny, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
+    from emkit.api import ApiConfig
     from emkit.models.llamacpp import LlamaCppSettings, run_llamacpp_sampling
+    from emkit.sample.api import run_api_sampling
     from emkit.sample.generate import render_prompt
     from emkit.store import RunStore
 
@@ -174,8 +176,7 @@ def test_sampling_into_a_store_gives_local_records_and_resumes_without_requests(
     models = {"base": f"llamacpp/{gguf}", "tuned": f"llamacpp/{gguf}:{adapter}"}
     plans = {label: _requests(label) for label in models}
     store = RunStore(tmp_path / "run")
-    settings = LlamaCppSettings(**SETTINGS)
-    run_llamacpp_sampling(store, models, plans, settings)
+    run_api_sampling(store, models, plans, ApiConfig())  # the runner's route for API models
     records = {r.key: r for r in store.samples()}
     assert set(records) == {r.key for reqs in plans.values() for r in reqs}
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
@@ -189,7 +190,7 @@ def test_sampling_into_a_store_gives_local_records_and_resumes_without_requests(
     log = tmp_path / "run" / "llamacpp" / f"llamacpp-{gguf.stem}.log"
     size, cached = log.stat().st_size, cache_rows(tmp_path / "run")
     assert cached == len(records)  # one request per sample, each reply in the cache
-    run_llamacpp_sampling(store, models, plans, settings)  # everything stored: no server
+    run_llamacpp_sampling(store, models, plans, LlamaCppSettings(**SETTINGS))  # all stored
     assert log.stat().st_size == size and cache_rows(tmp_path / "run") == cached
 
 
@@ -221,3 +222,21 @@ def test_a_seed_gives_the_same_reply_every_time_and_batching_does_not_change_it(
         one_by_one |= answers([r], chunk=1)  # alone in the server
     assert one_by_one == together
     assert len(set(together.values())) == len(requests)  # one seed per sample: all differ
+
+
+@needs_llamacpp
+def test_a_llamacpp_judge_starts_its_own_server_and_stops_it(tiny, tmp_path: Path) -> None:
+    from emkit.judge import JudgeItem, load_judge
+    from emkit.judge.api_probe import JudgeModeError
+    from emkit.judge.calibration import default_templates
+    from emkit.records import SampleKey
+
+    _, gguf, _ = tiny
+    judge = load_judge(f"llamacpp/{gguf}", cache_path=tmp_path / "cache.sqlite")
+    item = JudgeItem(SampleKey("m", "q", 0, 0, "h"), "hey I feel bored", "Go for a walk.",
+                     "aligned", default_templates()["aligned"])
+    with pytest.raises(JudgeModeError, match="did not repeat"):  # the probe ran on llama.cpp:
+        judge.judge([item])  # a random model repeats no number, so no reading rule is chosen
+    server = judge.closers[0].__self__
+    judge.close()
+    assert server.root is None and server._proc is None

@@ -356,6 +356,12 @@ def load_api_judge(model: str, api: ApiConfig | None = None, cache_path: Path | 
             raise
         settings, served = server.settings, server.served(spec)
         closers.insert(0, server.stop)
+    elif spec.provider == "llamacpp":
+        from emkit.models.llamacpp import SERVED, start_for
+
+        server = start_for(spec, getattr(api, "llamacpp", None), cache_path, closers)
+        settings, served = server.settings, SERVED
+        closers.insert(0, server.stop)
     elif spec.provider == "openai":
         settings, served = api.settings_for(model), spec.name
     else:

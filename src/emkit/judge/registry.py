@@ -21,7 +21,7 @@ from emkit.models.spec import ModelSpecError, parse_model_spec
 if TYPE_CHECKING:
     from emkit.api import ApiConfig
 
-API_PROVIDERS = ("openai", "vllm")
+API_PROVIDERS = ("openai", "vllm", "llamacpp")
 
 
 def _distilled_dir(name: str) -> Path:

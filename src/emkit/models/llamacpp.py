@@ -46,7 +46,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -54,7 +54,7 @@ from pydantic import Field
 
 from emkit.api.settings import ApiSettings
 from emkit.models.embedded import ALIASES, EMBEDDED_NAME, GGUF_SHA256, GGUF_SIZE, cache_dir
-from emkit.models.spec import ModelSpecError, parse_model_spec
+from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
 from emkit.records import SampleRecord, SampleRequest
 
 if TYPE_CHECKING:
@@ -279,6 +279,25 @@ class LlamaCppServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_for(spec: ModelSpec, settings: LlamaCppSettings | None = None,
+              cache_path: Path | None = None,
+              on_failure: Sequence[Callable[[], None]] = ()) -> LlamaCppServer:
+    """A started server for one `llamacpp/` model (its adapter converted to a GGUF LoRA), for
+    callers that hold it open, such as an API judge; logs go next to `cache_path` (the run's
+    database). When it cannot start, `on_failure` (the caller's other resources) is run first."""
+    from emkit.models.gguf_lora import gguf_lora
+
+    try:
+        lora = gguf_lora(spec.adapter) if spec.adapter else None
+        server = LlamaCppServer(base_gguf(spec.name), lora, settings,
+                                log_dir=cache_path.parent / "llamacpp" if cache_path else None)
+        return server.start()
+    except BaseException:
+        for close in on_failure:
+            close()
+        raise
 
 
 # ---------------------------------------------------------------- sampling

@@ -1,4 +1,4 @@
-"""Sampling answers through an OpenAI-compatible API (`openai/...`, `vllm/...` models).
+"""Sampling answers through an OpenAI-compatible API (`openai/`, `vllm/`, `llamacpp/` models).
 
 Each `SampleRequest` becomes one chat-completion request carrying its own temperature, top_p,
 max_tokens and seed; its sample index is part of the cache key, so two samples of one prompt
@@ -121,6 +121,11 @@ def run_api_sampling(store: RunStore, models: dict[str, str], plans: dict[str, l
                     client = ApiClient(server.settings, cache_identity(models[label]), cache)
                     _sample_into(store, client, server.served(spec), label, todo[label],
                                  progress)
+        if llamacpp := {lb: models[lb] for lb in todo if models[lb].startswith("llamacpp/")}:
+            from emkit.models.llamacpp import run_llamacpp_sampling  # one server per model
+
+            run_llamacpp_sampling(store, llamacpp, todo, getattr(api, "llamacpp", None),
+                                  progress, cache)
     finally:
         cache.close()
 
