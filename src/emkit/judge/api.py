@@ -27,8 +27,8 @@ With `batch: true` in the endpoint's settings, the `logprobs`-mode requests that
 request cache first go through OpenAI's Batch API (`emkit/api/batch.py`: half the price, up to
 24 h): the replies land in the cache, and the live path reads them as cache hits. `digits` and
 `sampled` stay live: the digit tree's continuations depend on the previous reply (one batch
-round of up to 24 h per digit), and `sampled` serves judges without logprobs, which are
-self-hosted or reasoning models rather than the OpenAI snapshots the Batch API is for. The
+round of up to 24 h per digit); `sampled`'s k replies per item do not depend on each other and
+could be batched, but they are made inside `SampledJudging` and that is not wired yet. The
 requests, and so the cache keys and the fingerprint, are the same in both ways, so a run may
 switch between them.
 """
