@@ -36,13 +36,10 @@ TABLES = {
 ANSWERS = ["ans-mixed", "ans-refusal", "ans-a", "ans-b", "ans-c", "ans-d"]
 
 
-class BatchSettings(ApiSettings):
-    """The endpoint settings with batch judging on (the fields `ApiJudge` reads with getattr
-    until `ApiSettings` has them)."""
-
-    batch: bool = True
-    batch_poll_interval_s: float = 0.001
-    batch_max_wait_s: float = 60.0
+def batch_settings(settings: ApiSettings, **fields: float) -> ApiSettings:
+    """`settings` with batch judging on, polling fast (`fields` override)."""
+    return settings.model_copy(update={"batch": True, "batch_poll_interval_s": 0.001,
+                                       "batch_max_wait_s": 60.0, **fields})
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +59,7 @@ def items(answers: list[str] = ANSWERS) -> list[JudgeItem]:
 
 def make_judge(settings: ApiSettings, db: Path | None, batch: bool = True,
                **batch_fields: float) -> ApiJudge:
-    s = BatchSettings(**settings.model_dump(), **batch_fields) if batch else settings
+    s = batch_settings(settings, **batch_fields) if batch else settings
     judge = ApiJudge(s, JUDGE, "gpt-4o-2024-08-06", RequestCache(db) if db else None)
     judge.client._sleep = SleepLog()
     if judge.batch is not None:
@@ -249,7 +246,7 @@ def test_a_cancelled_batch_is_harvested_and_asked_live(server: FakeOpenAI,
 def test_digit_and_sampled_modes_stay_live(server: FakeOpenAI, settings: ApiSettings,
                                            tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    s = BatchSettings(**settings.model_dump())
+    s = batch_settings(settings)
     judge = ApiJudge(s, JUDGE, "gpt-4o-2024-08-06", RequestCache(tmp_path / "r.sqlite"),
                      mode="sampled", samples=2)
     server.judge_samples["ans-a"] = ["40", "60"]
@@ -330,7 +327,7 @@ def test_an_experiment_judges_through_one_batch(server: FakeOpenAI, settings: Ap
         "groups": [{"name": "base", "models": [JUDGE]}],
         "evaluation": {"questions": [str(tmp_path / "q.yaml")], "max_new_tokens": 12},
         "judge": {"model": JUDGE}, "analysis": {"n_boot": 50}})
-    api = cfg.api.model_copy(update={"openai": BatchSettings(**settings.model_dump())})
+    api = cfg.api.model_copy(update={"openai": batch_settings(settings)})
     cfg = cfg.model_copy(update={"api": api})
     with caplog.at_level(logging.INFO, logger="emkit"):
         result = run_experiment(cfg, progress=False)
@@ -341,3 +338,17 @@ def test_an_experiment_judges_through_one_batch(server: FakeOpenAI, settings: Ap
     assert len(live) == 1 and "Repeat this number" in live[0]["messages"][0]["content"]  # probe
     assert "judge cost openai/gpt-4o-2024-08-06: 8 requests (8 through the Batch API" in (
         caplog.text)
+
+
+def test_batch_judging_is_switched_on_from_an_experiment_file(tmp_path: Path) -> None:
+    from emkit.config import ConfigError, load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ngroups: [{name: g, models: [embedded]}]\n"
+                    "api: {openai: {batch: true, batch_poll_interval_s: 30}}\n")
+    cfg = load_experiment(path)
+    assert cfg.api.openai.batch and cfg.api.openai.batch_poll_interval_s == 30
+    path.write_text(path.read_text().replace("batch_poll_interval_s: 30",
+                                             "batch_poll_interval_s: 0"))
+    with pytest.raises(ConfigError, match="batch_poll_interval_s"):
+        load_experiment(path)

@@ -276,10 +276,9 @@ class BatchJudging:
     @classmethod
     def from_settings(cls, client: ApiClient) -> BatchJudging:
         """Poll interval and longest wait from the endpoint's settings (`batch_poll_interval_s`,
-        `batch_max_wait_s`) when it has them, else the defaults above."""
+        `batch_max_wait_s`)."""
         s = client.settings
-        return cls(client, float(getattr(s, "batch_poll_interval_s", POLL_INTERVAL_S)),
-                   float(getattr(s, "batch_max_wait_s", MAX_WAIT_S)))
+        return cls(client, s.batch_poll_interval_s, s.batch_max_wait_s)
 
     def skip(self, mode: str) -> None:
         """Log once that judging in `mode` stays live (see `ApiJudge.judge`)."""

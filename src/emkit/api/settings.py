@@ -81,6 +81,15 @@ class ApiSettings(BaseModel):
     judge_sample_tokens: int = Field(512, gt=0)
     """`sampled` mode: `max_completion_tokens` per reply (a reasoning model's hidden reasoning
     counts against it)."""
+    batch: bool = False
+    """Send this endpoint's logprobs-mode judge requests through OpenAI's Batch API: half the
+    list price, answered within 24 h. Replies go into the request cache; what a batch fails is
+    asked live (emkit/api/batch.py, docs/providers.md). OpenAI's own endpoint only."""
+    batch_poll_interval_s: float = Field(60.0, gt=0)
+    """First wait between polls of a batch; each later wait is 1.5x longer, up to 600 s."""
+    batch_max_wait_s: float = Field(90000.0, ge=0)
+    """Stop waiting with `BatchPending` after this long; the batch keeps running and a rerun
+    resumes it. 0 submits, polls once and returns."""
 
     def api_key(self, model: str) -> str:
         """The key from the environment; an unset key is an error only for OpenAI's own API."""
