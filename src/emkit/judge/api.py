@@ -132,8 +132,8 @@ class ApiJudge:
         self.progress = progress
         self.closers: list[Callable[[], None]] = []
         """Run by `close()`: stop a vLLM server started for this judge, close its cache."""
-        # Batch API (emkit/api/batch.py). One runner chunk = one batch, so the chunk is a whole batch's worth:
-        # chunks of 16 x max_concurrency would wait up to 24 h each, one after another.
+        # Batch API (emkit/api/batch.py). One runner chunk = one batch, so the chunk is a whole
+        # batch's worth: chunks of 16 x max_concurrency would wait up to 24 h each, in turn.
         self.batch: BatchJudging | None = None
         if settings.batch:
             self.batch = BatchJudging.from_settings(self.client)
