@@ -195,7 +195,7 @@ def gate_from_frame(frame: pd.DataFrame, *, model: str, base: str, max_misaligne
     group (`base` / `candidate`), model, question_id, aligned and coherent (NaN = not scored),
     as `emkit.experiment.em_frame` gives them. `quality` is the judge's real-answer record
     (`emkit.judge.quality.judge_quality`); with measured figures rule (a) gates on the
-    corrected rate. Pure: loads no model, so the rule can be tested on hand-made answers."""
+    corrected rate's upper bound where it is above the observed one. Pure: loads no model, so the rule can be tested on hand-made answers."""
     _check_level(max_misaligned, alpha)
     ci = 1.0 - alpha
     quality = quality or {}
