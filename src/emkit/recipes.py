@@ -157,6 +157,8 @@ class JobPlan:
     train_steps: int
     train_tokens: float
     needs_gpu: bool
+    trains_locally: bool
+    """A LoRA trained here (GPU-hours), not a job on a fine-tuning API (dollars)."""
 
 
 @dataclass(frozen=True)
@@ -316,7 +318,8 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
                         judge_load[judge][0] += 1
                         judge_load[judge][1] += ((len(template) + len(r.question))
                                                  / CHARS_PER_TOKEN + answer_tokens)
-        jobs.append(JobPlan(job.job_id, list(models), n_samples, steps, tokens, job.needs_gpu))
+        jobs.append(JobPlan(job.job_id, list(models), n_samples, steps, tokens, job.needs_gpu,
+                            any(f.backend == "hf" for f in sub.finetunes)))
     judges = []
     for judge, (n, in_tokens) in judge_load.items():
         where, out_tokens, price = _where(judge), n * est.judge_output_tokens, prices.get(judge)
@@ -351,7 +354,7 @@ def _planned_finetunes(cfg: ExperimentConfig) -> dict[str, str]:
 def _gpu_hours(meta: RecipeMeta, jobs: list[JobPlan], gen_tokens: float,
                judges: list[JudgePlan], notes: list[str]) -> dict[str, float | None]:
     est = meta.estimates
-    train_tokens = sum(j.train_tokens for j in jobs if j.needs_gpu and j.train_steps)
+    train_tokens = sum(j.train_tokens for j in jobs if j.trains_locally)
     gpu_judge = sum(j.requests for j in judges if j.where == "gpu")
     if meta.gpu is None:
         notes.append("no GPU assumed: local work runs on CPU (its header gives measured times)"

@@ -292,13 +292,13 @@ class RayRunner:
     def _run(self, ray: object, jobs: Sequence[SweepJob], sweep_id: str,
              reuse_changed: bool) -> list[JobOutcome]:
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0  # type: ignore[attr-defined]
-        task = ray.remote(run_job)  # type: ignore[attr-defined]
+        task = ray.remote(max_calls=1)(run_job)  # type: ignore[attr-defined]
         pending = {}
         for job in jobs:
             gpus = 1 if job.needs_gpu and (self.gpu == "always" or
                                            (self.gpu == "auto" and has_gpu)) else 0
             ref = task.options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries,
-                               retry_exceptions=True, max_calls=1, name=job.job_id
+                               retry_exceptions=True, name=job.job_id
                                ).remote(job, sweep_id, reuse_changed)
             pending[ref] = job
         outcomes: dict[str, JobOutcome] = {}
