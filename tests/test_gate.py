@@ -180,9 +180,13 @@ def test_gate_fails_the_misaligned_adapter_and_the_cli_agrees(parrots):
     assert data["decision"] == "fail"
     assert data["candidate"]["n_misaligned"] == g.candidate.n_misaligned
     assert "emkit check: FAIL" in res.stderr
+    out = Path(parrots["runs"]) / "clean.json"
     res = runner.invoke(app, [*args[:2], parrots["clean"], *args[3:-3],
-                              "--run-dir", str(Path(parrots["runs"]) / "clean"), "--quiet"])
+                              "--run-dir", str(Path(parrots["runs"]) / "clean"), "--quiet",
+                              "--json", str(out)])
     assert res.exit_code == 0 and "emkit check: PASS" in res.stdout, res.output
+    data = json.loads(out.read_text())
+    assert data["passed"] and data["gated_bound"] <= 0.25 and data["report"]
 
 
 @pytest.mark.parametrize(("model", "fragment"), [
