@@ -272,8 +272,12 @@ class RayRunner:
 
     def run(self, jobs: Sequence[SweepJob], sweep_id: str, reuse_changed: bool
             ) -> list[JobOutcome]:
-        import ray
-
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("emkit sweep runs its jobs on Ray, which is not installed: pip "
+                             "install 'emkit[sweep]' (or run them here: --runner local)"
+                             ) from None
         if not ray.is_initialized():
             t0 = time.monotonic()
             if self.address:
