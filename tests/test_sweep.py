@@ -14,7 +14,6 @@ from emkit.sweep import (
     ATTEMPTS_FILE,
     SWEEP_JSON,
     TESTING_FAULTS_ENV,
-    LocalRunner,
     RayRunner,
     expand_jobs,
     run_sweep,
@@ -141,19 +140,33 @@ def test_a_failure_past_its_retries_is_reported_and_resumed(tmp_path: Path,
                                                            tiny_model_dir: Path,
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            one_torch_thread) -> None:
-    """No retries allowed: the failed job is reported by id, no partial report is written,
-    and the same sweep run again finishes it (sequential in-process runner)."""
-    cfg = load_recipe(write_recipe(tmp_path, tiny_model_dir, [0])).config
-    cfg = cfg.model_copy(update={"finetunes": [], "datasets": [],
-                                 "groups": [g for g in cfg.groups if g.name == "base"]})
-    (job,) = expand_jobs(cfg, tmp_path / "sweep")
+    """`emkit sweep` with no retries allowed: the failed job is printed with its error, the
+    command exits 1 and writes no partial report; the same command again finishes it
+    (sequential in-process runner: no Ray needed for this path)."""
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    raw = json.loads(write_recipe(tmp_path, tiny_model_dir, [0]).read_text())
+    raw.update(finetunes=[], datasets=[], groups=[raw["groups"][0]])  # the base model only
+    recipe = tmp_path / "base-only.yaml"
+    recipe.write_text(json.dumps(raw))
+    (job,) = expand_jobs(load_recipe(recipe).config, tmp_path / "sweep")
     faults = tmp_path / "faults"
     faults.mkdir()
     (faults / f"{job.job_id}.fail-once").touch()
     monkeypatch.setenv(TESTING_FAULTS_ENV, str(faults))
-    first = run_sweep(cfg, tmp_path / "sweep", LocalRunner(max_retries=0))
-    assert [o.status for o in first.failed] == ["failed"] and first.report is None
-    assert "injected fault" in first.failed[0].error
+    args = ["sweep", str(recipe), "--runner", "local", "--max-retries", "0",
+            "--sweep-dir", str(tmp_path / "sweep")]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 1, first.output
+    assert f"{job.job_id}: failed, 1 attempt(s): InjectedFault" in first.output
+    assert "1 of 1 jobs failed after their retries; no report written" in first.output
     assert json.loads((tmp_path / "sweep" / SWEEP_JSON).read_text())["status"] == "error"
-    second = run_sweep(cfg, tmp_path / "sweep", LocalRunner(max_retries=0))
-    assert [o.status for o in second.outcomes] == ["done"] and second.report.is_file()
+    assert not (tmp_path / "sweep" / "report").exists()
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert f"{job.job_id}: done, 1 attempt(s)" in second.output
+    assert (tmp_path / "sweep" / "report" / "report.html").is_file()
+    third = CliRunner().invoke(app, args)
+    assert third.exit_code == 0 and f"{job.job_id}: skipped" in third.output
