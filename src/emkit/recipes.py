@@ -17,6 +17,7 @@ recipe's stated inputs (text lengths are measured from the prompts as characters
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -205,9 +206,9 @@ class RecipePlan:
         return _total(self.cost_usd.values())
 
 
-def _total(parts: object) -> float | None:
-    values = list(parts)  # type: ignore[call-overload]
-    return None if any(v is None for v in values) else float(sum(values))
+def _total(parts: Iterable[float | None]) -> float | None:
+    values = list(parts)
+    return None if any(v is None for v in values) else float(sum(v or 0.0 for v in values))
 
 
 def _where(model: str) -> str:
@@ -278,6 +279,8 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
     gen_tokens_local = 0.0
     cost = {"fine-tuning": 0.0, "sampling": 0.0, "judging": 0.0}
     missing_prices: set[str] = set()
+    unknown: set[str] = set()
+    """Cost parts that cannot be priced (a missing price or an unknown dataset size)."""
     for job in expand_jobs(cfg, Path("dry-run")):
         sub = job.config
         steps, tokens, n_samples = 0, 0.0, 0
@@ -287,8 +290,11 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
             tokens = train_tokens or 0.0
             if f.backend == "openai":
                 price = prices.get(f.base)
-                if price is None or price.training is None or train_tokens is None:
+                if price is None or price.training is None:
                     missing_prices.add(f"{f.base} (training)")
+                    unknown.add("fine-tuning")
+                elif train_tokens is None:
+                    unknown.add("fine-tuning")
                 else:
                     cost["fine-tuning"] += train_tokens / 1e6 * price.training
         models = plan_models(sub, _planned_finetunes(sub))
@@ -307,6 +313,7 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
                                else (price.input, price.output) if price else (None, None))
                 if p_in is None or p_out is None:
                     missing_prices.add(f"{ft_base or spec} (sampling)")
+                    unknown.add("sampling")
                 else:
                     chars = sum(len(m["content"]) for r in requests for m in r.messages)
                     cost["sampling"] += (chars / CHARS_PER_TOKEN * p_in
@@ -327,20 +334,19 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
         if where == "api":
             if price is None:
                 missing_prices.add(f"{judge} (judging)")
+                unknown.add("judging")
                 judge_cost = None
             else:
                 judge_cost = (in_tokens * price.input + out_tokens * price.output) / 1e6
                 cost["judging"] += judge_cost
         judges.append(JudgePlan(judge, where, int(n), in_tokens, out_tokens, judge_cost))
-    costs: dict[str, float | None] = dict(cost)
-    for part in missing_prices:
-        costs[next(k for k in ("training", "sampling", "judging") if k in part)
-              .replace("training", "fine-tuning")] = None
+    costs: dict[str, float | None] = {k: None if k in unknown else v for k, v in cost.items()}
     if missing_prices:
         notes.append(f"no list price in the recipe for: {', '.join(sorted(missing_prices))}")
     gpu_hours = _gpu_hours(meta, jobs, gen_tokens_local, judges, notes)
     return RecipePlan(recipe.name, jobs, samples["local"], samples["api"], judges, meta.gpu,
-                      gpu_hours, costs, meta.prices_date, meta.prices_source, notes)
+                      gpu_hours, costs, meta.prices_date, meta.prices_source,
+                      list(dict.fromkeys(notes)))
 
 
 def _planned_finetunes(cfg: ExperimentConfig) -> dict[str, str]:

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 
@@ -248,7 +248,7 @@ class LocalRunner:
                 try:
                     outcome = run_job(job, sweep_id, reuse_changed)
                     break
-                except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+                except Exception as exc:  # noqa: BLE001 - every failure is counted, reported
                     log.warning("%s: attempt %d failed: %s", job.job_id, attempt + 1, exc)
                     outcome = JobOutcome(job.job_id, "failed", error=f"{type(exc).__name__}: "
                                          f"{exc}")
@@ -293,10 +293,10 @@ class RayRunner:
                 ray.shutdown()
                 self._started = False
 
-    def _run(self, ray: object, jobs: Sequence[SweepJob], sweep_id: str,
+    def _run(self, ray: Any, jobs: Sequence[SweepJob], sweep_id: str,
              reuse_changed: bool) -> list[JobOutcome]:
-        has_gpu = ray.cluster_resources().get("GPU", 0) > 0  # type: ignore[attr-defined]
-        task = ray.remote(max_calls=1)(run_job)  # type: ignore[attr-defined]
+        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        task = ray.remote(max_calls=1)(run_job)
         pending = {}
         for job in jobs:
             gpus = 1 if job.needs_gpu and (self.gpu == "always" or
@@ -307,11 +307,11 @@ class RayRunner:
             pending[ref] = job
         outcomes: dict[str, JobOutcome] = {}
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)  # type: ignore[attr-defined]
+            done, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(done[0])
             try:
-                outcomes[job.job_id] = ray.get(done[0])  # type: ignore[attr-defined]
-            except Exception as exc:  # noqa: BLE001 - RayTaskError, worker crash: reported
+                outcomes[job.job_id] = ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - RayTaskError, a crashed worker: reported
                 cause = getattr(exc, "cause", None) or exc
                 outcomes[job.job_id] = JobOutcome(job.job_id, "failed",
                                                   error=f"{type(cause).__name__}: {cause}")
