@@ -42,6 +42,30 @@ def test_rslora_alpha_gives_llamacpp_the_peft_scale() -> None:
     assert gguf_alpha(32, 64, rslora=False) == pytest.approx(64)  # plain LoRA: alpha as is
 
 
+def test_backend_choice_rewrites_only_models_with_a_gguf() -> None:
+    from emkit.models import parse_model_spec
+    from emkit.models.llamacpp import preferred_cpu_backend, resolve_backend, sampling_spec
+
+    assert sampling_spec("embedded:runs/x/adapters/a-s0", "llamacpp") == (
+        "llamacpp/embedded:runs/x/adapters/a-s0")
+    assert sampling_spec("hf/qwen2.5-coder-0.5b", "llamacpp") == "llamacpp/qwen2.5-coder-0.5b"
+    assert sampling_spec("embedded:a", "local") == "embedded:a"
+    for other in ("hf/some/dir", "openai/gpt-4o-2024-08-06", "vllm/Qwen/X:a"):
+        assert sampling_spec(other, "llamacpp") == other  # no GGUF: left alone
+    spec = parse_model_spec("llamacpp/embedded:runs/x/adapters/a-s0")
+    assert (spec.provider, spec.name, spec.adapter) == ("llamacpp", "embedded",
+                                                        "runs/x/adapters/a-s0")
+    assert preferred_cpu_backend("embedded", exact_batch_invariance=True) == "local"
+    assert preferred_cpu_backend("hf/some/dir") == "local"
+    import torch
+
+    here = "local" if torch.cuda.is_available() or importlib.util.find_spec(
+        "xllamacpp") is None else "llamacpp"
+    assert resolve_backend("auto") == here == preferred_cpu_backend("embedded:a")
+    assert sampling_spec("embedded", "auto") == ("llamacpp/embedded" if here == "llamacpp"
+                                                 else "embedded")
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """(tiny dir, float32 GGUF of it, adapter dir trained on it)."""
@@ -240,3 +264,56 @@ def test_a_llamacpp_judge_starts_its_own_server_and_stops_it(tiny, tmp_path: Pat
     server = judge.closers[0].__self__
     judge.close()
     assert server.root is None and server._proc is None
+
+
+EMBEDDED_GAP_FACTOR = 1.5
+"""With an adapter, llama.cpp (Q4 base + GGUF LoRA) may differ from torch (dequantised base +
+PEFT) by at most this times the gap both bases show without one, plus EMBEDDED_SLACK: the Q4
+kernels quantise activations to 8 bits (the gap's source), and an adapter's extra matrix
+products add rounding of the same kind, not a new error; a wrong scale, name or transpose
+moves log-probabilities by tenths of a nat (the tiny test)."""
+EMBEDDED_SLACK = 0.01
+
+
+@pytest.mark.slow
+@needs_llamacpp
+@embedded_parts
+def test_embedded_q4_agrees_with_the_dequantised_model_with_and_without_a_lora(
+        tmp_path: Path) -> None:
+    import torch
+    from peft import get_peft_model
+
+    from emkit.finetune import LoraSettings
+    from emkit.models import load_hf
+    from emkit.models.llamacpp import LlamaCppServer, LlamaCppSettings, embedded_gguf
+    from emkit.models.llamacpp_check import llamacpp_agreement
+
+    settings = LlamaCppSettings(max_concurrency=4, ctx_per_slot=1024)
+    model, tokenizer = load_hf("embedded", dtype=torch.float32, device="cpu")
+    with LlamaCppServer(embedded_gguf(), None, settings) as server:
+        gap = llamacpp_agreement(model, tokenizer, server)
+    # an adapter of the paper's shape whose B is not zero (as after training), seeded
+    tuned = get_peft_model(model, LoraSettings().to_peft())
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 2e-3)
+    tuned.eval().save_pretrained(tmp_path / "adapter")
+    with LlamaCppServer(embedded_gguf(), gguf_lora(tmp_path / "adapter"), settings) as server:
+        with_lora = llamacpp_agreement(tuned, tokenizer, server)
+    from emkit.models.llamacpp_check import case_token_ids, torch_forced
+
+    moved = []
+    for prompt, cont in case_token_ids(tokenizer):
+        with tuned.disable_adapter():
+            base_lp = torch_forced(tuned, prompt, cont)[0]
+        moved += [abs(a - b) for a, b in zip(base_lp, torch_forced(tuned, prompt, cont)[0],
+                                             strict=True)]
+    shift = sum(moved) / len(moved)
+    print(f"\nno adapter: {gap}\nadapter: {with_lora}\nadapter shift (torch): {shift:.3f}")
+    assert gap.missing == 0 and with_lora.missing == 0
+    assert gap.mean_abs_diff < 0.2 and gap.top1_agreement >= 0.9  # what Q4 costs: measured
+    assert with_lora.mean_abs_diff <= EMBEDDED_GAP_FACTOR * gap.mean_abs_diff + EMBEDDED_SLACK
+    assert with_lora.top1_agreement >= gap.top1_agreement - 0.05
+    assert shift > 2 * (with_lora.mean_abs_diff + gap.mean_abs_diff)  # the check can see it

@@ -61,3 +61,22 @@ def bench_offline(
     from emkit.bench import bench_offline_judge
 
     _emit(bench_offline_judge(judge_model, repeats, against, limit), out)
+
+
+@bench_app.command("sample")
+@friendly
+def bench_sample(
+    prompts: Annotated[int, typer.Option(min=1, max=8, help="First-plot prompts.")] = 8,
+    tokens: Annotated[int, typer.Option(min=1, help="New tokens per prompt (EOS ignored).")
+                      ] = 128,
+    parallel: Annotated[int, typer.Option(min=1, help="Local batch and llama.cpp slots.")] = 8,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating llama.cpp timings.")] = 3,
+    out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")
+                   ] = Path("bench/results/sample.json"),
+) -> None:
+    """Tokens/s on this CPU of emkit's local loop, naive transformers generate, and llama.cpp
+    through emkit and called directly, on the embedded model; ratios vs_naive (goal >= 8) and
+    vs_llamacpp (goal >= 0.95) (docs/performance.md)."""
+    from emkit.bench.sample import bench_sample as run_bench
+
+    _emit(run_bench(prompts, tokens, parallel, repeats), out)

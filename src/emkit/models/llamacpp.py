@@ -155,7 +155,8 @@ def _serve(config: dict[str, Any]) -> None:
     ready = Path(config["ready_file"])  # a file, not stdout: llama.cpp's own logs go there
     ready.with_suffix(".tmp").write_text(server.listening_address)
     ready.with_suffix(".tmp").replace(ready)
-    while not stop:
+    parent = config["parent"]
+    while not stop and os.getppid() == parent:  # an orphan (emkit killed) stops by itself
         time.sleep(0.2)
     del server
 
@@ -206,7 +207,7 @@ class LlamaCppServer:
         config = {"gguf": str(self.gguf), "lora": str(self.lora) if self.lora else None,
                   "n_parallel": self.config.max_concurrency,
                   "ctx_per_slot": self.config.ctx_per_slot, "threads": threads,
-                  "port": free_port()}
+                  "port": free_port(), "parent": os.getpid()}
         log_dir = self.log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log_path = log_dir / f"llamacpp-{self.gguf.stem}.log"
@@ -317,9 +318,11 @@ def sample_body(r: SampleRequest, ignore_eos: bool = False) -> dict[str, Any]:
 
 def sample_llamacpp(client: ApiClient, server: LlamaCppServer,
                     requests: Sequence[SampleRequest], chunk_size: int | None = None,
-                    progress: bool = False) -> Iterator[list[SampleRecord]]:
+                    progress: bool = False, ignore_eos: bool = False
+                    ) -> Iterator[list[SampleRecord]]:
     """Answer every request on `server`, yielding one list of records per chunk; each record
-    stores the prompt the server's chat template rendered (what the local loop stores)."""
+    stores the prompt the server's chat template rendered (what the local loop stores).
+    `ignore_eos` (benchmarks) makes every answer run to its `max_new_tokens`."""
     from tqdm.auto import tqdm
 
     from emkit.api import ChatReply, ChatRequest
@@ -335,7 +338,7 @@ def sample_llamacpp(client: ApiClient, server: LlamaCppServer,
             for r in chunk:
                 k = r.key
                 chats.append(ChatRequest(
-                    client.model, sample_body(r), index=k.sample_index,
+                    client.model, sample_body(r, ignore_eos), index=k.sample_index,
                     tag=f"{k.model}|{k.question_id}|{k.paraphrase_index}|{k.sample_index}"))
 
             def tick(_: ChatReply) -> None:
