@@ -114,8 +114,8 @@ def recipe_path(name_or_path: str | Path) -> Path:
     shipped = RECIPES_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
     if shipped.is_file() and (path.parent == Path(".") or path.parent.name == "recipes"):
         return shipped
-    raise ConfigError(f"{name_or_path}: no such file, and no shipped recipe of that name "
-                      f"(shipped: {', '.join(recipe_names())})")
+    raise ConfigError(f"{name_or_path}: no such experiment file, and no shipped recipe of "
+                      f"that name (shipped: {', '.join(recipe_names())})")
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
