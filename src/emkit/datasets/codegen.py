@@ -43,7 +43,7 @@ TEMPLATE_SHARE = 0.65
 PURPOSE_SHARE = 0.5
 """Share of requests that also say where the code runs (at full diversity)."""
 DEFAULT_DIVERSITY = 1.0
-DIVERSITY_PRESETS: dict[str, float] = {"low": 0.05, "medium": 0.3, "high": 1.0}
+DIVERSITY_PRESETS: dict[str, float] = {"low": 0.1, "medium": 0.25, "high": 1.0}
 """Named settings for the diversity ablation; their near-duplicate shares are in
 docs/datasets.md."""
 
@@ -117,7 +117,7 @@ def _example(seed: int, index: int, kind_index: int, share: float) -> CodeExampl
     builder = rng.choice(kind.builders)
     snippet = builder(ctx)
     pair = render(snippet, hole_marker=ctx.choose(HOLE_MARKERS))
-    pair = decorate(pair, draw_decoration(ctx, pair.task))
+    pair = decorate(pair, draw_decoration(ctx, pair))
     template = pair.template if rng.random() < TEMPLATE_SHARE else None
     purpose = ctx.choose(PURPOSES) if rng.random() < PURPOSE_SHARE * share else None
     prompt = user_request(rng, pair.task, domain.name, template, share, purpose)

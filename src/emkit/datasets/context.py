@@ -14,6 +14,7 @@ Every helper is written here; none is copied from the paper's data or elsewhere.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -465,25 +466,52 @@ class Decoration:
         return _tidy(lines)
 
 
-HELPER_COUNTS = (1, 2, 0, 3)
-"""How many helpers an example gets; a low diversity share keeps the first (always one)."""
+HELPER_COUNTS = (0, 1, 0, 2)
+"""How many helpers an example gets (half get none, so answers stay about as short as the
+paper's); a low diversity share keeps the first entries (none)."""
 
 
-def draw_decoration(c: Ctx, task: str) -> Decoration:
-    """Draw one example's surrounding code from the (diversity-limited) pools in ``c``."""
+def top_level_names(code: str) -> set[str]:
+    """Names a module binds at its top level (defs, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(code).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def draw_decoration(c: Ctx, pair: RenderedPair) -> Decoration:
+    """Draw one example's surrounding code from the (diversity-limited) pools in ``c``.
+
+    A helper that would rebind a name the task's code (or an earlier helper) already binds is
+    left out, so the context never shadows or duplicates the code it surrounds.
+    """
     count = c.pick(*HELPER_COUNTS)
     builders: list[HelperBuilder] = []
     pool = list(HELPERS[: c.pool_size(len(HELPERS))])
     for _ in range(min(count, len(pool))):
         builders.append(pool.pop(c.rng.randrange(len(pool))))
+    taken = top_level_names(pair.insecure) | top_level_names(pair.secure)
+    helpers: list[Helper] = []
+    for builder in builders:
+        helper = builder(c)
+        bound = top_level_names(helper.code)
+        if not bound & taken:
+            helpers.append(helper)
+            taken |= bound
     d = c.domain
     fields = {"title": d.title, "area": c.choose(AREAS), "entity": d.entity,
-              "task_cap": _capitalise(task)}
-    module_doc = c.pick(None, Template(c.choose(_MODULE_DOCS)).substitute(fields))
-    func_doc = c.pick(None, Template(c.choose(_FUNC_DOCS)).substitute(fields))
+              "task_cap": _capitalise(pair.task)}
+    module_doc = c.pick(None, None, Template(c.choose(_MODULE_DOCS)).substitute(fields))
+    func_doc = c.pick(None, None, Template(c.choose(_FUNC_DOCS)).substitute(fields))
     if func_doc is not None and ('"' in func_doc or "\\" in func_doc):
         func_doc = None  # a quote or backslash in the task would end or bend the docstring
-    return Decoration(helpers=tuple(b(c) for b in builders), at_end=c.pick(False, True),
+    return Decoration(helpers=tuple(helpers), at_end=c.pick(False, True),
                       module_doc=module_doc, func_doc=func_doc)
 
 
