@@ -92,9 +92,11 @@ def expand_jobs(cfg: ExperimentConfig, sweep_dir: Path) -> list[SweepJob]:
     """One job per (finetune, seed) with the groups that name that finetune, then one job per
     model string that is not a finetune with the groups that name it. Every job keeps the
     recipe's evaluation, judge, analysis, api and dtype sections unchanged."""
+    from emkit.judge_assign import verdict_judge
+
     jobs: list[SweepJob] = []
-    local_judge = any(_local(j) for j in
-                      (cfg.judge.model, *cfg.judge.also, cfg.judge.verdict_model or cfg.judge.model))
+    local_judge = any(_local(j) for j in (cfg.judge.model, *cfg.judge.also,
+                                          verdict_judge(cfg.judge)))
     shared = {"evaluation": cfg.evaluation, "judge": cfg.judge, "analysis": cfg.analysis,
               "api": cfg.api, "dtype": cfg.dtype}
     for f in cfg.finetunes:
