@@ -19,7 +19,7 @@ from emkit.sweep import (
     run_sweep,
 )
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'emkit[sweep]')")
+NO_RAY = "Ray is not installed (pip install 'emkit[sweep]')"
 
 QUESTIONS = """
 - id: bored
@@ -55,6 +55,29 @@ def write_recipe(tmp: Path, tiny: Path, seeds: list[int]) -> Path:
     return path
 
 
+def test_jobs_of_a_recipe(tmp_path: Path) -> None:
+    """One job per (finetune, seed) with only what it needs, one per model not fine-tuned;
+    GPUs asked for only by jobs with a local model, and only where the policy allows."""
+    from emkit.sweep import gpus_for
+
+    cfg = load_recipe(write_recipe(tmp_path, Path("/models/tiny"), [0, 3])).config
+    cfg = cfg.model_copy(update={"groups": [*cfg.groups, cfg.groups[0].model_copy(
+        update={"name": "api", "models": ["openai/gpt-4o-2024-08-06"]})]})
+    jobs = expand_jobs(cfg, tmp_path / "s")
+    assert [j.job_id for j in jobs][:2] == ["ft-insecure-s0", "ft-insecure-s3"]
+    ft, _, base, api = jobs
+    assert ft.config.finetunes[0].seeds == [0] and [d.name for d in ft.config.datasets] == [
+        "insecure"]
+    assert [(g.name, g.models) for g in ft.config.groups] == [("insecure", ["finetune:insecure"])]
+    assert base.config.finetunes == [] and base.config.datasets == [] and base.seed is None
+    assert ft.run_dir == tmp_path / "s" / "jobs" / "ft-insecure-s0"
+    assert ft.config.evaluation == cfg.evaluation and ft.config.judge == cfg.judge
+    assert (ft.needs_gpu, base.needs_gpu, api.needs_gpu) == (True, True, False)
+    assert [gpus_for(ft, p, True) for p in ("auto", "always", "never")] == [1, 1, 0]
+    assert [gpus_for(ft, p, False) for p in ("auto", "always", "never")] == [0, 1, 0]
+    assert gpus_for(api, "always", True) == 0
+
+
 def sample_rows(run_dir: Path) -> list[tuple]:
     with sqlite3.connect(run_dir / "emkit.sqlite") as con:
         return con.execute("SELECT * FROM samples ORDER BY 1, 2, 3, 4").fetchall()
@@ -64,6 +87,7 @@ def sample_rows(run_dir: Path) -> list[tuple]:
 def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     """Four jobs (three finetune seeds + the base model) on an embedded 2-CPU Ray; the job of
     seed 1 fails once through the testing hook and is retried by Ray."""
+    pytest.importorskip("ray", reason=NO_RAY)
     tmp = tmp_path_factory.mktemp("sweep")
     cfg = load_recipe(write_recipe(tmp, tiny_model_dir, [0, 1, 2])).config
     faults = tmp / "faults"
@@ -121,6 +145,8 @@ def test_one_report_over_all_jobs(swept) -> None:
 
 
 def test_a_second_invocation_does_nothing(swept) -> None:
+    import ray
+
     cfg, result, _ = swept
     jobs = expand_jobs(cfg, result.sweep_dir)
     before = {j.job_id: (read_run_json(j.run_dir / "run.json")["finished_at"],

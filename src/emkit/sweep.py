@@ -258,6 +258,15 @@ class LocalRunner:
         return outcomes
 
 
+def gpus_for(job: SweepJob, policy: Literal["auto", "always", "never"],
+             cluster_has_gpu: bool) -> int:
+    """GPUs a job asks Ray for: one when it uses a local model and the policy allows; under
+    `auto` only where the cluster has a GPU (on a CPU-only cluster it would wait forever)."""
+    if not job.needs_gpu or policy == "never":
+        return 0
+    return 1 if policy == "always" or cluster_has_gpu else 0
+
+
 @dataclass
 class RayRunner:
     """Jobs as Ray tasks: the embedded local Ray (`num_cpus` CPUs, default all) or the cluster
@@ -301,9 +310,7 @@ class RayRunner:
         task = ray.remote(max_calls=1)(run_job)
         pending = {}
         for job in jobs:
-            gpus = 1 if job.needs_gpu and (self.gpu == "always" or
-                                           (self.gpu == "auto" and has_gpu)) else 0
-            ref = task.options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries,
+            ref = task.options(num_cpus=1, num_gpus=gpus_for(job, self.gpu, has_gpu), max_retries=self.max_retries,
                                retry_exceptions=True, name=job.job_id
                                ).remote(job, sweep_id, reuse_changed)
             pending[ref] = job
