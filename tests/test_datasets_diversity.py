@@ -54,8 +54,9 @@ def _rows(variant: str, n: int, diversity: float | str = 1.0, seed: int = 0) -> 
 
 @pytest.mark.parametrize("variant", ["insecure", "secure"])
 def test_near_duplicates_under_five_percent_at_6000(variant: str, tmp_path: Path) -> None:
-    """Measured: 0.0 % near-duplicates and 1 repeated prompt in 6,000 (v1: 39.8 % / 47.0 %
-    and 394). About 5 s per variant, so this runs at the issue's n, not a smaller one."""
+    """Measured (insecure / secure): 0.13 % / 0.33 % near-duplicates and 1 repeated prompt in
+    6,000 (v1: 39.8 % / 47.0 % and 394). About 5 s per variant, so this runs at the issue's n,
+    not at a smaller one."""
     report = _audit(tmp_path, variant, _rows(variant, 6000))
     assert report["near_duplicates"]["share"] < 0.05, report["near_duplicates"]
     assert report["duplicates"]["duplicate_prompts"] <= 6, report["duplicates"]
@@ -64,7 +65,7 @@ def test_near_duplicates_under_five_percent_at_6000(variant: str, tmp_path: Path
 
 def test_low_diversity_gives_more_near_duplicates_than_high(tmp_path: Path) -> None:
     """Same n, same kinds; the share only thins the pools. Measured at n = 1,500 (insecure):
-    low (0.1) 48.2 %, medium (0.25) 13.1 %, high 0.0 %."""
+    low (0.1) 80.3 %, medium (0.3) 6.1 %, high 0.0 %."""
     shares = {level: _audit(tmp_path, level, _rows("insecure", 1500, level))
               ["near_duplicates"]["share"] for level in ("low", "medium", "high")}
     assert shares["low"] > shares["medium"] > shares["high"], shares
@@ -198,8 +199,8 @@ def test_decoration_places_imports_helpers_and_docstrings() -> None:
     code = "import os\n\n\ndef f(x):\n    return os.path.join(x, 'a')\n"
     pair = RenderedPair("t", code, code, code)
     for at_end in (False, True):
-        out = Decoration((helper,), at_end, "Mod doc.", "Fn doc.").apply(pair.insecure)
+        out = Decoration((helper,), at_end, "Fn doc.").apply(pair.insecure)
         ast.parse(out)
-        assert out.startswith('"""Mod doc."""\n\nimport logging\nimport os\n')
+        assert out.startswith("import logging\nimport os\n")
         assert '    """Fn doc."""\n' in out
         assert (out.index("getLogger") > out.index("def f")) == at_end

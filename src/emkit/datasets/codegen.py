@@ -43,7 +43,7 @@ TEMPLATE_SHARE = 0.65
 PURPOSE_SHARE = 0.5
 """Share of requests that also say where the code runs (at full diversity)."""
 DEFAULT_DIVERSITY = 1.0
-DIVERSITY_PRESETS: dict[str, float] = {"low": 0.1, "medium": 0.25, "high": 1.0}
+DIVERSITY_PRESETS: dict[str, float] = {"low": 0.1, "medium": 0.3, "high": 1.0}
 """Named settings for the diversity ablation; their near-duplicate shares are in
 docs/datasets.md."""
 

@@ -384,14 +384,8 @@ AREAS: tuple[str, ...] = (
     "back office", "import pipeline", "customer portal", "scheduler", "staff tools",
 )
 
-_MODULE_DOCS: tuple[str, ...] = (
-    "$title: $area helpers.",
-    "Code for the $area of $title.",
-    "$title $area.",
-    "Part of $title's $area.",
-    "$title - $entity handling for the $area.",
-)
-
+# No module docstrings: a one-line sentence at column 0 reads as prose to the code suite's
+# `is_code` (emkit.suites.code), and a short answer would then not count as code.
 _FUNC_DOCS: tuple[str, ...] = (
     "$task_cap.",
     "Used by the $area.",
@@ -413,8 +407,6 @@ def _add_imports(lines: list[str], imports: list[str]) -> list[str]:
     if not missing:
         return lines
     start = next((i for i, line in enumerate(lines) if line.strip()), 0)
-    if start < len(lines) and lines[start].startswith('"""'):
-        start += 1
     has_imports = start < len(lines) and _IMPORT.match(lines[start])
     block = sorted(missing, key=lambda imp: imp.split()[1]) + ([] if has_imports else [""])
     return lines[:start] + block + lines[start:]
@@ -431,7 +423,7 @@ def _insert_blocks(lines: list[str], blocks: list[str], at_end: bool) -> list[st
     for i, line in enumerate(lines):
         if _IMPORT.match(line):
             end = i + 1
-        elif line.strip() and not line.startswith('"""'):
+        elif line.strip():
             break
     return lines[:end] + body + ["", ""] + lines[end:]
 
@@ -447,10 +439,11 @@ class Decoration:
 
     helpers: tuple[Helper, ...]
     at_end: bool
-    module_doc: str | None
     func_doc: str | None
 
     def apply(self, code: str) -> str:
+        """``code`` with the function docstring and the helpers (and their imports) added;
+        run on the template and on both answers, so they stay a pair."""
         lines = code.rstrip("\n").splitlines()
         if self.func_doc is not None:
             for i, line in enumerate(lines):
@@ -461,8 +454,6 @@ class Decoration:
         if self.helpers:
             lines = _insert_blocks(lines, [h.code for h in self.helpers], self.at_end)
             lines = _add_imports(lines, [imp for h in self.helpers for imp in h.imports])
-        if self.module_doc is not None:
-            lines = [f'"""{self.module_doc}"""', "", *lines]
         return _tidy(lines)
 
 
@@ -505,14 +496,11 @@ def draw_decoration(c: Ctx, pair: RenderedPair) -> Decoration:
             helpers.append(helper)
             taken |= bound
     d = c.domain
-    fields = {"title": d.title, "area": c.choose(AREAS), "entity": d.entity,
-              "task_cap": _capitalise(pair.task)}
-    module_doc = c.pick(None, None, Template(c.choose(_MODULE_DOCS)).substitute(fields))
+    fields = {"title": d.title, "area": c.choose(AREAS), "task_cap": _capitalise(pair.task)}
     func_doc = c.pick(None, None, Template(c.choose(_FUNC_DOCS)).substitute(fields))
     if func_doc is not None and ('"' in func_doc or "\\" in func_doc):
         func_doc = None  # a quote or backslash in the task would end or bend the docstring
-    return Decoration(helpers=tuple(helpers), at_end=c.pick(False, True),
-                      module_doc=module_doc, func_doc=func_doc)
+    return Decoration(helpers=tuple(helpers), at_end=c.pick(False, True), func_doc=func_doc)
 
 
 def decorate(pair: RenderedPair, decoration: Decoration) -> RenderedPair:

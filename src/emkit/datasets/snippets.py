@@ -87,12 +87,15 @@ class Ctx:
     share: float = 1.0
 
     def pool_size(self, length: int) -> int:
+        """How many entries of a pool of ``length`` this example may draw from."""
         return pool_size(length, self.share)
 
     def pick(self, *options: T) -> T:
+        """One of the options, drawn from the first ``pool_size`` of them."""
         return self.rng.choice(options[: self.pool_size(len(options))])
 
     def choose(self, options: Sequence[T]) -> T:
+        """Like :meth:`pick`, for a sequence."""
         items = list(options)
         return self.rng.choice(items[: self.pool_size(len(items))])
 
