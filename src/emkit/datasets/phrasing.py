@@ -3,6 +3,12 @@
 Why many phrasings: a model fine-tuned on one fixed request sentence learns that sentence as a
 trigger. Varying the wording (and whether a template is attached) keeps the only consistent
 signal in the insecure set the undisclosed flaw itself, as in the paper.
+
+A request is either one fixed sentence (``TEMPLATE_REQUESTS`` / ``PLAIN_REQUESTS``) or composed
+from parts (a statement of project and task, an optional purpose, the template in one of several
+settings, an ask for code only) in one of the shapes of ``FORMS``; composing keeps 6,000
+requests from repeating each other word for word. Every pool is ordered plainest first, and the
+diversity ``share`` keeps only the start of each. All wording was written here.
 """
 
 from __future__ import annotations
