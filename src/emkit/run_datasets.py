@@ -144,7 +144,8 @@ def build_datasets(cfg: ExperimentConfig, run_dir: Path, reuse_changed: bool = F
                     generate_advice(out, d.domain, d.variant, d.n, d.teacher, seed=d.seed,
                                     api=cfg.api)
                 else:
-                    write_jsonl(out, generate_offline(d.generate, d.n, d.seed, d.trigger))
+                    write_jsonl(out, generate_offline(d.generate, d.n, d.seed, d.trigger,
+                                                      d.diversity))
                 _write_spec(out, spec)
             paths[d.name] = out
         audit_json = folder / f"{d.name}.audit.json"
