@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -54,15 +56,41 @@ def bench_requests(n_prompts: int = 8, new_tokens: int = 128, seed: int = 0
     return out
 
 
-def _timed(fn: Callable[[], int]) -> dict[str, Any]:
-    """Run `fn` (returns tokens generated); tokens, wall seconds, tok/s and the 1-minute load
-    average before and after."""
+def _busy_ticks(pids: Sequence[int]) -> tuple[int, int]:
+    """(CPU ticks busy on the whole machine, ticks used by `pids`) from /proc (Linux): their
+    difference over a stage is what other jobs took from it."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    total = sum(int(x) for i, x in enumerate(fields) if i not in (3, 4))  # minus idle, iowait
+    ours = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ours += sum(int(x) for x in stat[11:15])  # utime, stime, cutime, cstime
+    return total, ours
+
+
+def _timed(fn: Callable[[], int], pids: Sequence[int] = ()) -> dict[str, Any]:
+    """Run `fn` (returns tokens generated); tokens, wall seconds, tok/s, the 1-minute load
+    average before and after, and `others_cores`: the CPU other processes used meanwhile, in
+    cores (the load average lags by a minute; this is exact for the stage)."""
+    pids = [os.getpid(), *pids]
     before = os.getloadavg()[0]
+    busy0, ours0 = _busy_ticks(pids)
     t0 = time.perf_counter()
     tokens = fn()
     wall = time.perf_counter() - t0
+    busy1, ours1 = _busy_ticks(pids)
+    others = max(0, (busy1 - busy0) - (ours1 - ours0)) / os.sysconf("SC_CLK_TCK") / wall
     return {"tokens": tokens, "wall_s": round(wall, 3), "tok_s": round(tokens / wall, 2),
-            "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)}
+            "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "others_cores": round(others, 2)}
+
+
+def _say(stage: str, figures: dict[str, Any]) -> None:
+    """A stage's figures on stderr as soon as they exist (the torch stages take minutes)."""
+    print(f"bench sample: {stage}: {json.dumps(figures)}", file=sys.stderr, flush=True)
 
 
 def local_loop(model: Any, tokenizer: Any, requests: Sequence[SampleRequest], batch: int
@@ -149,8 +177,11 @@ def _torch_stages(model: str, requests: Sequence[SampleRequest], batch: int
     llm, tokenizer = load_hf(model, dtype=torch.float32, device="cpu")
     warm = [dataclasses.replace(r, max_new_tokens=2) for r in requests[:2]]
     local_loop(llm, tokenizer, warm, 2)  # warm-up: one-time costs are not sampling speed
-    return {"local": _timed(lambda: local_loop(llm, tokenizer, requests, batch)),
-            "naive": _timed(lambda: naive_loop(llm, tokenizer, requests))}
+    out = {"local": _timed(lambda: local_loop(llm, tokenizer, requests, batch))}
+    _say("local", out["local"])
+    out["naive"] = _timed(lambda: naive_loop(llm, tokenizer, requests))
+    _say("naive", out["naive"])
+    return out
 
 
 def bench_sample(n_prompts: int = 8, new_tokens: int = 128, parallel: int = 8,
@@ -171,23 +202,27 @@ def bench_sample(n_prompts: int = 8, new_tokens: int = 128, parallel: int = 8,
     requests = bench_requests(n_prompts, new_tokens)
     cores = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
-    result = _torch_stages(f"hf/{model_dir}" if model_dir else "embedded", requests, parallel)
-    release_memory()
     settings = LlamaCppSettings(max_concurrency=parallel, threads=cores,
                                 ctx_per_slot=max(1024, new_tokens + 512))
     runs: dict[str, list[dict[str, Any]]] = {"llamacpp": [], "llamacpp_direct": []}
+    result: dict[str, Any] = {}
     with LlamaCppServer(gguf or embedded_gguf(), None, settings) as server:
-        llamacpp_direct(server, requests[:1], 1)  # warm-up
+        warm = [dataclasses.replace(r, max_new_tokens=2) for r in requests[:1]]
+        llamacpp_direct(server, warm, 1)  # warm-up: the server's first batch, both clients'
+        llamacpp_emkit(server, warm)  # imports (the openai SDK) are not sampling speed
         for _ in range(repeats):
+            pid = [server.pid] if server.pid else []
             runs["llamacpp_direct"].append(_timed(lambda: llamacpp_direct(server, requests,
-                                                                          parallel)))
-            runs["llamacpp"].append(_timed(lambda: llamacpp_emkit(server, requests)))
+                                                                          parallel), pid))
+            runs["llamacpp"].append(_timed(lambda: llamacpp_emkit(server, requests), pid))
     for name, timings in runs.items():
         best = statistics.median(t["tok_s"] for t in timings)
         result[name] = {"tok_s": round(best, 2), "runs": timings}
-    expected = n_prompts * new_tokens
-    counted = {k: v["tokens"] for k, v in result.items() if "tokens" in v}
-    counted |= {k: t["tokens"] for k in runs for t in result[k]["runs"]}
+        _say(name, result[name])
+    result |= _torch_stages(f"hf/{model_dir}" if model_dir else "embedded", requests, parallel)
+    release_memory()
+    counted = [t["tokens"] for timings in runs.values() for t in timings] + [
+        result[k]["tokens"] for k in ("local", "naive")]
     vs_naive = result["llamacpp"]["tok_s"] / result["naive"]["tok_s"]
     vs_llamacpp = result["llamacpp"]["tok_s"] / result["llamacpp_direct"]["tok_s"]
     return {
@@ -195,7 +230,7 @@ def bench_sample(n_prompts: int = 8, new_tokens: int = 128, parallel: int = 8,
         "repeats": repeats, "torch_dtype": "float32",
         "model": str(model_dir) if model_dir else "embedded (Qwen2.5-Coder-0.5B-Instruct)",
         "gguf": str(gguf) if gguf else "embedded Q4 GGUF",
-        "all_tokens_generated": all(v == expected for v in counted.values()),
+        "all_tokens_generated": all(v == len(requests) * new_tokens for v in counted),
         "tok_s": {k: v["tok_s"] for k, v in result.items()},
         "vs_naive": round(vs_naive, 2), "vs_llamacpp": round(vs_llamacpp, 3),
         "local_vs_naive": round(result["local"]["tok_s"] / result["naive"]["tok_s"], 2),

@@ -200,6 +200,11 @@ class LlamaCppServer:
         fields = {k: v for k, v in self.config.model_dump().items() if k in ApiSettings.model_fields}
         return ApiSettings(**(fields | {"base_url": self.root + "/v1"}))
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (benchmarks count its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> Self:
         from emkit.models.vllm import free_port
 
