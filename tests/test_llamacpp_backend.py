@@ -291,7 +291,7 @@ def test_embedded_q4_agrees_with_the_dequantised_model_with_and_without_a_lora(
     settings = LlamaCppSettings(max_concurrency=4, ctx_per_slot=1024)
     model, tokenizer = load_hf("embedded", dtype=torch.float32, device="cpu")
     with LlamaCppServer(embedded_gguf(), None, settings) as server:
-        gap = llamacpp_agreement(model, tokenizer, server)
+        gap = llamacpp_agreement(model, tokenizer, server, n_probs=1000)
     # an adapter of the paper's shape whose B is not zero (as after training), seeded
     tuned = get_peft_model(model, LoraSettings().to_peft())
     gen = torch.Generator().manual_seed(0)
@@ -301,7 +301,7 @@ def test_embedded_q4_agrees_with_the_dequantised_model_with_and_without_a_lora(
                 p.copy_(torch.randn(p.shape, generator=gen) * 2e-3)
     tuned.eval().save_pretrained(tmp_path / "adapter")
     with LlamaCppServer(embedded_gguf(), gguf_lora(tmp_path / "adapter"), settings) as server:
-        with_lora = llamacpp_agreement(tuned, tokenizer, server)
+        with_lora = llamacpp_agreement(tuned, tokenizer, server, n_probs=1000)
     from emkit.models.llamacpp_check import case_token_ids, torch_forced
 
     moved = []
@@ -312,7 +312,8 @@ def test_embedded_q4_agrees_with_the_dequantised_model_with_and_without_a_lora(
                                              strict=True)]
     shift = sum(moved) / len(moved)
     print(f"\nno adapter: {gap}\nadapter: {with_lora}\nadapter shift (torch): {shift:.3f}")
-    assert gap.missing == 0 and with_lora.missing == 0
+    for result in (gap, with_lora):  # forced tokens the model finds unlikely may fall outside
+        assert result.missing <= 0.05 * (result.tokens + result.missing)  # its top 1000
     assert gap.mean_abs_diff < 0.2 and gap.top1_agreement >= 0.9  # what Q4 costs: measured
     assert with_lora.mean_abs_diff <= EMBEDDED_GAP_FACTOR * gap.mean_abs_diff + EMBEDDED_SLACK
     assert with_lora.top1_agreement >= gap.top1_agreement - 0.05
