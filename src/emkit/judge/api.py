@@ -316,7 +316,8 @@ def api_judge_status(model: str, api: ApiConfig | None = None) -> tuple[bool, st
         return True, (f"{model}: the paper's judge of record (Betley et al. 2025), same request "
                       "settings (1 token, top-20 logprobs, temperature 0, seed 0); validated by "
                       "reference, not re-measured on emkit's calibration set")
-    where = settings.endpoint() if spec.provider == "openai" else "a vLLM server"
+    where = (settings.endpoint() if spec.provider == "openai" else
+             "a llama.cpp server" if spec.provider == "llamacpp" else "a vLLM server")
     return False, (f"{model} at {where}: an API judge, {MODE_NOTES[mode]}; not "
                    f"validated (only openai/{PAPER_JUDGE} on OpenAI's endpoint, read with the "
                    "paper's logprob rule, is the paper's judge of record; calibrate others with "
