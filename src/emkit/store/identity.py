@@ -69,7 +69,7 @@ class RunChangedError(ValueError):
 
 def recorded(db_path: Path, kind: str) -> dict[str, str]:
     """name -> fingerprint recorded for `kind`; empty when nothing is (read-only)."""
-    rows = _read(db_path, TABLE, f"SELECT name, fingerprint FROM {TABLE} WHERE kind = ?", (kind,))
+    rows = read_rows(db_path, TABLE, f"SELECT name, fingerprint FROM {TABLE} WHERE kind = ?", (kind,))
     return dict(rows)
 
 
@@ -147,11 +147,11 @@ def log_changes(db_path: Path, accepted: Iterable[Change]) -> None:
 def accepted_changes(db_path: Path) -> list[dict[str, str | None]]:
     """Every change accepted in this run, oldest first (for `emkit status` and audits)."""
     cols = ("kind", "name", "what", "old", "new", "accepted_at")
-    rows = _read(db_path, LOG, f"SELECT {', '.join(cols)} FROM {LOG} ORDER BY rowid", ())
+    rows = read_rows(db_path, LOG, f"SELECT {', '.join(cols)} FROM {LOG} ORDER BY rowid", ())
     return [dict(zip(cols, row, strict=True)) for row in rows]
 
 
-def _read(db_path: Path, table: str, sql: str, args: tuple) -> list[tuple]:
+def read_rows(db_path: Path, table: str, sql: str, args: tuple = ()) -> list[tuple]:
     """Rows of a read-only query; none when the file or table does not exist. An unreadable
     file is a SchemaError naming it (not a bare sqlite3 message)."""
     if not Path(db_path).is_file():

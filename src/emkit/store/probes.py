@@ -16,16 +16,15 @@ rather than reusing stale ones; `self_report_frame(latest=True)` then keeps the 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 
-from emkit.store.db import SchemaError
+from emkit.store.identity import read_rows
 from emkit.store.run_json import utc_now
-from emkit.store.sqlite import has_table, open_sqlite
+from emkit.store.sqlite import open_sqlite
 
 SELF_REPORTS = "self_reports"
 TRIGGER_PROBES = "trigger_probes"
@@ -132,31 +131,16 @@ def add_trigger_probes(db_path: Path, rows: Iterable[TriggerRow]) -> int:
     return _write(db_path, TRIGGER_PROBES, TRIGGER_COLUMNS, data)
 
 
-def _read(db_path: Path, table: str, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows of a read-only query; none when the file or the table does not exist."""
-    if not Path(db_path).is_file():
-        return []
-    try:
-        con = open_sqlite(db_path, write=False)
-        try:
-            return con.execute(sql, args).fetchall() if has_table(con, table) else []
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise SchemaError(f"{db_path}: not a readable emkit run store ({exc}); it was left as "
-                          "it is") from exc
-
-
 def stored_self_report_keys(db_path: Path, model: str) -> set[tuple[str, int, str, str]]:
     """(probe_id, paraphrase_index, scale, probe_hash) already stored for `model`."""
-    rows = _read(db_path, SELF_REPORTS, f"SELECT probe_id, paraphrase_index, scale, probe_hash "
+    rows = read_rows(db_path, SELF_REPORTS, f"SELECT probe_id, paraphrase_index, scale, probe_hash "
                  f"FROM {SELF_REPORTS} WHERE model = ?", (model,))
     return {(str(a), int(b), str(c), str(d)) for a, b, c, d in rows}
 
 
 def stored_trigger_keys(db_path: Path, model: str) -> set[tuple[int, str]]:
     """(prompt_index, probe_hash) with at least one stored candidate for `model`."""
-    rows = _read(db_path, TRIGGER_PROBES, f"SELECT DISTINCT prompt_index, probe_hash FROM "
+    rows = read_rows(db_path, TRIGGER_PROBES, f"SELECT DISTINCT prompt_index, probe_hash FROM "
                  f"{TRIGGER_PROBES} WHERE model = ?", (model,))
     return {(int(a), str(b)) for a, b in rows}
 
@@ -165,7 +149,7 @@ def self_report_frame(db_path: Path, latest: bool = True) -> pd.DataFrame:
     """Every stored self-report, `top` parsed; with `latest`, only the newest row per
     (model, probe_id, paraphrase_index, scale), so rows of an edited probe or a replaced
     adapter do not count twice. Empty (with the columns) when nothing is stored."""
-    rows = _read(db_path, SELF_REPORTS,
+    rows = read_rows(db_path, SELF_REPORTS,
                  f"SELECT {', '.join(SELF_REPORT_COLUMNS)} FROM {SELF_REPORTS} ORDER BY rowid")
     frame = pd.DataFrame(rows, columns=list(SELF_REPORT_COLUMNS))
     if frame.empty:
@@ -181,7 +165,7 @@ def trigger_frame(db_path: Path, latest: bool = True) -> pd.DataFrame:
     """Every stored trigger-elicitation row (`is_trigger` as bool); with `latest`, for each
     (model, prompt_index) only the candidates of its most recent `probe_hash`. Empty (with
     the columns) when nothing is stored."""
-    rows = _read(db_path, TRIGGER_PROBES,
+    rows = read_rows(db_path, TRIGGER_PROBES,
                  f"SELECT {', '.join(TRIGGER_COLUMNS)} FROM {TRIGGER_PROBES} ORDER BY rowid")
     frame = pd.DataFrame(rows, columns=list(TRIGGER_COLUMNS))
     if frame.empty:
