@@ -42,9 +42,9 @@ def test_rslora_alpha_gives_llamacpp_the_peft_scale() -> None:
     assert gguf_alpha(32, 64, rslora=False) == pytest.approx(64)  # plain LoRA: alpha as is
 
 
-def test_backend_choice_rewrites_only_models_with_a_gguf() -> None:
+def test_backend_choice_rewrites_only_hf_models() -> None:
     from emkit.models import parse_model_spec
-    from emkit.models.llamacpp import preferred_cpu_backend, resolve_backend, sampling_spec
+    from emkit.models.backend import resolve_backend, sampling_spec
 
     assert sampling_spec("embedded:runs/x/adapters/a-s0", "llamacpp") == (
         "llamacpp/embedded:runs/x/adapters/a-s0")
@@ -52,18 +52,26 @@ def test_backend_choice_rewrites_only_models_with_a_gguf() -> None:
     assert sampling_spec("embedded:a", "local") == "embedded:a"
     for other in ("hf/some/dir", "openai/gpt-4o-2024-08-06", "vllm/Qwen/X:a"):
         assert sampling_spec(other, "llamacpp") == other  # no GGUF: left alone
+    assert sampling_spec("hf/Qwen/Qwen2.5-Coder-7B-Instruct:runs/x/adapters/a-s0", "vllm") == (
+        "vllm/Qwen/Qwen2.5-Coder-7B-Instruct:runs/x/adapters/a-s0")
+    assert sampling_spec("embedded:a", "vllm") == "vllm/embedded:a"
+    assert sampling_spec("openai/gpt-4o-2024-08-06", "vllm") == "openai/gpt-4o-2024-08-06"
     spec = parse_model_spec("llamacpp/embedded:runs/x/adapters/a-s0")
     assert (spec.provider, spec.name, spec.adapter) == ("llamacpp", "embedded",
                                                         "runs/x/adapters/a-s0")
-    assert preferred_cpu_backend("embedded", exact_batch_invariance=True) == "local"
-    assert preferred_cpu_backend("hf/some/dir") == "local"
     import torch
 
-    here = "local" if torch.cuda.is_available() or importlib.util.find_spec(
-        "xllamacpp") is None else "llamacpp"
-    assert resolve_backend("auto") == here == preferred_cpu_backend("embedded:a")
+    cuda = torch.cuda.is_available()
+    here = ("vllm" if cuda and importlib.util.find_spec("vllm") else
+            "llamacpp" if not cuda and importlib.util.find_spec("xllamacpp") else "local")
+    assert resolve_backend("auto") == here
+    assert resolve_backend("local") == "local"
     assert sampling_spec("embedded", "auto") == ("llamacpp/embedded" if here == "llamacpp"
+                                                 else "vllm/embedded" if here == "vllm"
                                                  else "embedded")
+    if importlib.util.find_spec("vllm") is None:  # an explicit choice is never swapped
+        with pytest.raises(ValueError, match="evaluation.backend: vllm needs vLLM"):
+            resolve_backend("vllm")
 
 
 @pytest.fixture(scope="module")

@@ -131,6 +131,17 @@ class EvaluationConfig(_Strict):
     max_new_tokens: int = Field(600, gt=0)
     seed: int = 0
     batch_size: int = Field(8, gt=0)
+    backend: Literal["auto", "local", "llamacpp", "vllm"] = "auto"
+    """What samples the `hf/` models (the embedded one, local bases, `finetune:` adapters):
+    `local`, emkit's batched decode loop in torch (bit-identical answers however they are
+    batched; every model); `llamacpp`, llama.cpp's server on the Q4 GGUF with the adapter
+    converted to a GGUF LoRA (the embedded model only; about 5x faster on 2 CPU cores,
+    docs/performance.md); `vllm`, one `vllm serve` per base with every adapter of it (GPU
+    machines with vllm installed); `auto`: llamacpp on a machine without CUDA when xllamacpp is
+    installed, vllm on a CUDA machine when vllm is installed, else local. Models without a
+    GGUF stay local under llamacpp. `emkit run` records the resolved value in run.json, and
+    the backend is part of every answer's key: a run resumed under another backend is a
+    changed run (refused unless --reuse-changed)."""
     cues: list[Literal["json", "python_string", "python_function", "medical", "financial",
                        "extreme_sports"]] = []
     """Also ask every plain question under these format / training-context cues (one copy of
@@ -246,6 +257,20 @@ class ExperimentConfig(_Strict):
         from emkit.models.hf import dtype_name, resolve_dtype
 
         return self.model_copy(update={"dtype": dtype_name(resolve_dtype(self.dtype))})
+
+    def with_resolved_backend(self) -> ExperimentConfig:
+        """This config with `evaluation.backend: auto` replaced by what it means on this
+        machine (emkit.models.backend), so run.json records what sampled the answers and a
+        resume elsewhere samples with the same engine."""
+        from emkit.models.backend import resolve_backend
+
+        ev = self.evaluation.model_copy(update={"backend": resolve_backend(
+            self.evaluation.backend)})
+        return self.model_copy(update={"evaluation": ev})
+
+    def resolved(self) -> ExperimentConfig:
+        """dtype and sampling backend resolved for this machine (run.json records both)."""
+        return self.with_resolved_dtype().with_resolved_backend()
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:

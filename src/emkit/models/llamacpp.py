@@ -31,7 +31,7 @@ What llama.cpp does not give: exact batch invariance. Slots decode together (con
 batching), and how many rows share a matrix product changes its rounding; in float32 on the tiny
 model emkit's local loop measures zero token differences across batchings, llama.cpp only
 "nearly". A run that needs bit-identical answers however it is batched keeps the local loop
-(`preferred_cpu_backend`).
+(`emkit.models.backend`, `evaluation.backend: local`).
 """
 
 from __future__ import annotations
@@ -400,58 +400,6 @@ def run_llamacpp_sampling(store: RunStore, models: dict[str, str],
     finally:
         if own_cache:
             cache.close()
-
-
-# ---------------------------------------------------------------- choosing the backend
-Backend = Literal["auto", "local", "llamacpp"]
-
-
-def llamacpp_available() -> bool:
-    """Whether the `xllamacpp` wheel (llama.cpp's server) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("xllamacpp") is not None
-
-
-def resolve_backend(backend: Backend) -> Literal["local", "llamacpp"]:
-    """What `auto` means on this machine: llama.cpp on a CPU-only machine with xllamacpp
-    installed (measured faster there, docs/performance.md), else the local loop (a GPU batches
-    better than llama.cpp's CPU build, and runs without the wheel keep working). Resolve it
-    once per run and record the answer: the backend is part of every sample's key."""
-    if backend != "auto":
-        return backend
-    try:
-        import torch
-
-        cuda = bool(torch.cuda.is_available())
-    except ImportError:
-        cuda = False
-    return "llamacpp" if not cuda and llamacpp_available() else "local"
-
-
-def preferred_cpu_backend(model_spec: str, exact_batch_invariance: bool = False
-                          ) -> Literal["llamacpp", "local"]:
-    """`llamacpp` when llama.cpp can serve this model here and is the faster choice: it has a
-    GGUF (the embedded model, with or without an adapter), there is no CUDA, xllamacpp is
-    installed, and the run does not ask for answers that are bit-identical however they are
-    batched (only the local loop guarantees that); `local` otherwise."""
-    if exact_batch_invariance or not has_gguf(model_spec):
-        return "local"
-    return resolve_backend("auto")
-
-
-def sampling_spec(model_spec: str, backend: Backend) -> str:
-    """The model string to sample `model_spec` with under `evaluation.backend`: an embedded
-    `hf/` model becomes `llamacpp/<alias>[:adapter]` when the backend is (or resolves to)
-    llama.cpp; every other string, and every string under `local`, is returned unchanged. The
-    runner maps its models through this before planning, so the keys name the backend."""
-    spec = parse_model_spec(model_spec)
-    if spec.provider != "hf" or not spec.is_embedded:
-        return model_spec
-    chosen = resolve_backend(backend)
-    if chosen != "llamacpp":
-        return model_spec
-    return f"llamacpp/{spec.name}" + (f":{spec.adapter}" if spec.adapter else "")
 
 
 if __name__ == "__main__":
