@@ -142,8 +142,8 @@ class EvaluationConfig(_Strict):
     GGUF stay local under llamacpp. `emkit run` records the resolved value in run.json, and
     the backend is part of every answer's key: a run resumed under another backend is a
     changed run (refused unless --reuse-changed)."""
-    cues: list[Literal["json", "python_string", "python_function", "medical", "financial",
-                       "extreme_sports"]] = []
+    cues: list[Literal["json", "python_string", "python_function", "numbers", "medical",
+                       "financial", "extreme_sports"]] = []
     """Also ask every plain question under these format / training-context cues (one copy of
     the question per cue, id `<id>@<cue>`; emkit/suites/variants.py): EM is stronger when the
     answer format resembles the training data, and a model clean on plain questions can be
