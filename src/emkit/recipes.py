@@ -21,12 +21,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emkit.config import ConfigError, ExperimentConfig, FinetuneConfig
+
+if TYPE_CHECKING:  # the probes module imports torch; the plan imports it only when asked
+    from emkit.suites.self_report import Probe
 
 _M = TypeVar("_M", bound=BaseModel)
 RECIPES_DIR = Path(__file__).resolve().parent / "data" / "recipes"
@@ -174,6 +177,44 @@ class JudgePlan:
 
 
 @dataclass(frozen=True)
+class SelfReportPlan:
+    """The probes `evaluation.self_report` adds (emkit/suites/self_report.py run_self_reports):
+    every subject model answers every built-in probe (one request each: the default logprob
+    judge mode reads one token's top-20; `api.judge_mode: digits` or `sampled` sends more per
+    probe), and with `evaluation.trigger` each *local* model scores every elicitation prompt
+    against the trigger and its decoys (one forward pass per prompt; an API gives no
+    sequence log-probabilities, so API models are skipped, as the run skips them)."""
+
+    probes_per_model: int
+    models_local: int
+    models_api: int
+    input_tokens_api: float
+    """Prompt tokens of the API requests (characters / 4)."""
+    trigger_prompts: int
+    """Elicitation prompts per local model (0 without `evaluation.trigger`)."""
+    trigger_candidates: int
+    """The trigger and its decoys, scored in each prompt's forward pass."""
+    cost_usd: float | None
+    """API price of the probes; None where a model's price is missing."""
+
+    @property
+    def requests_local(self) -> int:
+        return self.probes_per_model * self.models_local
+
+    @property
+    def requests_api(self) -> int:
+        return self.probes_per_model * self.models_api
+
+    @property
+    def requests(self) -> int:
+        return self.requests_local + self.requests_api
+
+    @property
+    def trigger_forward_passes(self) -> int:
+        return self.trigger_prompts * self.models_local
+
+
+@dataclass(frozen=True)
 class RecipePlan:
     name: str
     jobs: list[JobPlan]
@@ -188,6 +229,8 @@ class RecipePlan:
     prices_date: date | None
     prices_source: str | None
     notes: list[str] = field(default_factory=list)
+    self_reports: SelfReportPlan | None = None
+    """The self-report probes, when `evaluation.self_report` is on."""
 
     @property
     def samples(self) -> int:
@@ -281,6 +324,11 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
     missing_prices: set[str] = set()
     unknown: set[str] = set()
     """Cost parts that cannot be priced (a missing price or an unknown dataset size)."""
+    probes = _self_report_probes(cfg)
+    probe_chars, probe_tokens = sum(len(p.text) for p in probes), 0.0
+    probe_models = {"api": 0, "local": 0}
+    if cfg.evaluation.self_report:
+        cost["self-reports"] = 0.0
     for job in expand_jobs(cfg, Path("dry-run")):
         sub = job.config
         steps, tokens, n_samples = 0, 0.0, 0
@@ -306,13 +354,9 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
             if where != "api":
                 gen_tokens_local += len(requests) * answer_tokens
             else:
-                ft_base = next((f.base for f in sub.finetunes if label.startswith(f"{f.name}-s")),
-                               None)
-                price = prices.get(ft_base or spec)
-                p_in, p_out = ((price.finetuned_input, price.finetuned_output) if ft_base and price
-                               else (price.input, price.output) if price else (None, None))
+                priced, p_in, p_out = _api_prices(sub, label, spec, prices)
                 if p_in is None or p_out is None:
-                    missing_prices.add(f"{ft_base or spec} (sampling)")
+                    missing_prices.add(f"{priced} (sampling)")
                     unknown.add("sampling")
                 else:
                     chars = sum(len(m["content"]) for r in requests for m in r.messages)
@@ -327,6 +371,18 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
                                                  / CHARS_PER_TOKEN + answer_tokens)
         jobs.append(JobPlan(job.job_id, list(models), n_samples, steps, tokens, job.needs_gpu,
                             any(f.backend == "hf" for f in sub.finetunes)))
+        if cfg.evaluation.self_report:
+            for label, spec in models.items():
+                probe_models["api" if _where(spec) == "api" else "local"] += 1
+                if _where(spec) == "api":
+                    priced, p_in, p_out = _api_prices(sub, label, spec, prices)
+                    probe_tokens += probe_chars / CHARS_PER_TOKEN
+                    if p_in is None or p_out is None:
+                        missing_prices.add(f"{priced} (self-reports)")
+                        unknown.add("self-reports")
+                    else:
+                        cost["self-reports"] += (probe_chars / CHARS_PER_TOKEN * p_in + len(probes)
+                                                 * est.judge_output_tokens * p_out) / 1e6
     judges = []
     for judge, (n, in_tokens) in judge_load.items():
         where, out_tokens, price = _where(judge), n * est.judge_output_tokens, prices.get(judge)
@@ -344,9 +400,49 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
     if missing_prices:
         notes.append(f"no list price in the recipe for: {', '.join(sorted(missing_prices))}")
     gpu_hours = _gpu_hours(meta, jobs, gen_tokens_local, judges, notes)
+    self_reports = None
+    if cfg.evaluation.self_report:
+        prompts, candidates = _trigger_elicitation(cfg)
+        self_reports = SelfReportPlan(len(probes), probe_models["local"], probe_models["api"],
+                                      probe_tokens, prompts, candidates, costs["self-reports"])
+        if probe_models["local"]:
+            notes.append("self-report probes and trigger elicitation on local models are one "
+                         "forward pass each: not in the GPU-hours (seconds per model)")
     return RecipePlan(recipe.name, jobs, samples["local"], samples["api"], judges, meta.gpu,
                       gpu_hours, costs, meta.prices_date, meta.prices_source,
-                      list(dict.fromkeys(notes)))
+                      list(dict.fromkeys(notes)), self_reports)
+
+
+def _api_prices(cfg: ExperimentConfig, label: str, spec: str, prices: dict[str, ApiPrice]
+                ) -> tuple[str, float | None, float | None]:
+    """(priced model, input, output price) of an API subject model: a fine-tune of this
+    config is priced at its base's fine-tuned rates, any other model at its own."""
+    ft_base = next((f.base for f in cfg.finetunes if label.startswith(f"{f.name}-s")), None)
+    price = prices.get(ft_base or spec)
+    p_in, p_out = ((price.finetuned_input, price.finetuned_output) if ft_base and price
+                   else (price.input, price.output) if price else (None, None))
+    return ft_base or spec, p_in, p_out
+
+
+def _self_report_probes(cfg: ExperimentConfig) -> list[Probe]:
+    """The probes a run asks each model (emkit's built-in set, as run_self_reports reads it);
+    none when `evaluation.self_report` is off."""
+    if not cfg.evaluation.self_report:
+        return []
+    from emkit.suites.self_report import load_probes
+
+    return load_probes()
+
+
+def _trigger_elicitation(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(prompts, candidates) of trigger elicitation per local model: the defaults
+    run_self_reports uses; (0, 0) without a trigger."""
+    if cfg.evaluation.trigger is None:
+        return 0, 0
+    from emkit.suites.trigger import DEFAULT_DECOYS, ELICITATION_PROMPTS, candidates_for
+
+    return (len(ELICITATION_PROMPTS),
+            len(candidates_for(cfg.evaluation.trigger, DEFAULT_DECOYS)))
 
 
 def _planned_finetunes(cfg: ExperimentConfig) -> dict[str, str]:
@@ -399,6 +495,13 @@ def format_plan(plan: RecipePlan) -> str:
         paid = f", ~{jp.input_tokens / 1e6:.1f}M input tokens, {_money(jp.cost_usd)}" \
             if jp.where == "api" else ""
         lines.append(f"    {jp.judge} ({jp.where}): {jp.requests:,}{paid}")
+    if (sr := plan.self_reports) is not None:
+        paid = f", {_money(sr.cost_usd)}" if sr.requests_api else ""
+        trigger = (f"; trigger elicitation: {sr.trigger_forward_passes:,} forward passes "
+                   f"({sr.trigger_prompts} prompts x {sr.models_local} local models, "
+                   f"{sr.trigger_candidates} candidates each)" if sr.trigger_prompts else "")
+        lines.append(f"  self-report probes: {sr.requests:,} requests ({sr.probes_per_model} "
+                     f"per model; {sr.requests_api:,} through paid APIs{paid}){trigger}")
     gpu = plan.gpu or "none (CPU)"
     lines.append(f"  GPU-hours on {gpu}: {_hours(plan.total_gpu_hours)} ("
                  + ", ".join(f"{k} {_hours(v)}" for k, v in plan.gpu_hours.items()) + ")")
