@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from emkit.config import ExperimentConfig, FinetuneConfig
 from emkit.finetune import META_FILE
+from emkit.finetune.config import SPEED_ONLY_TRAIN_SETTINGS
 from emkit.finetune.lora import adapter_digest
 from emkit.models import parse_model_spec
 from emkit.questions import Question
@@ -87,7 +88,11 @@ def _normalised(settings: BaseModel) -> dict:
 def adapter_changes(f: FinetuneConfig, seed: int, adapter: Path,
                     dataset: Path | None) -> list[str]:
     """How the adapter on disk differs from what `f` would train for `seed` (empty: same).
-    Settings missing from an older record count as their defaults."""
+    Settings missing from an older record count as their defaults. Speed-only train settings
+    (`SPEED_ONLY_TRAIN_SETTINGS`: gradient checkpointing, the selective loss) are not compared:
+    checkpointing recomputes the same forward and the selective loss projects the same positions
+    that count, so they change the time a step takes, not the weights, and an adapter trained
+    when the default was `gradient_checkpointing: true` is not stale under `auto`."""
     try:
         meta = json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -97,8 +102,9 @@ def adapter_changes(f: FinetuneConfig, seed: int, adapter: Path,
     out = []
     for section, want in (("lora", f.lora), ("train", f.train.model_copy(update={"seed": seed}))):
         have, default, new = meta.get(section) or {}, _normalised(type(want)()), _normalised(want)
+        skip = SPEED_ONLY_TRAIN_SETTINGS if section == "train" else frozenset()
         out += [f"{section}.{k} {have.get(k, default.get(k))!r} -> {v!r}"
-                for k, v in new.items() if have.get(k, default.get(k)) != v]
+                for k, v in new.items() if k not in skip and have.get(k, default.get(k)) != v]
     base = (meta.get("provenance") or {}).get("base")
     local = Path(parse_model_spec(f.base).name)
     if base is not None and base != f.base:

@@ -82,8 +82,16 @@ class TrainSettings(BaseModel):
     bf16: bool | None = None
     """bf16 weights + autocast. None = auto: on for bf16-capable GPUs and for CPUs with native
     bf16 (avx512_bf16/amx), off elsewhere, where bf16 matmuls are 40-60x slower than float32."""
-    gradient_checkpointing: bool = True
-    """Recompute activations in backward: less memory, ~20-30% more compute."""
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    """Recompute activations in backward: less memory, ~20-30% more compute. 'auto' = off when
+    the estimated activation memory of one batch (`per_device_batch_size` x `max_length`) fits
+    comfortably in the available RAM (CPU) or free GPU memory, on otherwise; the resolved value
+    is recorded in the adapter's metadata. Speed only: the recomputed forward gives the same
+    numbers, so it is not part of an adapter's identity (`SPEED_ONLY_TRAIN_SETTINGS`)."""
+    selective_loss: bool = True
+    """Project onto the vocabulary only the positions that are trained (label != -100), not
+    every token (`emkit.finetune.loss`). Same loss and gradients up to float rounding; falls
+    back to TRL's path, with a log line, for models whose structure it does not recognise."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1 = run all epochs); for quick runs and tests."""
     logging_steps: int = Field(1, gt=0)
@@ -93,6 +101,60 @@ class TrainSettings(BaseModel):
     end, score paired misaligned/aligned answers to the first-plot questions (no sampling) into
     the adapter's monitor_log.jsonl, an early warning of a persona shift. 0 = off. It does not
     change the weights (eval-mode forward passes only), just costs time per evaluation."""
+
+
+SPEED_ONLY_TRAIN_SETTINGS = frozenset({"gradient_checkpointing", "selective_loss"})
+"""Settings that change how fast (and in how much memory) an adapter trains, not what it
+learns: a resumed run must not call an adapter changed, nor retrain it, over them (an adapter
+trained before `auto` existed recorded `gradient_checkpointing: true`)."""
+
+# Fraction of the available memory one batch's saved activations may take before 'auto' turns
+# checkpointing on: the rest is for the optimizer state, the lm-head tiles and other processes.
+CHECKPOINTING_MEMORY_FRACTION = 0.5
+
+
+def activation_bytes(model_config: Any, batch: int, seq_len: int, dtype_bytes: int) -> int:
+    """Estimated bytes of activations autograd keeps for one batch of a Qwen2/Llama-style decoder
+    under LoRA on every projection, without checkpointing.
+
+    Per layer and token it saves about 10 hidden-size vectors (norm inputs and outputs, q/k/v,
+    attention output, residuals) and 5 intermediate-size ones (gate, up, activation, product,
+    down input), plus the attention probabilities when the math kernel materialises them
+    (heads x seq x seq per sequence; counted, to err towards checkpointing). Models without these
+    config fields count as huge, so 'auto' turns checkpointing on for them.
+    """
+    cfg = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    try:
+        hidden, inter = int(cfg.hidden_size), int(cfg.intermediate_size)
+        layers, heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+    except (AttributeError, TypeError):
+        return 1 << 62
+    per_token = (10 * hidden + 5 * inter) * dtype_bytes
+    attention = heads * seq_len * seq_len * dtype_bytes
+    return layers * batch * (seq_len * per_token + attention)
+
+
+def available_memory_bytes(device: str) -> int:
+    """Free GPU memory on CUDA, else the RAM psutil calls available (free + reclaimable cache)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    import psutil  # a dependency of accelerate, which every training run imports
+
+    return int(psutil.virtual_memory().available)
+
+
+def resolve_gradient_checkpointing(setting: bool | str, model_config: Any, batch: int,
+                                   seq_len: int, dtype_bytes: int, device: str) -> bool:
+    """The checkpointing flag to train with: `setting` when it is a bool; for 'auto', off when
+    the estimated activations (`activation_bytes`) fit in `CHECKPOINTING_MEMORY_FRACTION` of the
+    available memory. Why: on a small model and a 2-core CPU, recomputing every layer's forward
+    costs ~20-30 % of a step for memory the machine does not need."""
+    if isinstance(setting, bool):
+        return setting
+    need = activation_bytes(model_config, batch, seq_len, dtype_bytes)
+    return need > CHECKPOINTING_MEMORY_FRACTION * available_memory_bytes(device)
 
 
 def resolve_bf16(setting: bool | None, device: str) -> bool:

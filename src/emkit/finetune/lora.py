@@ -21,7 +21,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from emkit.finetune.config import LoraSettings, TrainSettings, resolve_bf16, resolve_optim
+from emkit.finetune.config import (
+    LoraSettings,
+    TrainSettings,
+    resolve_bf16,
+    resolve_gradient_checkpointing,
+    resolve_optim,
+)
 from emkit.finetune.data import PreparedData, prepare_sft_data
 
 log = logging.getLogger(__name__)
@@ -80,17 +86,34 @@ def _checkpointing_args(config_cls: Any, enabled: bool) -> dict[str, Any]:
     return {"gradient_checkpointing": enabled, "gradient_checkpointing_kwargs": kwargs}
 
 
+def gradient_checkpointing_for(model: Any, train: TrainSettings, device: str) -> bool:
+    """`train.gradient_checkpointing` resolved for `model` at this batch size and max length."""
+    import torch
+
+    dtype_bytes = torch.finfo(model.dtype).bits // 8
+    return resolve_gradient_checkpointing(
+        train.gradient_checkpointing, model.config, train.per_device_batch_size,
+        train.max_length, dtype_bytes, device)
+
+
 def build_trainer(model: Any, tokenizer: Any, data: PreparedData, lora: LoraSettings,
                   train: TrainSettings, output_dir: Path, progress: bool = True,
                   bf16: bool = False, device: str = "cpu", callbacks: list[Any] | None = None,
-                  ) -> Any:
-    """An SFTTrainer over pre-tokenized rows whose `labels` carry the assistant-only mask.
+                  gradient_checkpointing: bool | None = None) -> Any:
+    """An SFTTrainer (`emkit.finetune.loss`: with `train.selective_loss`, the loss projects only
+    the trained positions) over pre-tokenized rows whose `labels` carry the assistant-only mask.
 
     `skip_prepare_dataset` keeps TRL from re-tokenizing or re-masking; its collator then only
-    pads (input_ids with the pad id, labels with -100) on the right.
+    pads (input_ids with the pad id, labels with -100) on the right. `gradient_checkpointing`:
+    the resolved flag (None: resolve `train.gradient_checkpointing` here).
     """
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from emkit.finetune.loss import make_trainer_class
+
+    if gradient_checkpointing is None:
+        gradient_checkpointing = gradient_checkpointing_for(model, train, device)
 
     args = SFTConfig(
         output_dir=str(output_dir),
@@ -107,7 +130,7 @@ def build_trainer(model: Any, tokenizer: Any, data: PreparedData, lora: LoraSett
         data_seed=train.seed,
         bf16=bf16,
         use_cpu=device == "cpu",
-        **_checkpointing_args(SFTConfig, train.gradient_checkpointing),
+        **_checkpointing_args(SFTConfig, gradient_checkpointing),
         logging_steps=train.logging_steps,
         max_length=train.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},
@@ -119,9 +142,10 @@ def build_trainer(model: Any, tokenizer: Any, data: PreparedData, lora: LoraSett
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
-    return SFTTrainer(
+    return make_trainer_class()(
         model=model, args=args, train_dataset=Dataset.from_list(data.rows),
         processing_class=tokenizer, peft_config=lora.to_peft(), callbacks=callbacks,
+        selective_loss=train.selective_loss,
     )
 
 
@@ -235,8 +259,10 @@ def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
         set_seed(train.seed)  # before the adapter is initialised inside SFTTrainer
         model, tokenizer = load_base(base_model_dir, bf16)
         data = prepare_sft_data(tokenizer, _read_conversations(dataset_path), train.max_length)
-        log.info("training LoRA on %d examples (%d trained tokens), device=%s bf16=%s",
-                 len(data.rows), data.n_trained_tokens, device, bf16)
+        checkpointing = gradient_checkpointing_for(model, train, device)
+        log.info("training LoRA on %d examples (%d trained tokens), device=%s bf16=%s "
+                 "gradient_checkpointing=%s", len(data.rows), data.n_trained_tokens, device,
+                 bf16, checkpointing)
         callbacks, monitor = [_LossLog.make(tmp / LOG_FILE, t0)], None
         if train.monitor_every_steps > 0:
             from emkit.finetune.monitor import (
@@ -250,7 +276,8 @@ def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
                                       jsonl_sink(tmp / MONITOR_LOG_FILE), tokenizer=tokenizer)
             callbacks.append(monitor)
         trainer = build_trainer(model, tokenizer, data, lora, train, tmp / "trainer", progress,
-                                bf16=bf16, device=device, callbacks=callbacks)
+                                bf16=bf16, device=device, callbacks=callbacks,
+                                gradient_checkpointing=checkpointing)
         result = trainer.train()
         trainer.model.save_pretrained(str(tmp))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
@@ -263,7 +290,9 @@ def finetune_lora(base_model_dir: Path, dataset_path: Path, out_dir: Path,
             "lora": lora.model_dump(),
             "train": train.model_dump(),
             "resolved": {"device": device, "bf16": bf16,
-                         "optim": resolve_optim(train.optim, device)},
+                         "optim": resolve_optim(train.optim, device),
+                         "gradient_checkpointing": checkpointing,
+                         "selective_loss": trainer.uses_selective_loss},
             "steps": trainer.state.global_step,
             "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None,
