@@ -117,8 +117,24 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def finish(result: Any) -> None:
-    from emkit.analysis import format_rates
+    """End of `emkit run`, `quickstart` and `judge`: the one-screen summary of the report's
+    numbers (`emkit.report.summary`: per group both rates with CIs and n, the judge's measured
+    errors, what the numbers do and do not show), then where the report is and how to browse
+    it. The per-question tables live in the report, where they can be read next to the answers.
 
-    console.print(format_rates(result.rates), highlight=False, markup=False, soft_wrap=True)
+    A report without its summary.json (never written by emkit, but a directory can be edited)
+    falls back to the per-question table rather than ending a finished run in an error."""
+    from emkit.report.summary import summary_inputs, summary_renderable, view_hint
+
+    try:
+        inputs = summary_inputs(result.report)
+    except (OSError, ValueError) as exc:
+        from emkit.analysis import format_rates
+
+        console.print(format_rates(result.rates), highlight=False, markup=False, soft_wrap=True)
+        typer.echo(f"no summary: {describe_user_error(exc)}", err=True)
+    else:
+        console.print(summary_renderable(inputs), highlight=False, markup=False)
     typer.echo(f"report: {result.report}")
+    typer.echo(f"browse: {view_hint([result.run_dir])}")
 
