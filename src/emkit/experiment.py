@@ -255,12 +255,18 @@ def run_judging(cfg: ExperimentConfig, store: RunStore, questions: list[Question
 
 
 def _progress(it: range, enabled: bool, label: str) -> Iterator[int]:
+    """The chunk starts of `it`; when `enabled`, a bar counted in items (`it.stop` of them)
+    and advanced as each chunk is done, so its rate and ETA read in judgments (the unit of
+    `emkit bench`), not in chunks whose size differs from judge to judge."""
     if not enabled or len(it) == 0:
         yield from it
         return
     from tqdm import tqdm
 
-    yield from tqdm(it, desc=label, unit="batch")
+    with tqdm(total=it.stop - it.start, desc=label, unit="judgment") as bar:
+        for start in it:
+            yield start
+            bar.update(min(it.step, it.stop - start))
 
 
 # ---------------------------------------------------------------- stage 5: analysis + report
@@ -445,6 +451,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
     try:
         if rebuilt := [c for c in accepted if c.kind == "dataset"]:
             log_changes(store.db_path, rebuilt)
+        log.info("building datasets (%d)", len(cfg.datasets))  # stage marker (bench quickstart)
         with use_dtype(cfg.dtype):  # a local teacher model generates in the run's dtype
             datasets = build_datasets(cfg, run_dir, reuse_changed)
         finetuned = run_finetunes(cfg, run_dir, datasets, progress, reuse_changed)
@@ -461,6 +468,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
             run_self_reports(store.db_path, plan.models, dtype=cfg.dtype, api=cfg.api,
                              trigger=cfg.evaluation.trigger, identities=plan.identities,
                              progress=progress)
+        log.info("analysing and writing the report")  # stage marker (bench quickstart)
         report, rates = analyse_and_report(cfg, run_dir, store, plan)
     except BaseException as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()
