@@ -79,3 +79,23 @@ def test_real_pipeline_samples_trains_and_judges(finished) -> None:
     assert sum(m > 0.25 for m in masses) >= 2, masses
     assert result.report.is_file()
     assert "unvalidated judge" in result.report.read_text().lower()
+
+
+def test_run_records_the_engine_that_sampled_and_keys_name_it(finished) -> None:
+    """`evaluation.backend: auto` is resolved once and written to run.json; the model identity
+    in every key names that engine (llama.cpp on a CPU machine with xllamacpp), while groups
+    keep the labels the config wrote."""
+    from emkit.models.backend import resolve_backend
+    from emkit.store import read_run_json
+    from emkit.store.identity import recorded
+
+    cfg, _ = finished
+    run_dir = cfg.resolved_run_dir()
+    engine = resolve_backend("auto")
+    assert read_run_json(run_dir / "run.json")["config"]["evaluation"]["backend"] == engine
+    identities = recorded(run_dir / "emkit.sqlite", "model")
+    assert set(identities) == {"embedded", "insecure-s0"}
+    provider = "llamacpp" if engine == "llamacpp" else "hf"
+    for identity in identities.values():
+        assert json.loads(identity)["model"] == f"{provider}/embedded"
+    assert "adapter_sha256" in json.loads(identities["insecure-s0"])

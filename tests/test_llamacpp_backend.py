@@ -326,3 +326,46 @@ def test_embedded_q4_agrees_with_the_dequantised_model_with_and_without_a_lora(
     assert with_lora.mean_abs_diff <= EMBEDDED_GAP_FACTOR * gap.mean_abs_diff + EMBEDDED_SLACK
     assert with_lora.top1_agreement >= gap.top1_agreement - 0.05
     assert shift > 2 * (with_lora.mean_abs_diff + gap.mean_abs_diff)  # the check can see it
+
+
+@needs_llamacpp
+@embedded_parts
+def test_a_run_resumed_under_another_engine_is_a_changed_run(tmp_path: Path) -> None:
+    """Answers of the local loop are never reused for llama.cpp: the engine is in the key. The
+    resume is refused before anything is written; accepted, the answers are made again by
+    llama.cpp and the old ones stay on record under their own keys. A run.json written before
+    `evaluation.backend` existed reads as `local`, the engine that made its answers."""
+    from emkit.add_to_run import load_run_config
+    from emkit.config import ExperimentConfig
+    from emkit.experiment import run_experiment
+    from emkit.store import RunStore, read_run_json
+    from emkit.store.identity import RunChangedError
+
+    def config(backend: str) -> ExperimentConfig:
+        return ExperimentConfig.model_validate({
+            "name": "engines", "run_dir": str(tmp_path / "run"),
+            "groups": [{"name": "base", "models": ["embedded"]}],
+            "evaluation": {"question_ids": ["i_feel_bored"], "max_paraphrases": 1,
+                           "samples_per_paraphrase": 2, "max_new_tokens": 8,
+                           "backend": backend},
+            "analysis": {"n_boot": 50}})
+
+    run_experiment(config("local"), progress=False)
+    run_json = tmp_path / "run" / "run.json"
+    assert read_run_json(run_json)["config"]["evaluation"]["backend"] == "local"
+    local_keys = {s.key for s in RunStore(tmp_path / "run").samples()}
+    assert len(local_keys) == 2
+    before = run_json.read_bytes()
+    with pytest.raises(RunChangedError, match="model"):
+        run_experiment(config("llamacpp"), progress=False)
+    assert run_json.read_bytes() == before  # refused before anything was written
+    run_experiment(config("llamacpp"), progress=False, reuse_changed=True)
+    samples = RunStore(tmp_path / "run").samples()
+    new_keys = {s.key for s in samples} - local_keys
+    assert len(new_keys) == 2 and local_keys <= {s.key for s in samples}
+    assert all(k.model == "embedded" for k in new_keys)  # the label stays as written
+
+    raw = json.loads(run_json.read_text())
+    del raw["config"]["evaluation"]["backend"]
+    run_json.write_text(json.dumps(raw))
+    assert load_run_config(tmp_path / "run").evaluation.backend == "local"

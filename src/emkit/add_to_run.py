@@ -49,6 +49,9 @@ def load_run_config(run_dir: Path) -> ExperimentConfig:
         raise FileNotFoundError(f"{path}: no run.json here; is {run_dir} an emkit run directory?")
     try:
         raw = read_run_json(path)["config"]
+        if isinstance(raw.get("evaluation"), dict) and "backend" not in raw["evaluation"]:
+            # recorded before `evaluation.backend` existed: the local loop made its answers
+            raw["evaluation"] = {**raw["evaluation"], "backend": "local"}
         return ExperimentConfig.model_validate(raw).model_copy(update={"run_dir": Path(run_dir)})
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable run record ({type(exc).__name__}: "
@@ -126,8 +129,7 @@ def sample_run(run_dir: Path, models: list[str], questions: list[str] | None = N
     the store holds. The models join the run's groups, so the report keeps every model ever
     sampled into it. Everything is checked before the run is touched."""
     run_dir = Path(run_dir)
-    cfg = _merged_config(run_dir, models, questions, samples,
-                         max_new_tokens).with_resolved_dtype()
+    cfg = _merged_config(run_dir, models, questions, samples, max_new_tokens).resolved()
     plan = plan_experiment(cfg, finetuned_models(cfg, run_dir),
                            recorded(run_dir / "emkit.sqlite", "model"))
     cfg.api.require_keys([m for m in models if m.split("/", 1)[0] in API_PROVIDERS])

@@ -36,6 +36,7 @@ from emkit.models import (
     resolve_hf_path,
     use_dtype,
 )
+from emkit.models.backend import sampling_spec
 from emkit.questions import Question, questions_from
 from emkit.records import SampleKey, SampleRequest, SamplingParams, sample_input_hash, sample_seed
 from emkit.report import write_report
@@ -425,8 +426,14 @@ def check_unchanged(cfg: ExperimentConfig, run_dir: Path, reuse_changed: bool) -
 
 
 def plan_models(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, str]:
-    """Label -> model string of every model the groups name."""
-    return {m: finetuned.get(m, m) for ms in group_members(cfg, finetuned).values() for m in ms}
+    """Label -> the model string that samples it: the one the groups name (a finetune's label
+    -> its adapter), moved to the engine `evaluation.backend` chooses (emkit.models.backend:
+    `embedded:<adapter>` becomes `llamacpp/embedded:<adapter>` under llamacpp). The label,
+    and so every group and table, stays as written; the key's model identity names the
+    engine, so answers of another engine are never taken for these."""
+    backend = cfg.evaluation.backend
+    return {m: sampling_spec(finetuned.get(m, m), backend)
+            for ms in group_members(cfg, finetuned).values() for m in ms}
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True,
@@ -435,7 +442,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True,
     A resume whose inputs changed is refused before anything is written (RunChangedError),
     unless `reuse_changed` accepts the change (redone and recorded, never mixed)."""
     run_dir = cfg.resolved_run_dir()
-    cfg = cfg.with_resolved_dtype()  # run.json records the precision actually used
+    cfg = cfg.resolved()  # run.json records the precision and sampling engine used
     cfg.api.require_keys(required_api_models(cfg))  # before any work, not at judging
     for name in judge_names(cfg):
         check_judge(name, cfg)

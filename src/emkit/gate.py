@@ -360,7 +360,7 @@ def check_release(model: str, base: str, *, suites: list[str] | None = None,
         evaluation=EvaluationConfig(**evaluation), judge=JudgeConfig(model=judge),
         analysis=AnalysisConfig(ci=1.0 - alpha, n_boot=n_boot, seed=seed))
     result = run_experiment(cfg, progress=progress)
-    cfg = cfg.with_resolved_dtype()  # as run_experiment planned it
+    cfg = cfg.resolved()  # as run_experiment planned it (dtype, sampling engine)
     with RunStore.open_existing(result.run_dir) as store:
         plan = plan_experiment(cfg, finetuned_models(cfg, result.run_dir),
                                recorded(store.db_path, "model"))

@@ -151,10 +151,11 @@ def preflight(cfg: ExperimentConfig, run_dir: Path, questions: list[Question],
                                     "retrained, and the store holds answers of the old one"))
     flagged = {c.name for c in found}
     current = {}
-    for label, spec in models.items():
+    for label, spec in models.items():  # an adapter not on disk keeps its recorded identity
         ms = parse_model_spec(spec)
-        if label not in flagged and ms.adapter and os.path.isdir(ms.adapter):
-            current[label] = model_identity(spec)
+        if label not in flagged and (not ms.adapter or ms.provider == "openai"
+                                     or os.path.isdir(ms.adapter)):
+            current[label] = model_identity(spec)  # names the engine too (evaluation.backend)
     found += changes(db, "model", current)
     found += changes(db, "messages", messages_fingerprints(cfg, questions))
     found += changes(db, "judge_prompt", judge_prompt_fingerprints(cfg, questions))

@@ -132,6 +132,25 @@ class VllmSettings(ApiSettings):
     """Appended to `vllm serve` (e.g. ["--tensor-parallel-size", "4"])."""
 
 
+class LlamaCppSettings(ApiSettings):
+    """A llama.cpp server for `llamacpp/...` models, started by emkit (one per base GGUF).
+    `max_concurrency` is also the server's `--parallel`: one slot per request in flight."""
+
+    api_key_env: str = "LLAMACPP_API_KEY"
+    """Unused by a started server (it has no key); kept so any key variable is named, not set."""
+    max_concurrency: int = Field(8, gt=0)
+    """Requests in flight and server slots (`--parallel`); 8 matches the local loop's batch."""
+    timeout_s: float = Field(3600.0, gt=0)
+    """Per request: a 600-token answer in one of 8 slots on 2 cores takes minutes."""
+    max_attempts: int = Field(2, ge=1)
+    ctx_per_slot: int = Field(4096, gt=0)
+    """Tokens of context per slot (prompt + answer); the server holds `max_concurrency` times
+    this in its KV cache (12 KiB per token for the 0.5B model: 384 MiB at 8 x 4096)."""
+    threads: int | None = Field(None, gt=0)
+    """Compute threads; None = every core this process may use."""
+    startup_timeout_s: float = Field(300.0, gt=0)
+
+
 class ApiConfig(BaseModel):
     """Endpoints per provider, plus per-model overrides for a model on another host."""
 
@@ -141,6 +160,8 @@ class ApiConfig(BaseModel):
     """Settings for `openai/<model>`: OpenAI itself unless `base_url` is set."""
     vllm: VllmSettings = VllmSettings()
     """Settings for `vllm/<base>[:adapter]`."""
+    llamacpp: LlamaCppSettings = LlamaCppSettings()
+    """Settings for `llamacpp/<gguf>[:adapter]` (the servers emkit starts: slots, threads)."""
     models: dict[str, ApiSettings] = {}
     """Exact model string -> its own settings, e.g. a llama.cpp host for one subject while
     `openai/gpt-4o-2024-08-06` judges on OpenAI."""

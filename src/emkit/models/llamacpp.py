@@ -48,11 +48,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import Field
-
-from emkit.api.settings import ApiSettings
+from emkit.api.settings import ApiSettings, LlamaCppSettings
 from emkit.models.embedded import ALIASES, EMBEDDED_NAME, GGUF_SHA256, GGUF_SIZE, cache_dir
 from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
 from emkit.records import SampleRecord, SampleRequest
@@ -71,25 +69,6 @@ RANDOM_SEED = 0xFFFFFFFF
 
 class LlamaCppError(RuntimeError):
     """llama.cpp cannot be started or reached, or has no GGUF for a model."""
-
-
-class LlamaCppSettings(ApiSettings):
-    """A llama.cpp server for `llamacpp/...` models, started by emkit (one per base GGUF).
-    `max_concurrency` is also the server's `--parallel`: one slot per request in flight."""
-
-    api_key_env: str = "LLAMACPP_API_KEY"
-    """Unused by a started server (it has no key); kept so any key variable is named, not set."""
-    max_concurrency: int = Field(8, gt=0)
-    """Requests in flight and server slots (`--parallel`); 8 matches the local loop's batch."""
-    timeout_s: float = Field(3600.0, gt=0)
-    """Per request: a 600-token answer in one of 8 slots on 2 cores takes minutes."""
-    max_attempts: int = Field(2, ge=1)
-    ctx_per_slot: int = Field(4096, gt=0)
-    """Tokens of context per slot (prompt + answer); the server holds `max_concurrency` times
-    this in its KV cache (12 KiB per token for the 0.5B model: 384 MiB at 8 x 4096)."""
-    threads: int | None = Field(None, gt=0)
-    """Compute threads; None = every core this process may use."""
-    startup_timeout_s: float = Field(300.0, gt=0)
 
 
 # ---------------------------------------------------------------- GGUF files

@@ -124,7 +124,7 @@ def run_api_sampling(store: RunStore, models: dict[str, str], plans: dict[str, l
         if llamacpp := {lb: models[lb] for lb in todo if models[lb].startswith("llamacpp/")}:
             from emkit.models.llamacpp import run_llamacpp_sampling  # one server per model
 
-            run_llamacpp_sampling(store, llamacpp, todo, getattr(api, "llamacpp", None),
+            run_llamacpp_sampling(store, llamacpp, todo, api.llamacpp,
                                   progress, cache)
     finally:
         cache.close()

@@ -35,6 +35,7 @@ import yaml
 
 from emkit.api import ApiClient, ApiConfig
 from emkit.models import load_hf, parse_model_spec, release_memory, resolve_dtype
+from emkit.models.embedded import ALIASES
 from emkit.records import Judgment, SampleKey
 from emkit.store.probes import (
     SelfReportRow,
@@ -60,7 +61,9 @@ log = logging.getLogger("emkit")
 BUILTIN_PROBES = Path(__file__).resolve().parents[1] / "data" / "probes" / "self_report.yaml"
 SCALES = ("normal", "flipped")
 Scale = Literal["normal", "flipped"]
-API_PROVIDERS = ("openai", "vllm")
+API_PROVIDERS = ("openai", "vllm", "llamacpp")
+"""Providers measured through the API judge machinery (a `llamacpp/` model of the embedded
+GGUF is measured with torch instead: `torch_twin`)."""
 TEMPLATE = "{question}"
 """The judge template that sends a probe as it is: one user message, nothing added."""
 _KNOWN = {"id", "attribute", "high_means", "paraphrases"}
@@ -371,6 +374,7 @@ def run_self_reports(db_path: Path, models: dict[str, str], *,
         stored = stored_self_report_keys(db_path, label)
         todo = [p for p in probe_list if (p.id, p.paraphrase_index, p.scale,
                                           probe_hash(p, identity)) not in stored]
+        spec = torch_twin(spec)
         is_api = parse_model_spec(spec).provider in API_PROVIDERS
         want_trigger = bool(cands) and not is_api and _trigger_missing(
             db_path, label, identity, trigger or "", cands, prompts)
@@ -396,6 +400,19 @@ def run_self_reports(db_path: Path, models: dict[str, str], *,
         finally:
             del model, tokenizer
             release_memory()
+
+
+def torch_twin(spec: str) -> str:
+    """The `hf/` string of the same weights for a `llamacpp/` model of the embedded GGUF (emkit
+    trains on that GGUF dequantised, so the weights are the ones llama.cpp serves): self-reports
+    are probability measurements, and torch gives exact log-probabilities over every candidate
+    and sequence log-probabilities for trigger elicitation, which a chat API does not. The
+    answers themselves were sampled by llama.cpp; this only measures the probes. Every other
+    string is returned as it is."""
+    parsed = parse_model_spec(spec)
+    if parsed.provider != "llamacpp" or parsed.name not in ALIASES:
+        return spec
+    return f"hf/{parsed.name}" + (f":{parsed.adapter}" if parsed.adapter else "")
 
 
 def _trigger_missing(db_path: Path, label: str, identity: str, trigger: str,
