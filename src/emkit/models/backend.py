@@ -17,8 +17,10 @@ another engine are never reused silently. Groups and reports keep the label the 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from typing import Literal
 
+from emkit.api.settings import VllmSettings
 from emkit.models.spec import parse_model_spec
 
 Backend = Literal["auto", "local", "llamacpp", "vllm"]
@@ -30,9 +32,11 @@ def llamacpp_available() -> bool:
     return importlib.util.find_spec("xllamacpp") is not None
 
 
-def vllm_available() -> bool:
-    """Whether vLLM is installed (`pip install vllm`, GPU machines)."""
-    return importlib.util.find_spec("vllm") is not None
+def vllm_available(settings: VllmSettings | None = None) -> bool:
+    """Whether emkit can reach vLLM: a running server is configured (`api.vllm.base_url`), or
+    the `vllm` executable it starts (`api.vllm.executable`, `pip install vllm`) is on PATH."""
+    settings = settings or VllmSettings()
+    return settings.base_url is not None or shutil.which(settings.executable) is not None
 
 
 def _cuda() -> bool:
@@ -43,14 +47,15 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def resolve_backend(backend: Backend) -> Resolved:
+def resolve_backend(backend: Backend, vllm: VllmSettings | None = None) -> Resolved:
     """What `auto` means on this machine: vLLM on a CUDA machine that has it, llama.cpp on a
     machine without CUDA that has xllamacpp (measured faster there), else the local loop. An
     explicit choice is kept, and refused when its engine is not installed here, so a run never
-    quietly samples with something other than what its config says."""
+    quietly samples with something other than what its config says. `vllm`: the run's
+    `api.vllm` settings (a configured server counts as having vLLM)."""
     if backend == "auto":
         cuda = _cuda()
-        if cuda and vllm_available():
+        if cuda and vllm_available(vllm):
             return "vllm"
         if not cuda and llamacpp_available():
             return "llamacpp"
@@ -58,9 +63,9 @@ def resolve_backend(backend: Backend) -> Resolved:
     if backend == "llamacpp" and not llamacpp_available():
         raise ValueError("evaluation.backend: llamacpp needs the xllamacpp wheel "
                          "(pip install 'emkit[embedded]')")
-    if backend == "vllm" and not vllm_available():
-        raise ValueError("evaluation.backend: vllm needs vLLM (pip install vllm, on a GPU "
-                         "machine)")
+    if backend == "vllm" and not vllm_available(vllm):
+        raise ValueError("evaluation.backend: vllm needs vLLM: the `vllm` executable on PATH "
+                         "(pip install vllm, on a GPU machine) or api.vllm.base_url")
     return backend
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Self
 
 from emkit.api.settings import ApiSettings, VllmSettings
+from emkit.models.embedded import ALIASES
 from emkit.models.spec import ModelSpec, parse_model_spec
 
 log = logging.getLogger("emkit")
@@ -72,8 +73,15 @@ def adapter_rank(adapter: str) -> int | None:
 
 
 def vllm_command(base: str, adapters: list[str], settings: VllmSettings, port: int) -> list[str]:
-    """The `vllm serve` command line for one base and its adapters."""
+    """The `vllm serve` command line for one base and its adapters. The embedded model's alias
+    (`vllm/embedded`) serves its dequantised checkpoint under the alias's name, so requests and
+    keys name the model as the config does, not a path in this machine's cache."""
     cmd = [settings.executable, "serve", base, "--host", settings.host, "--port", str(port)]
+    if base in ALIASES:
+        from emkit.models.embedded import embedded_checkpoint
+
+        cmd[2] = str(embedded_checkpoint())
+        cmd += ["--served-model-name", base]
     if adapters:
         for adapter in adapters:
             rank = adapter_rank(adapter)
