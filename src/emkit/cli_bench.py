@@ -80,3 +80,28 @@ def bench_sample(
     from emkit.bench.sample import bench_sample as run_bench
 
     _emit(run_bench(prompts, tokens, parallel, repeats), out)
+
+
+@bench_app.command("quickstart")
+@friendly
+def bench_quickstart(
+    config: Annotated[Path | None, typer.Option(
+        help="Experiment YAML to time instead of the quickstart's.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Fresh run directory (default: a new temp directory, kept).")] = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between RSS samples.")
+                        ] = 0.5,
+    out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")] = None,
+) -> None:
+    """Wall time and peak memory (RSS of the whole process tree) of `emkit quickstart`, or
+    of `emkit run --config`, per stage: datasets, each fine-tune, sampling each model,
+    judging, report; with the machine's facts (docs/performance.md)."""
+    from emkit.bench.quickstart import QuickstartBenchError
+    from emkit.bench.quickstart import bench_quickstart as run_bench
+
+    try:
+        result = run_bench(config, run_dir, interval)
+    except QuickstartBenchError as exc:  # the run's own error, already logged above
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _emit(result, out)

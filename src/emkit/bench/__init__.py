@@ -4,6 +4,7 @@ offline-judge` times an offline judge on the held-out calibration split (docs/ju
 
 from emkit.bench.judge import GOAL_RATIO, bench_items, bench_judge
 from emkit.bench.offline_judge import GOAL_JUDGMENTS_PER_S, bench_offline_judge, cpu_facts
+from emkit.bench.quickstart import QuickstartBenchError, bench_quickstart
 
-__all__ = ["GOAL_JUDGMENTS_PER_S", "GOAL_RATIO", "bench_items", "bench_judge",
-           "bench_offline_judge", "cpu_facts"]
+__all__ = ["GOAL_JUDGMENTS_PER_S", "GOAL_RATIO", "QuickstartBenchError", "bench_items",
+           "bench_judge", "bench_offline_judge", "bench_quickstart", "cpu_facts"]
