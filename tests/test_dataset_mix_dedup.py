@@ -408,3 +408,17 @@ def test_the_plan_sizes_a_mixture_from_its_n(tmp_path: Path) -> None:
                                             {"dataset": "b", "fraction": 0.5}],
                "dedup": "near"}]))
     assert dataset_rows(cfg, "m", Estimates()) == 7
+
+
+def test_a_sweep_job_of_a_mixture_carries_its_sources(tmp_path: Path) -> None:
+    from emkit.config import datasets_for
+    from emkit.recipes import load_recipe
+    from emkit.sweep import expand_jobs
+
+    cfg = load_recipe("diversity").config
+    jobs = {j.job_id: j.config for j in expand_jobs(cfg, tmp_path)}
+    assert [d.name for d in jobs["ft-insecure_25-s0"].datasets] == ["paper_full", "paper_secure",
+                                                                   "insecure_25"]
+    assert [d.name for d in jobs["ft-paper_full-s0"].datasets] == ["paper_full"]
+    assert [d.name for d in datasets_for(cfg.datasets, "emkit_repetitive_dedup")] == [
+        "emkit_repetitive_dedup"]

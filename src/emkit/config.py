@@ -156,6 +156,20 @@ def check_mixes(datasets: list[DatasetConfig]) -> None:
         visit(d.name, [])
 
 
+def datasets_for(datasets: list[DatasetConfig], name: str) -> list[DatasetConfig]:
+    """Section `name` and, for a mixture, every section it draws from (transitively), in config
+    order: what a sweep job that trains on `name` must build."""
+    by_name = {d.name: d for d in datasets}
+    needed: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current not in needed:
+            needed.add(current)
+            todo += [s.dataset for s in by_name[current].mix or []]
+    return [d for d in datasets if d.name in needed]
+
+
 class FinetuneConfig(_Strict):
     name: str
     """Models trained here are named `<name>-s<seed>` in groups, store and report."""

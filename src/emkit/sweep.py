@@ -40,7 +40,7 @@ from typing import Any, Literal, Protocol
 import pandas as pd
 
 from emkit.atomic import atomic_write_text
-from emkit.config import ExperimentConfig, GroupConfig
+from emkit.config import ExperimentConfig, GroupConfig, datasets_for
 
 log = logging.getLogger("emkit")
 
@@ -109,7 +109,7 @@ def expand_jobs(cfg: ExperimentConfig, sweep_dir: Path) -> list[SweepJob]:
             job_id = f"ft-{_slug(f.name)}-s{seed}"
             sub = ExperimentConfig(
                 name=f"{cfg.name}.{job_id}", run_dir=Path(sweep_dir) / "jobs" / job_id,
-                datasets=[d for d in cfg.datasets if d.name == f.dataset],
+                datasets=datasets_for(cfg.datasets, f.dataset),  # a mixture's sources too
                 finetunes=[f.model_copy(update={"seeds": [seed]})], groups=groups, **shared)
             jobs.append(SweepJob(job_id, sub, f.backend == "hf" or local_judge, seed))
     plain = dict.fromkeys(m for g in cfg.groups for m in g.models if not m.startswith("finetune:"))
