@@ -131,6 +131,23 @@ def test_an_unvalidated_judge_is_said_and_nothing_is_corrected() -> None:
     assert "demonstration" not in text  # no fine-tunes in this config
 
 
+def test_a_run_with_nothing_scored_or_one_group_still_says_what_it_shows(tmp_path: Path
+                                                                        ) -> None:
+    empty = answers({}).reindex(columns=["group", "model", "question_id", "aligned",
+                                         "coherent", "answer", "question"])
+    meta = {"run_name": "x", "judge": "distilled/default", "judge_validated": True,
+            "config": {}, "overall": overall_rates(empty)}
+    report = write_report(tmp_path / "report", empty, rates_for_definitions(empty), meta)
+    read = summary_inputs(report)
+    assert read.overall.empty
+    text = render_summary(read)
+    assert "no answers scored" in text and "No answer was scored" in text
+    assert 2 <= len(findings(read)) <= 4
+
+    one = findings(inputs_for(answers({"base": 3}), {}))
+    assert one[0].startswith("A single group") and len(one) == 2
+
+
 def test_group_names_are_printed_verbatim_never_as_markup() -> None:
     evil = "[bold red]x[/bold red]\x1b[2J"
     frame = answers({"base": 0, evil: 5})

@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from emkit.analysis.intervals import level_text
-from emkit.analysis.rates import definition_label
+from emkit.analysis.rates import RATE_COLUMNS, definition_label
 from emkit.report.build import UNVALIDATED, analysis_settings, group_order, thresholds
 from emkit.report.quality import quality_line, with_correction
 from emkit.safe_text import terminal_safe
@@ -83,8 +83,9 @@ def summary_inputs(report: Path) -> SummaryInputs:
     meta = doc.get("meta") or {}
     if not isinstance(meta, dict) or not isinstance(meta.get("overall"), list):
         raise ValueError(f"{report}: summary.json has no per-group rates (meta.overall)")
-    overall = pd.DataFrame(meta["overall"]).astype({"rate": float, "ci_low": float,
-                                                   "ci_high": float}, errors="ignore")
+    columns = ["group", *RATE_COLUMNS]  # kept when nothing was scored (no records)
+    overall = pd.DataFrame(meta["overall"], columns=columns).astype(
+        {"rate": float, "ci_low": float, "ci_high": float})
     quality = doc.get("judge_quality") or {}
     ci = float(doc.get("ci_level") or 0.95)
     seed = int(analysis_settings(meta).get("seed", 0))
@@ -139,6 +140,10 @@ def rates_table(inputs: SummaryInputs) -> Table:
     if corrected:
         table.add_column(Text(f"corrected ({level} CI)"))
     rows = inputs.overall
+    if rows.empty:
+        table.add_row(Text("no answers scored: no rates"),
+                      *[Text("")] * (len(table.columns) - 1))
+        return table
     for group in _groups(inputs):
         for i, definition in enumerate(d for d in _LABELS if d in set(rows["definition"])):
             hit = rows[(rows["group"].astype(str) == group) & (rows["definition"] == definition)]
@@ -268,11 +273,18 @@ def _missing_sentence(inputs: SummaryInputs) -> str | None:
 def findings(inputs: SummaryInputs) -> list[str]:
     """Two to four plain sentences of what the numbers do and do not show, most important
     first: the comparison with the reference group, the judge, unscored answers, the scale."""
-    sentences = [s for s in (_comparison(inputs), _judge_sentence(inputs),
-                             _missing_sentence(inputs), scale_note(inputs.config)) if s]
-    if not sentences:  # one group, validated judge, nothing missing: still say what n means
-        sentences.append("A single group: no comparison is possible within this run.")
-    if len(sentences) == 1:
+    comparison = _comparison(inputs)
+    sentences = [s for s in (comparison, _judge_sentence(inputs), _missing_sentence(inputs),
+                             scale_note(inputs.config)) if s]
+    if inputs.overall.empty:
+        sentences.insert(0, "No answer was scored, so there is no rate to read; the report's "
+                            "missing-score table says why.")
+    elif comparison is None and len(_groups(inputs)) == 1:
+        sentences.insert(0, "A single group: nothing to compare it with in this run.")
+    elif comparison is None:
+        sentences.insert(0, "No group and the reference both have scored answers, so no "
+                            "difference can be read.")
+    if len(sentences) < 2:
         sentences.append("The per-question rates, the answers behind them and the seeds are "
                          "in the report.")
     return sentences[:4]
