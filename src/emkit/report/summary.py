@@ -82,7 +82,9 @@ def summary_inputs(report: Path) -> SummaryInputs:
     doc = json.loads((Path(report).parent / "summary.json").read_text(encoding="utf-8"))
     meta = doc.get("meta") or {}
     if not isinstance(meta, dict) or not isinstance(meta.get("overall"), list):
-        raise ValueError(f"{report}: summary.json has no per-group rates (meta.overall)")
+        # a malformed file, not a caller's wrong type: ValueError, which `finish` catches
+        why = "summary.json has no per-group rates (meta.overall)"
+        raise ValueError(f"{report}: {why}")  # noqa: TRY004
     columns = ["group", *RATE_COLUMNS]  # kept when nothing was scored (no records)
     overall = pd.DataFrame(meta["overall"], columns=columns).astype(
         {"rate": float, "ci_low": float, "ci_high": float})
