@@ -105,3 +105,25 @@ def bench_quickstart(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     _emit(result, out)
+
+
+@bench_app.command("finetune")
+@friendly
+def bench_finetune(
+    model: Annotated[str, typer.Option(help="Model string: embedded or hf/<dir>.")
+                     ] = "embedded",
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimizer steps per variant.")] = 3,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps first.")] = 2,
+    batch: Annotated[int, typer.Option(min=1, help="Examples per step.")] = 4,
+    seq: Annotated[int, typer.Option(min=1, help="Tokens per example.")] = 256,
+    quickstart: Annotated[bool, typer.Option(help="Also time the quickstart's own step.")
+                          ] = True,
+    out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")
+                   ] = Path("bench/results/finetune.json"),
+) -> None:
+    """Seconds per LoRA train step and peak RSS on this CPU at batch x seq, for float32 (and
+    bf16 where the CPU has it) x gradient checkpointing on/off x selective loss on/off, plus the
+    quickstart's step; each variant in a fresh process (docs/performance.md)."""
+    from emkit.bench.finetune import bench_finetune as run_bench
+
+    _emit(run_bench(model, steps, warmup, batch, seq, quickstart), out)
