@@ -47,7 +47,8 @@ def test_defaults_are_the_papers(tmp_path: Path) -> None:
     (GOOD + "evaluation: {max_new_tokens: -1}\n", "evaluation.max_new_tokens"),
     (GOOD.replace("dataset: insecure}", "dataset: nope}"), "no dataset named 'nope'"),
     (GOOD.replace('"finetune:insecure"', '"finetune:zzz"'), "no finetune named 'zzz'"),
-    (GOOD.replace("generate: insecure, ", ""), "exactly one of `generate`, `path` or `download`"),
+    (GOOD.replace("generate: insecure, ", ""),
+     "exactly one of `generate`, `path`, `download` or `mix`"),
 ])
 def test_errors_name_file_and_field(tmp_path: Path, text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -163,7 +163,7 @@ def planted(tmp_path: Path) -> tuple[Path, list[dict], list[int]]:
     indices of the planted rows."""
     rows = generate_offline("insecure", 40, seed=1)
     assert len(dedup_rows(rows, "near").kept) == 40  # a diverse set: nothing to drop before
-    out, plants = list(rows), []
+    out = list(rows)
     for k, i in enumerate((3, 7, 11, 19, 23)):
         copy = [{**m, "content": "  " + m["content"].upper().replace(" ", "  ")}
                 for m in rows[i]["messages"]]
@@ -209,6 +209,7 @@ def test_a_run_dedups_a_file_through_a_mix_of_one(tmp_path: Path, mode: str,
     out = build_datasets(cfg, run)["clean"]
     kept = read_jsonl(out)
     assert len(kept) == 40 and len({key(r) for r in kept}) == 40  # n counts rows after dedup
+    assert all(r in rows for r in kept)
     m = manifest(out)
     assert m["dedup"]["rows_dropped"] == dropped and m["dedup"]["rows_examined"] == 49
     assert m["dedup"]["rows_per_source_kept"] == {"raw": 49 - dropped}
@@ -281,12 +282,12 @@ B = {"name": "b", "generate": "secure", "n": 10}
 @pytest.mark.parametrize("datasets, message", [
     ([A, B, {"name": "m", "n": 5, "mix": [{"dataset": "a", "fraction": 0.5},
                                           {"dataset": "b", "fraction": 0.4}]}],
-     r"exp.yaml: datasets.2: Value error, datasets.m.mix: fractions must sum to 1, they sum "
-     r"to 0.9"),
+     (r"exp.yaml: datasets.2: Value error, datasets.m.mix: fractions must sum to 1, they sum "
+      r"to 0.9")),
     ([A, {"name": "m", "n": 5, "mix": [{"dataset": "a", "fraction": 0.5},
                                        {"dataset": "nope", "fraction": 0.5}]}],
-     r"exp.yaml: \(top level\): Value error, datasets.m.mix.1.dataset: no dataset named "
-     r"'nope'"),
+     (r"exp.yaml: \(top level\): Value error, datasets.m.mix.1.dataset: no dataset named "
+      r"'nope'")),
     ([{"name": "x", "n": 5, "mix": [{"dataset": "y", "fraction": 1}]},
       {"name": "y", "n": 5, "mix": [{"dataset": "x", "fraction": 1}]}],
      r"datasets.x.mix: a cycle of mixtures \(x -> y -> x\)"),
