@@ -171,7 +171,8 @@ def _audit_current(audit_json: Path, digest: str) -> bool:
 
 def build_datasets(cfg: ExperimentConfig, run_dir: Path, reuse_changed: bool = False
                    ) -> dict[str, Path]:
-    """Generate, download or validate every dataset section, then audit each one.
+    """Generate, download, mix or validate every dataset section (a mixture after its sources),
+    deduplicate where `dedup` asks, then audit each one.
 
     Generated files are written atomically, then `<name>.spec.json` (the section and generator
     versions); a later run reuses a file only when its spec matches, and refuses (ConfigError)
