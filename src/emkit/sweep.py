@@ -136,9 +136,13 @@ class JobOutcome:
 
 
 def _comparable(config: dict) -> dict:
-    """A config as run.json records it, for comparison: `dtype: auto` is recorded resolved,
-    so an `auto` job matches whatever this machine resolved it to."""
-    return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k != "dtype"}
+    """A config as run.json records it, for comparison: `dtype` and `evaluation.backend` are
+    recorded resolved, so they are compared apart (an `auto` job matches whatever the machine
+    that ran it resolved them to)."""
+    out = {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k != "dtype"}
+    if isinstance(out.get("evaluation"), dict):
+        out["evaluation"] = {k: v for k, v in out["evaluation"].items() if k != "backend"}
+    return out
 
 
 def job_done(job: SweepJob) -> bool:
@@ -156,7 +160,9 @@ def job_done(job: SweepJob) -> bool:
     want = job.config.model_dump(mode="json")
     have = record.get("config") or {}
     same_dtype = job.config.dtype == "auto" or have.get("dtype") == job.config.dtype
-    return (record.get("status") == "success" and same_dtype
+    backend = job.config.evaluation.backend
+    same_backend = backend == "auto" or (have.get("evaluation") or {}).get("backend") == backend
+    return (record.get("status") == "success" and same_dtype and same_backend
             and _comparable(have) == _comparable(want))
 
 
