@@ -117,8 +117,8 @@ def test_trl_metrics_equal_trls_own(tiny_model_dir, tmp_path):
     assert abs(ours.item() - trls.item()) < 1e-5
     theirs = trainer._metrics["train"]
     assert set(mine) == set(theirs) >= {"entropy", "mean_token_accuracy", "num_tokens"}
-    for key in mine:
-        assert mine[key] == pytest.approx(theirs[key], abs=1e-5), key
+    for key, values in mine.items():
+        assert values == pytest.approx(theirs[key], abs=1e-5), key
     assert mine["num_tokens"] == [int(inputs["attention_mask"].sum())]
 
 
@@ -166,7 +166,7 @@ def test_a_short_training_run_produces_an_adapter(tiny_model_dir, tmp_path):
 def test_auto_checkpointing_turns_on_only_when_memory_is_short(monkeypatch):
     from transformers import Qwen2Config
 
-    import emkit.finetune.config as config
+    from emkit.finetune import config
 
     qwen05 = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14)

@@ -90,9 +90,11 @@ def adapter_changes(f: FinetuneConfig, seed: int, adapter: Path,
     """How the adapter on disk differs from what `f` would train for `seed` (empty: same).
     Settings missing from an older record count as their defaults. Speed-only train settings
     (`SPEED_ONLY_TRAIN_SETTINGS`: gradient checkpointing, the selective loss) are not compared:
-    checkpointing recomputes the same forward and the selective loss projects the same positions
-    that count, so they change the time a step takes, not the weights, and an adapter trained
-    when the default was `gradient_checkpointing: true` is not stale under `auto`."""
+    checkpointing recomputes the same forward, and the selective loss computes the same loss
+    and gradients up to float rounding (as a different thread count does, which no identity
+    holds either), so they change what a step costs, not what the adapter is trained to do; an
+    adapter trained when the default was `gradient_checkpointing: true` is not stale under
+    `auto`."""
     try:
         meta = json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -104,9 +104,12 @@ class TrainSettings(BaseModel):
 
 
 SPEED_ONLY_TRAIN_SETTINGS = frozenset({"gradient_checkpointing", "selective_loss"})
-"""Settings that change how fast (and in how much memory) an adapter trains, not what it
-learns: a resumed run must not call an adapter changed, nor retrain it, over them (an adapter
-trained before `auto` existed recorded `gradient_checkpointing: true`)."""
+"""Settings that change how fast (and in how much memory) an adapter trains, not what it is
+trained to do: checkpointing recomputes the same forward; the selective loss gives the same loss
+and gradients up to float rounding (Adam's first step can turn rounding-level differences of
+near-zero gradients into +-lr in a few weights, as a different thread count can). A resumed run
+must not call an adapter changed, nor retrain it, over them (an adapter trained before `auto`
+existed recorded `gradient_checkpointing: true`)."""
 
 # Fraction of the available memory one batch's saved activations may take before 'auto' turns
 # checkpointing on: the rest is for the optimizer state, the lm-head tiles and other processes.
@@ -123,7 +126,8 @@ def activation_bytes(model_config: Any, batch: int, seq_len: int, dtype_bytes: i
     (heads x seq x seq per sequence; counted, to err towards checkpointing). Models without these
     config fields count as huge, so 'auto' turns checkpointing on for them.
     """
-    cfg = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    text_config = getattr(model_config, "get_text_config", None)
+    cfg = text_config() if text_config is not None else model_config
     try:
         hidden, inter = int(cfg.hidden_size), int(cfg.intermediate_size)
         layers, heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
