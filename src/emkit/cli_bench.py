@@ -127,3 +127,21 @@ def bench_finetune(
     from emkit.bench.finetune import bench_finetune as run_bench
 
     _emit(run_bench(model, steps, warmup, batch, seq, quickstart), out)
+
+
+@bench_app.command("scaling")
+@friendly
+def bench_scaling(
+    model: Annotated[str, typer.Option(help="Model string: embedded or hf/<dir>.")
+                     ] = "embedded",
+    work: Annotated[Path | None, typer.Option(help="Where the runs go (a temp dir if unset).")
+                    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")
+                   ] = Path("bench/results/scaling.json"),
+) -> None:
+    """Wall time of whole runs (sample, judge, report) against samples per question (1, 2, 4),
+    models (1, 2, 3) and answer length (40, 80, 160 new tokens), one at a time
+    (emkit/bench/scaling.py)."""
+    from emkit.bench.scaling import bench_scaling as run_bench
+
+    _emit(run_bench(model, work), out)
