@@ -35,7 +35,7 @@ from typing import Any
 
 from emkit.bench.offline_judge import cpu_facts
 from emkit.bench.sample import _busy_ticks
-from emkit.bench.sample import _versions as sample_versions
+from emkit.bench.sample import package_versions
 
 TRAINING_PACKAGES = ("peft", "trl", "accelerate", "datasets")
 
@@ -190,7 +190,7 @@ def _in_subprocess(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     """`emkit bench sample`'s versions plus the training libraries'."""
-    out = sample_versions()
+    out = package_versions()
     for pkg in TRAINING_PACKAGES:
         try:
             out[pkg] = version(pkg)

@@ -148,7 +148,7 @@ def machine_facts(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
     import psutil
 
     from emkit.bench.offline_judge import cpu_facts
-    from emkit.bench.sample import _versions
+    from emkit.bench.sample import package_versions
 
     return {"cpu": cpu_facts(), "cpus": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -157,7 +157,7 @@ def machine_facts(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
             "platform": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in load_at_start],
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "versions": _versions()}
+            "versions": package_versions()}
 
 
 def child_command(config: Path | None, run_dir: Path) -> list[str]:

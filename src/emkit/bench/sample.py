@@ -157,7 +157,9 @@ def llamacpp_direct(server: Any, requests: Sequence[SampleRequest], parallel: in
     return asyncio.run(run())
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Python and the versions of the packages a CPU figure depends on, for every bench's
+    JSON (`absent` when one is not installed)."""
     out = {"python": platform.python_version()}
     for pkg in ("emkit", "torch", "transformers", "xllamacpp", "gguf", "openai", "httpx2"):
         try:
@@ -243,5 +245,5 @@ def bench_sample(n_prompts: int = 8, new_tokens: int = 128, parallel: int = 8,
                     "load_average_at_start": [round(x, 2) for x in start_load],
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                     "llama_cpp_cpu_features": xllamacpp.get_system_info().strip(),
-                    "versions": _versions()},
+                    "versions": package_versions()},
     }

@@ -109,7 +109,7 @@ def bench_scaling(model: str = "embedded", work: Path | None = None,
     """Every point of every dimension (the middle point once); JSON-ready figures. `sizes` and
     `middle` replace SIZES and MIDDLE (the test uses a smaller grid)."""
     from emkit.bench.offline_judge import cpu_facts
-    from emkit.bench.sample import _versions
+    from emkit.bench.sample import package_versions
 
     work = Path(work or tempfile.mkdtemp(prefix="emkit-bench-scaling-"))
     start_load = os.getloadavg()
@@ -132,4 +132,4 @@ def bench_scaling(model: str = "embedded", work: Path | None = None,
                         "platform": platform.platform(),
                         "load_average_at_start": [round(x, 2) for x in start_load],
                         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-                        "versions": _versions()}}
+                        "versions": package_versions()}}
