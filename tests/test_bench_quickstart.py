@@ -138,3 +138,26 @@ def test_cli_refuses_a_used_run_dir_and_a_missing_config(tmp_path: Path) -> None
     assert res.exit_code == 2 and "not empty" in res.output, res.output
     res = runner.invoke(app, ["bench", "quickstart", "--config", str(tmp_path / "no.yaml")])
     assert res.exit_code == 2 and "no such experiment file" in res.output, res.output
+
+
+def test_avx2_emulation_caps_torch_in_the_child_and_turns_bf16_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--isa avx2`: a real child torch reports capability avx2 and emkit's bf16 auto says no,
+    whatever this CPU has; an unknown ISA is refused before anything runs."""
+    from emkit.bench.quickstart import ISA_EMULATION, _child_env
+    from emkit.models.hf import cpu_has_native_bf16, isa_capped_below_bf16
+
+    env, record = _child_env("avx2")
+    assert record is not None and record["child_torch"] == {"torch_cpu_capability": "AVX2",
+                                                            "native_bf16": False}
+    assert all(env[k] == v for k, v in ISA_EMULATION["avx2"].items())
+    assert _child_env(None)[1] is None
+    with pytest.raises(ValueError, match="isa 'sse2'"):
+        _child_env("sse2")
+    for var in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(var, raising=False)
+    assert not isa_capped_below_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert not isa_capped_below_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert isa_capped_below_bf16() and cpu_has_native_bf16() is False

@@ -92,6 +92,9 @@ def bench_quickstart(
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between RSS samples.")
                         ] = 0.5,
     out: Annotated[Path | None, typer.Option(help="Write the figures here as JSON.")] = None,
+    isa: Annotated[str | None, typer.Option(
+        help="Emulate an older CPU by capping torch's instruction sets: avx2 (float32 "
+             "training, as on an AVX2-only CPU).")] = None,
 ) -> None:
     """Wall time and peak memory (RSS of the whole process tree) of `emkit quickstart`, or
     of `emkit run --config`, per stage: datasets, each fine-tune, sampling each model,
@@ -100,7 +103,7 @@ def bench_quickstart(
     from emkit.bench.quickstart import bench_quickstart as run_bench
 
     try:
-        result = run_bench(config, run_dir, interval)
+        result = run_bench(config, run_dir, interval, isa=isa)
     except QuickstartBenchError as exc:  # the run's own error, already logged above
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -21,6 +21,11 @@ starting its llama.cpp server) is counted in the next stage, where it belongs; w
 first marker (imports, validating the config) is `startup`. So the stages tile the run: their
 wall times sum to the child's wall time.
 
+`isa="avx2"` runs the child with torch capped at AVX2 (`ISA_EMULATION`: ATen kernels, oneDNN,
+MKL), so `auto` trains in float32 as on an AVX2-only CPU: an emulation on a newer chip (its
+clock, caches and memory stay), recorded as such in the result with what the child's torch
+reported. llama.cpp and ONNX Runtime choose their own kernels and are not capped by it.
+
 Memory is the sum of RSS over the process tree: shared pages (libraries, a model mapped by two
 processes) count once per process, so it is an upper bound on what the machine had to hold.
 """
@@ -58,6 +63,11 @@ END_MARKERS = (re.compile(r"^sampled "),)
 STARTUP = "startup"
 LATER_THAN_SAMPLING = ("judge", "self-reports", "report")
 MIB = 1024 * 1024
+ISA_EMULATION: dict[str, dict[str, str]] = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+"""Environment that caps torch's instruction sets, per emulated CPU (see the module docstring)."""
 
 
 class QuickstartBenchError(RuntimeError):
@@ -168,6 +178,36 @@ def child_command(config: Path | None, run_dir: Path) -> list[str]:
     return [sys.executable, "-c", entry, *args, "--quiet"]
 
 
+def isa_probe(env: dict[str, str]) -> dict[str, Any]:
+    """What torch in a child with `env` reports: its ATen CPU capability and whether emkit
+    would train in bf16 there (`cpu_has_native_bf16`)."""
+    import json
+
+    code = ("import json, torch; from emkit.models.hf import cpu_has_native_bf16; "
+            "print(json.dumps({'torch_cpu_capability': torch.backends.cpu.get_cpu_capability(),"
+            " 'native_bf16': cpu_has_native_bf16()}))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _child_env(isa: str | None) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """The child's environment and, when emulating, the record of what was capped."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if isa is None:
+        return env, None
+    if isa not in ISA_EMULATION:
+        raise ValueError(f"isa {isa!r}: not one of {sorted(ISA_EMULATION)}")
+    env.update(ISA_EMULATION[isa])
+    probe = isa_probe(env)
+    if probe["torch_cpu_capability"].lower() != isa or probe["native_bf16"]:
+        raise ValueError(f"isa {isa!r}: torch in the child reports {probe}; the emulation "
+                         "did not take")
+    return env, {"isa": isa, "env": ISA_EMULATION[isa], "child_torch": probe,
+                 "what": "torch capped by environment on this CPU (an emulation: clock, caches "
+                         "and memory are this machine's); llama.cpp and ONNX Runtime not capped"}
+
+
 def _fresh_run_dir(run_dir: Path | None) -> Path:
     if run_dir is None:
         return Path(tempfile.mkdtemp(prefix="emkit-bench-quickstart-")) / "run"
@@ -178,15 +218,18 @@ def _fresh_run_dir(run_dir: Path | None) -> Path:
 
 
 def bench_quickstart(config: Path | None = None, run_dir: Path | None = None,
-                     interval_s: float = 0.5, echo: bool = True) -> dict[str, Any]:
+                     interval_s: float = 0.5, echo: bool = True,
+                     isa: str | None = None) -> dict[str, Any]:
     """Run the quickstart (or `config`) in a child process into a fresh `run_dir` (default: a
     new temp directory, kept for reading the report) and return wall time and peak RSS, in
     total and per stage, with the machine's facts, as a JSON-ready dict. `echo` forwards the
-    child's log lines to stderr as they come. Raises QuickstartBenchError if the run fails."""
+    child's log lines to stderr as they come; `isa` emulates an older CPU (`ISA_EMULATION`).
+    Raises QuickstartBenchError if the run fails."""
     if interval_s <= 0:
         raise ValueError(f"interval_s must be > 0, got {interval_s}")
     if config is not None and not Path(config).is_file():
         raise ValueError(f"{config}: no such experiment file")
+    env, emulation = _child_env(isa)
     run_dir = _fresh_run_dir(None if run_dir is None else Path(run_dir))
     command = child_command(config, run_dir)
     load_at_start = os.getloadavg()
@@ -194,7 +237,7 @@ def bench_quickstart(config: Path | None = None, run_dir: Path | None = None,
     stdout: list[str] = []
     t0 = time.monotonic()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             env=env)
 
     def read_log() -> None:
         assert child.stderr is not None
@@ -232,8 +275,10 @@ def bench_quickstart(config: Path | None = None, run_dir: Path | None = None,
         tail = "\n".join(line for _, line in events[-15:])
         raise QuickstartBenchError(f"the benchmarked run exited with {child.returncode} "
                                    f"({' '.join(command[3:])}); its last lines:\n{tail}")
-    return _figures(stage_timeline(events, end), samples, end, command, config, run_dir,
-                    stdout, interval_s, load_at_start)
+    figures = _figures(stage_timeline(events, end), samples, end, command, config, run_dir,
+                       stdout, interval_s, load_at_start)
+    figures["isa_emulation"] = emulation
+    return figures
 
 
 def _figures(stages: list[Stage], samples: list[tuple[float, int]], wall: float,

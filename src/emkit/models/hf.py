@@ -8,6 +8,7 @@ is not batch-invariant, docs/sample.md) and bf16 on GPUs that support it (`defau
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -61,11 +62,32 @@ def cpu_has_native_bf16() -> bool:
     AVX2-only EPYC); with AMX bf16 is about 2x faster than float32 (a LoRA train step on the
     embedded model, batch 4 x 256 tokens: 4.7 s vs 11.9 s on a Sapphire Rapids core pair).
     """
+    if isa_capped_below_bf16():
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+ISA_CAPS_WITHOUT_BF16 = {
+    "ONEDNN_MAX_CPU_ISA": ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                           "AVX512_CORE_VNNI"),
+    "ATEN_CPU_CAPABILITY": ("default", "avx2"),
+}
+"""Environment variables that cap the instruction sets torch may use, and the values below bf16.
+
+torch's CPU bf16 matmuls go through oneDNN: with `ONEDNN_MAX_CPU_ISA` at or below
+AVX512_CORE_VNNI (or ATen's kernels capped at AVX2) bf16 is emulated however capable the chip,
+so `auto` must choose float32. `emkit bench quickstart --isa avx2` sets these to measure an
+AVX2-only CPU on a newer one."""
+
+
+def isa_capped_below_bf16() -> bool:
+    """Whether the environment caps torch below native bf16 (see ISA_CAPS_WITHOUT_BF16)."""
+    return any(os.environ.get(var, "").strip() in values
+               for var, values in ISA_CAPS_WITHOUT_BF16.items())
 
 
 def default_dtype(device: str | None = None) -> Any:
