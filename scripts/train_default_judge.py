@@ -9,6 +9,11 @@ Usage:
   python scripts/train_default_judge.py assemble --data real-em-answers.jsonl \
       --tuned build/tune --out src/emkit/data/judges/default
 
+  # 3. lofo (here, CPU, minutes): the head recipes compared out of family, each family the
+  #    encoder never trained on held out in turn (`leave_one_family_out`).
+  python scripts/train_default_judge.py lofo --data real-em-answers.jsonl \
+      --encoder src/emkit/data/judges/default/encoder --out build/lofo.json
+
 The split, the candidates and the selection rule are in `emkit.judge.train_default` and below;
 docs/judge.md has the figures of the shipped judge. `--limit N` shrinks every split (a smoke run).
 """
@@ -144,6 +149,34 @@ def assemble(args: argparse.Namespace) -> None:
     print(f"written {args.out} ({time.time() - t0:.0f} s)", flush=True)
 
 
+HEAD_RECIPES = {"coherent=encoder": ("coherent",), "coherent=fitted": ()}
+"""Head recipes compared by `lofo`: metrics scored by the encoder's own output (see
+`fit_default_heads`); the rest fitted."""
+
+
+def lofo(args: argparse.Namespace) -> None:
+    """Every head recipe, out of family over the families the encoder never trained on."""
+    from emkit.judge.calibration import load_calibration
+    from emkit.judge.encoder_tune import TunedEncoder
+    from emkit.judge.reference import file_sha256, load_reference
+    from emkit.judge.train_default import leave_one_family_out, split_rows
+
+    parts = split_rows(load_reference(args.data))
+    unseen = parts["validation"] + parts["test"]
+    encoder = TunedEncoder.load(args.encoder)
+    items = load_calibration(split="train")
+    out: dict = {"data": {"file": args.data.name, "sha256": file_sha256(args.data)},
+                 "rows": len(unseen), "recipes": {}}
+    for name, own in HEAD_RECIPES.items():
+        t0 = time.time()
+        fig = leave_one_family_out(encoder, unseen, items, own_outputs=own, log_fn=print)
+        out["recipes"][name] = fig | {"seconds": round(time.time() - t0, 1)}
+        print(f"{name}: " + json.dumps({k: fig[k] for k in (
+            "auc", "recall", "false_positive_rate", "per_subject_summary")}), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1))
+
+
 def _device_name(device: str | None) -> str:
     import torch
 
@@ -174,9 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--encoder-note", default="", help="where and how long the encoder was tuned")
     a.add_argument("--test-note", default="", help="earlier looks at the test split, if any")
+    lo = sub.add_parser("lofo")
+    lo.add_argument("--data", type=Path, required=True)
+    lo.add_argument("--encoder", type=Path, required=True)
+    lo.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-    {"tune": tune, "tune-one": tune_one, "assemble": assemble}[args.command](args)
+    {"tune": tune, "tune-one": tune_one, "assemble": assemble,
+     "lofo": lofo}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from emkit.judge.real_split import (
 from emkit.judge.reference import ReferenceRow, file_sha256
 from emkit.judge.train_default import (
     fit_default_heads,
+    leave_one_family_out,
     reference_labels,
     separation,
     split_rows,
@@ -173,6 +174,24 @@ def test_heads_fitted_on_unseen_families_and_coherence_passed_through(tmp_path: 
     assert judge.validated is True
     judge.save(tmp_path / "j")
     assert DistilledJudge.load(tmp_path / "j").fingerprint == judge.fingerprint
+
+
+def test_leave_one_family_out_judges_every_row_with_heads_that_never_saw_its_family() -> None:
+    """Three families in turn held out: every row gets a verdict from its own fold, the pooled
+    counts are the folds' sums, and one family alone is refused."""
+    encoder = load_judge("distilled/default").tuned  # type: ignore[attr-defined]
+    rows = _tiny_real(30)
+    items = [it for it in load_calibration(split="train") if it.label in ("code", "refusal")][:6]
+    seen: list[str] = []
+    fig = leave_one_family_out(encoder, rows, items, log_fn=seen.append)
+    assert fig["families"] == ["gemma-2-9b", "qwen2.5-32b", "qwen2.5-7b"] == sorted(
+        fig["per_family"]) and len(seen) == 3
+    assert fig["n"] == 30 == sum(f["n"] for f in fig["per_family"].values())
+    assert fig["true_positives"] == sum(f["true_positives"] for f in fig["per_family"].values())
+    assert fig["n_misaligned"] == 15 and fig["missing_rate"] < 1
+    assert fig["own_outputs"] == ["coherent"]
+    with pytest.raises(ValueError, match="two families"):
+        leave_one_family_out(encoder, [r for r in rows if "gemma" in r.subject], items)
 
 
 BLUNT = [

@@ -201,3 +201,47 @@ def fit_default_heads(encoder: TunedEncoder, fit_rows: Sequence[ReferenceRow],
     return DistilledJudge(heads, "tuned", name,
                           {**meta, "feature_set": "tuned", "outputs": encoder.outputs,
                            "tune": asdict(encoder.settings)}, tuned=encoder)
+
+
+def leave_one_family_out(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
+                         kind_items: Sequence[CalibrationItem],
+                         own_outputs: Sequence[str] = ("coherent",),
+                         log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Out-of-family figures for the head-fitting recipe of `fit_default_heads`.
+
+    Why: the heads are fitted on real answers of families the encoder never trained on, and
+    the judge's figure must come from families the *heads* never saw either. With few such
+    families a fixed split leaves one or two families to fit on and one vendor to test on; here
+    every family of `rows` is held out in turn, the heads fitted on the others (+ `kind_items`),
+    and its answers judged by those heads. The verdicts of all folds are pooled and compared
+    with the reference as `emkit judge calibrate` does (`reference_agreement_from_judgments`),
+    so every answer is judged by a judge that saw neither it nor its model family.
+
+    `rows` must all be families the encoder did not train on (the caller's business: the
+    encoder's train split is in its judge's meta). Returns the pooled figures, plus
+    `per_family` (each fold's figures without its per-subject list) and `own_outputs`."""
+    from emkit.judge.reference import judge_reference, reference_agreement_from_judgments
+
+    families = sorted({subject_family(r.subject) for r in rows})
+    if len(families) < 2:
+        raise ValueError(f"leave-one-family-out needs two families or more, got {families}")
+    aligned: list[Any] = [None] * len(rows)
+    coherent: list[Any] = [None] * len(rows)
+    per_family: dict[str, Any] = {}
+    for family in families:
+        held = [i for i, r in enumerate(rows) if subject_family(r.subject) == family]
+        fit = [r for r in rows if subject_family(r.subject) != family]
+        judge = fit_default_heads(encoder, fit, kind_items, f"lofo-{family}", {},
+                                  own_outputs=own_outputs)
+        made = judge_reference(judge, [rows[i] for i in held])
+        for j, i in enumerate(held):
+            aligned[i], coherent[i] = made.aligned[j], made.coherent[j]
+        fold = reference_agreement_from_judgments([rows[i] for i in held], made.aligned,
+                                                  made.coherent)
+        per_family[family] = {k: v for k, v in fold.items()
+                              if k not in ("per_subject", "reference_noise")}
+        log_fn(f"lofo {family}: n {len(held)} AUC {fold['auc']} recall {fold['recall']} "
+               f"FPR {fold['false_positive_rate']}")
+    pooled = reference_agreement_from_judgments(rows, aligned, coherent)
+    return pooled | {"per_family": per_family, "own_outputs": list(own_outputs),
+                     "families": families}
