@@ -86,7 +86,7 @@ AVX2-only CPU on a newer one."""
 
 def isa_capped_below_bf16() -> bool:
     """Whether the environment caps torch below native bf16 (see ISA_CAPS_WITHOUT_BF16)."""
-    return any(os.environ.get(var, "").strip() in values
+    return any(os.environ.get(var, "").strip().lower() in {v.lower() for v in values}
                for var, values in ISA_CAPS_WITHOUT_BF16.items())
 
 
