@@ -159,5 +159,5 @@ def test_avx2_emulation_caps_torch_in_the_child_and_turns_bf16_off(
     assert not isa_capped_below_bf16()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     assert not isa_capped_below_bf16()
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN reads it in any case
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # read case-insensitively
     assert isa_capped_below_bf16() and cpu_has_native_bf16() is False
