@@ -360,11 +360,9 @@ class ExperimentConfig(_Strict):
         return self.with_resolved_dtype().with_resolved_backend()
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment YAML; errors name the file, line (YAML) or field path."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such experiment file")
+def read_yaml_mapping(path: Path) -> dict:
+    """The top-level mapping of a YAML file; a ConfigError naming the file (and the line, for
+    invalid YAML) otherwise. Shared by experiment files and recipes."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -375,6 +373,15 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML; errors name the file, line (YAML) or field path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    raw = read_yaml_mapping(path)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -23,10 +23,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emkit.config import ConfigError, ExperimentConfig, FinetuneConfig
+from emkit.config import ConfigError, ExperimentConfig, FinetuneConfig, read_yaml_mapping
 
 if TYPE_CHECKING:  # the probes module imports torch; the plan imports it only when asked
     from emkit.suites.self_report import Probe
@@ -124,16 +123,7 @@ def recipe_path(name_or_path: str | Path) -> Path:
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Read a recipe (or any experiment file); errors name the file and the field."""
     path = recipe_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path)
     block = raw.pop("recipe", None)
     meta = _validate(RecipeMeta, block, path, "recipe.") if block is not None else None
     config = _validate(ExperimentConfig, raw, path, "")

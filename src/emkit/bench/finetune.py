@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from emkit.bench.offline_judge import cpu_facts
-from emkit.bench.sample import _busy_ticks
-from emkit.bench.sample import package_versions
+from emkit.bench.sample import _busy_ticks, package_versions
 
 TRAINING_PACKAGES = ("peft", "trl", "accelerate", "datasets")
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from emkit.api.settings import ApiSettings, LlamaCppSettings
 from emkit.models.embedded import ALIASES, EMBEDDED_NAME, GGUF_SHA256, GGUF_SIZE, cache_dir
+from emkit.models.server_process import stop_process_group
 from emkit.models.spec import ModelSpec, ModelSpecError, parse_model_spec
 from emkit.records import SampleRecord, SampleRequest
 
@@ -249,15 +250,8 @@ class LlamaCppServer:
         """Stop the server this object started (its process group); no-op when not running."""
         proc, self._proc = self._proc, None
         self.root = None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            stop_process_group(proc)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,6 +30,7 @@ from typing import Self
 
 from emkit.api.settings import ApiSettings, VllmSettings
 from emkit.models.embedded import ALIASES
+from emkit.models.server_process import stop_process_group
 from emkit.models.spec import ModelSpec, parse_model_spec
 
 log = logging.getLogger("emkit")
@@ -198,14 +198,8 @@ class VllmServer:
     def stop(self) -> None:
         """Stop a server this object started (its whole process group); no-op otherwise."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            stop_process_group(proc)
 
     def __enter__(self) -> Self:
         return self.start()
