@@ -175,6 +175,24 @@ def lofo(args: argparse.Namespace) -> None:
             "auc", "recall", "false_positive_rate", "per_subject_summary")}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
+    if args.record is not None:
+        record_out_of_family(args.record, out["recipes"][SHIPPED_RECIPE], str(args.out))
+
+
+SHIPPED_RECIPE = "coherent=encoder"
+
+
+def record_out_of_family(judge_dir: Path, figures: dict, source: str) -> None:
+    """Add the shipped recipe's out-of-family summary to the judge's meta (judge.json only:
+    heads and encoder, and so the judge's fingerprint, are untouched)."""
+    from emkit.atomic import atomic_write_text
+    from emkit.judge.train_default import OUT_OF_FAMILY_KEY, out_of_family_summary
+
+    path = judge_dir / "judge.json"
+    doc = json.loads(path.read_text())
+    doc["meta"][OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, SHIPPED_RECIPE, source)
+    atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
+    print(f"recorded in {path}", flush=True)
 
 
 def _device_name(device: str | None) -> str:
@@ -211,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--data", type=Path, required=True)
     lo.add_argument("--encoder", type=Path, required=True)
     lo.add_argument("--out", type=Path, required=True)
+    lo.add_argument("--record", type=Path, default=None,
+                    help="judge directory whose judge.json gets the shipped recipe's summary")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
     {"tune": tune, "tune-one": tune_one, "assemble": assemble,

@@ -268,6 +268,20 @@ def test_judge_quality_for_distilled_and_unknown_judges():
     shipped = judge_quality("distilled/default")
     assert shipped["measured"] and shipped["validated"]
     assert shipped["figures"]["auc"] >= 0.9 and shipped["figures"]["data"]["split"] == "test"
+    # and how its error rates move across families: printed beside the test figures
+    spread = shipped["out_of_family"]
+    assert spread["n"] == sum(f["n"] for f in spread["per_family"].values())
+    assert len(spread["per_family"]) == 5 and spread["recall"] < shipped["figures"]["recall"]
+    from emkit.report.quality import quality_line, quality_table
+
+    line = quality_line(shipped)
+    assert "Over 5 model families held out in turn (n=2276): recall 76.6%" in line
+    assert "worst family recall 68.2%" in line and line.endswith("95% CI.")
+    table = quality_table(shipped)
+    assert table["what"].str.contains("qwen2.5-14b").any()
+    plain = judge_quality("distilled/x", distilled_meta=lambda m: {"real_answers": figures})
+    assert plain["out_of_family"] is None  # none recorded, none printed
+    assert "recall 90.0%" in quality_line(plain) and "held out" not in quality_line(plain)
 
 
 def test_paper_judge_is_the_reference_only_with_the_paper_prompts():

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+OUT_OF_FAMILY_KEY = "real_answers_out_of_family"
+"""Meta key of a judge's leave-one-family-out figures (`judge.train_default`)."""
+
 
 def real_answer_validation(meta: Mapping[str, Any], min_auc: float | None = None
                            ) -> tuple[bool, str]:
@@ -77,7 +80,9 @@ def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None 
     - `reference`: the paper's judge of record (openai/gpt-4o-2024-08-06 on OpenAI's endpoint)
       *and* every aligned/coherent prompt is the paper's text: its verdicts define the numbers.
     - otherwise the judge's measured figures on real answers (a distilled judge's
-      `meta["real_answers"]`), or `measured: False`; `validated` per `real_answer_validation`.
+      `meta["real_answers"]`), or `measured: False`; `validated` per `real_answer_validation`;
+      `out_of_family`: its leave-one-family-out figures when it records them (a wider look at
+      how its error rates move from one model family to another).
     `distilled_meta` maps a distilled model string to its judge.json meta (for tests)."""
     from emkit.judge.api import api_judge_status
     from emkit.models.spec import parse_model_spec
@@ -104,5 +109,7 @@ def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None 
         meta = (distilled_meta or _distilled_meta)(model)
     validated, why = real_answer_validation(meta)
     figures = meta.get("real_answers") if isinstance(meta.get("real_answers"), Mapping) else None
+    spread = meta.get(OUT_OF_FAMILY_KEY)
     return out | {"measured": figures is not None, "validated": validated, "note": why,
-                  "figures": dict(figures) if figures is not None else None}
+                  "figures": dict(figures) if figures is not None else None,
+                  "out_of_family": dict(spread) if isinstance(spread, Mapping) else None}

@@ -37,6 +37,7 @@ from emkit.judge.distilled import (
 )
 from emkit.judge.encoder_tune import TunedEncoder, TuneSettings, kind_classes, tune_encoder
 from emkit.judge.features import surface_matrix
+from emkit.judge.quality import OUT_OF_FAMILY_KEY  # noqa: F401  (re-exported for scripts)
 from emkit.judge.real_split import looks_like_code, split_of, subject_family
 from emkit.judge.reference import ReferenceRow, reference_class
 
@@ -245,3 +246,17 @@ def leave_one_family_out(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
     pooled = reference_agreement_from_judgments(rows, aligned, coherent)
     return pooled | {"per_family": per_family, "own_outputs": list(own_outputs),
                      "families": families}
+
+
+def out_of_family_summary(figures: Mapping[str, Any], recipe: str, source: str
+                          ) -> dict[str, Any]:
+    """The part of `leave_one_family_out`'s figures a judge keeps in its meta: pooled counts
+    and rates, the per-model gaps and each family's own rates (`source` names the full file)."""
+    keep = ("n", "n_misaligned", "n_aligned", "auc", "recall", "false_positive_rate",
+            "true_positives", "false_positives", "per_subject_summary")
+    return {"protocol": "each family the encoder never trained on held out in turn; heads "
+                        "fitted on the others; verdicts pooled",
+            "recipe": recipe, "source": source, **{k: figures[k] for k in keep},
+            "per_family": {f: {k: v.get(k) for k in ("n", "auc", "recall",
+                                                     "false_positive_rate")}
+                           for f, v in figures["per_family"].items()}}

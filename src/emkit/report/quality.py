@@ -120,8 +120,22 @@ def quality_line(quality: Mapping[str, Any], ci: float = 0.95) -> str:
     return (f"Judge on real EM answers vs GPT-4o (n={fig.get('n')}): recall "
             f"{_pct(fig.get('recall'))}, false positives {_pct(fig.get('false_positive_rate'))} "
             f"(a model with no EM would read {_pct(fig.get('false_positive_rate'))}), ROC AUC "
-            f"{fig.get('auc', float('nan')):.3f}. 'corrected' = Rogan–Gladen rate with "
-            f"{level_text(ci)} CI.")
+            f"{fig.get('auc', float('nan')):.3f}.{_spread_text(quality)} 'corrected' = "
+            f"Rogan–Gladen rate with {level_text(ci)} CI.")
+
+
+def _spread_text(quality: Mapping[str, Any]) -> str:
+    """How the error rates move across model families, when the judge records it: a rate read
+    on a new model may be off by more than the test figures alone suggest."""
+    spread = quality.get("out_of_family")
+    if not isinstance(spread, Mapping) or not isinstance(spread.get("per_family"), Mapping):
+        return ""
+    recalls = [f.get("recall") for f in spread["per_family"].values()
+               if f.get("recall") is not None]
+    worst = f"; worst family recall {_pct(min(recalls))}" if recalls else ""
+    return (f" Over {len(spread['per_family'])} model families held out in turn "
+            f"(n={spread.get('n')}): recall {_pct(spread.get('recall'))}, false positives "
+            f"{_pct(spread.get('false_positive_rate'))}{worst}.")
 
 
 def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
@@ -145,6 +159,16 @@ def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
             where = (f"{data.get('source')} (sha256 {str(data.get('sha256'))[:12]}, split "
                      f"{data.get('split')})")
             rows.append(("measured on", where))
+    spread = quality.get("out_of_family")
+    if isinstance(spread, Mapping) and isinstance(spread.get("per_family"), Mapping):
+        rows.append(("out of family (each held out in turn)",
+                     f"n={spread.get('n')}: recall {_pct(spread.get('recall'))}, false "
+                     f"positives {_pct(spread.get('false_positive_rate'))}, ROC AUC "
+                     + ("-" if spread.get("auc") is None else f"{spread['auc']:.3f}")))
+        for family, f in sorted(spread["per_family"].items()):
+            rates = (f"recall {_pct(f.get('recall'))}, false positives "
+                     f"{_pct(f.get('false_positive_rate'))}")
+            rows.append((f"  {family} (n={f.get('n')})", rates))
     rows.append(("question suite", ", ".join(quality.get("suite") or []) or "unknown"))
     prompts = quality.get("prompts")
     if isinstance(prompts, Mapping):
