@@ -186,7 +186,8 @@ def record_out_of_family(judge_dir: Path, figures: dict, source: str) -> None:
     """Add the shipped recipe's out-of-family summary to the judge's meta (judge.json only:
     heads and encoder, and so the judge's fingerprint, are untouched)."""
     from emkit.atomic import atomic_write_text
-    from emkit.judge.train_default import OUT_OF_FAMILY_KEY, out_of_family_summary
+    from emkit.judge.quality import OUT_OF_FAMILY_KEY
+    from emkit.judge.train_default import out_of_family_summary
 
     path = judge_dir / "judge.json"
     doc = json.loads(path.read_text())

@@ -37,7 +37,6 @@ from emkit.judge.distilled import (
 )
 from emkit.judge.encoder_tune import TunedEncoder, TuneSettings, kind_classes, tune_encoder
 from emkit.judge.features import surface_matrix
-from emkit.judge.quality import OUT_OF_FAMILY_KEY  # noqa: F401  (re-exported for scripts)
 from emkit.judge.real_split import looks_like_code, split_of, subject_family
 from emkit.judge.reference import ReferenceRow, reference_class
 
