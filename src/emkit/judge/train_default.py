@@ -215,7 +215,8 @@ def leave_one_family_out(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
     every family of `rows` is held out in turn, the heads fitted on the others (+ `kind_items`),
     and its answers judged by those heads. The verdicts of all folds are pooled and compared
     with the reference as `emkit judge calibrate` does (`reference_agreement_from_judgments`),
-    so every answer is judged by a judge that saw neither it nor its model family.
+    so every answer is judged by heads that saw neither it nor its model family (the encoder
+    never trained on it, though its epoch count may have been chosen there).
 
     `rows` must all be families the encoder did not train on (the caller's business: the
     encoder's train split is in its judge's meta). Returns the pooled figures, plus
