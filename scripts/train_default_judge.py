@@ -182,6 +182,84 @@ def lofo(args: argparse.Namespace) -> None:
 SHIPPED_RECIPE = "coherent=encoder"
 
 
+def crossfit(args: argparse.Namespace) -> None:
+    """The family cross-fit encoders (`family_crossfit`): the start encoder continued on
+    every family but one, for each family the start never trained on, and on all of them."""
+    from emkit.judge.reference import load_reference
+    from emkit.judge.train_default import CONTINUE_EPOCHS, family_crossfit, split_rows
+
+    parts = split_rows(load_reference(args.data))
+    start = json.loads((args.start / "tune.json").read_text())["settings"]
+    settings = TuneSettings(**{**start, "epochs": args.epochs or CONTINUE_EPOCHS})
+    t0 = time.time()
+    family_crossfit(args.start, parts["validation"] + parts["test"], args.work, settings,
+                    device=args.device, log_fn=print)
+    print(f"cross-fit encoders ready in {args.work} ({time.time() - t0:.0f} s)", flush=True)
+
+
+def crossfit_assemble(args: argparse.Namespace) -> None:
+    """The family cross-fit judge (`crossfit_judge`): its out-of-family figures, the
+    hand-written held-out split, and the judge (written to --out only with --write)."""
+    from emkit.judge.calibration import load_calibration
+    from emkit.judge.distill import DEFAULT_JUDGE, evaluate_heldout
+    from emkit.judge.quality import OUT_OF_FAMILY_KEY
+    from emkit.judge.real_split import subject_family
+    from emkit.judge.reference import file_sha256, load_reference
+    from emkit.judge.train_default import (
+        crossfit_judge,
+        family_folds,
+        out_of_family_summary,
+        split_rows,
+    )
+
+    t0 = time.time()
+    parts = split_rows(load_reference(args.data))
+    rows = parts["validation"] + parts["test"]
+    items = load_calibration(split="train")
+    folds = {f: args.work / f for f in [*family_folds(rows), "all"]}
+    sha = file_sha256(args.data)
+    start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
+    families = sorted({subject_family(r.subject) for r in rows})
+    meta = {
+        "trained_on": (f"{len(parts['train'])} real EM answers (Qwen2.5-32B and -Coder-32B "
+                       f"families) + {len(items)} hand-written (calibration train split) for "
+                       f"the first encoder tune; {len(rows)} real answers of {len(families)} "
+                       f"more families ({', '.join(families)}) for {start['epochs']} more "
+                       "epochs, and, read out of fold (family cross-fit), for the heads"),
+        "teacher": "GPT-4o's published verdicts (real answers), hand labels (calibration set)",
+        "n_train": len(parts["train"]) + len(items) + len(rows),
+        "real_answers_data": {"file": args.data.name, "sha256": sha,
+                              "families": {"encoder": sorted({subject_family(r.subject)
+                                                              for r in parts["train"]}),
+                                           "crossfit": families}},
+        "real_answers_splits": {"encoder": sorted({r.subject for r in parts["train"]}),
+                                "crossfit": sorted({r.subject for r in rows})},
+        "encoder_tuned": args.encoder_note,
+        "own_outputs": ["coherent"],
+        "recipe": "family cross-fit (scripts/train_default_judge.py crossfit, "
+                  "crossfit-assemble; judge.train_default.crossfit_judge)",
+    }
+    judge, figures = crossfit_judge(folds, rows, items, DEFAULT_JUDGE, meta, log_fn=print)
+    print(f"assembled ({time.time() - t0:.0f} s)", flush=True)
+    keep = ("n", "n_misaligned", "n_aligned", "auc", "recall", "false_positive_rate",
+            "per_subject_summary")
+    print(json.dumps({k: figures[k] for k in keep}, indent=1), flush=True)
+    heldout = evaluate_heldout(judge)
+    print(f"calibration held-out: AUC {heldout.get('roc_auc'):.3f}", flush=True)
+    source = "real-answers, family cross-fit: every answer judged by an encoder and heads "\
+             "that never trained on its model family"
+    judge.meta["real_answers"] = figures | {"data": {"source": "real-answers", "sha256": sha,
+                                                    "split": "family cross-fit"}}
+    judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, SHIPPED_RECIPE, source)
+    args.figures.parent.mkdir(parents=True, exist_ok=True)
+    args.figures.write_text(json.dumps({"data": {"file": args.data.name, "sha256": sha},
+                                        "figures": figures, "heldout": heldout,
+                                        "seconds": round(time.time() - t0, 1)}, indent=1))
+    if args.write:
+        judge.save(args.out)
+        print(f"written {args.out}", flush=True)
+
+
 def record_out_of_family(judge_dir: Path, figures: dict, source: str) -> None:
     """Add the shipped recipe's out-of-family summary to the judge's meta (judge.json only:
     heads and encoder, and so the judge's fingerprint, are untouched)."""
@@ -232,10 +310,24 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--out", type=Path, required=True)
     lo.add_argument("--record", type=Path, default=None,
                     help="judge directory whose judge.json gets the shipped recipe's summary")
+    c = sub.add_parser("crossfit")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--start", type=Path, required=True, help="the encoder to continue from")
+    c.add_argument("--work", type=Path, required=True, help="one encoder per fold goes here")
+    c.add_argument("--epochs", type=int, default=None)
+    c.add_argument("--device", default=None)
+    ca = sub.add_parser("crossfit-assemble")
+    ca.add_argument("--data", type=Path, required=True)
+    ca.add_argument("--work", type=Path, required=True, help="the `crossfit` encoders")
+    ca.add_argument("--figures", type=Path, required=True, help="figures JSON written here")
+    ca.add_argument("--out", type=Path, default=None, help="judge directory")
+    ca.add_argument("--write", action="store_true", help="write the judge to --out")
+    ca.add_argument("--encoder-note", default="", help="where and how long it was tuned")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
     {"tune": tune, "tune-one": tune_one, "assemble": assemble,
-     "lofo": lofo}[args.command](args)
+     "lofo": lofo, "crossfit": crossfit,
+     "crossfit-assemble": crossfit_assemble}[args.command](args)
 
 
 if __name__ == "__main__":

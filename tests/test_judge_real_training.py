@@ -25,6 +25,9 @@ from emkit.judge.real_split import (
 )
 from emkit.judge.reference import ReferenceRow, file_sha256
 from emkit.judge.train_default import (
+    continue_on,
+    crossfit_judge,
+    family_crossfit,
     fit_default_heads,
     leave_one_family_out,
     reference_labels,
@@ -192,6 +195,73 @@ def test_leave_one_family_out_judges_every_row_with_heads_that_never_saw_its_fam
     assert fig["own_outputs"] == ["coherent"]
     with pytest.raises(ValueError, match="two families"):
         leave_one_family_out(encoder, [r for r in rows if "gemma" in r.subject], items)
+
+
+def _start_encoder(tmp_path: Path, rows: list[ReferenceRow]) -> Path:
+    from emkit.judge import tune_encoder
+    from emkit.judge.distill import encoder_kinds
+    from emkit.judge.encoder_tune import kind_classes
+
+    data = training_set(rows, [it for it in load_calibration(split="train")
+                               if it.label in ("code", "refusal")][:4])
+    kinds = encoder_kinds(data.targets)
+    enc = tune_encoder(data.questions, data.answers,
+                       {m: s for m, (s, _) in data.targets.items()}, kinds,
+                       TuneSettings(**{**QUICK.__dict__, "epochs": 1}),
+                       classes=kind_classes(kinds), cache_graph=False)
+    return enc.save(tmp_path / "start")
+
+
+def test_a_continued_tune_starts_where_the_saved_encoder_stopped(tmp_path: Path) -> None:
+    """Zero further epochs reproduce the saved encoder; one more moves it and still saves as
+    one adapter over the PyPI base; another shape or other outputs are refused."""
+    rows = _tiny_real(12)
+    start = _start_encoder(tmp_path, rows)
+    q, a = [r.question for r in rows[:4]], [r.answer for r in rows[:4]]
+    before = TunedEncoder.load(start).predict(q, a)
+    same = continue_on(start, rows, TuneSettings(**{**QUICK.__dict__, "epochs": 0}))
+    np.testing.assert_allclose(same.predict(q, a), before, atol=1e-3)
+    moved = continue_on(start, rows, TuneSettings(**{**QUICK.__dict__, "epochs": 1}))
+    after = moved.predict(q, a)
+    assert np.abs(after - before).max() > 1e-2
+    np.testing.assert_allclose(TunedEncoder.load(moved.save(tmp_path / "moved")).predict(q, a),
+                               after, atol=1e-3)
+    with pytest.raises(ValueError, match=r"settings \['max_length'\] differ"):
+        continue_on(start, rows, TuneSettings(**{**QUICK.__dict__, "max_length": 64}))
+    from emkit.judge import tune_encoder
+
+    with pytest.raises(ValueError, match="outputs"):
+        tune_encoder(q, a, {"aligned": [5.0, 90.0, 5.0, 90.0]}, settings=QUICK, start=start)
+
+
+def test_family_crossfit_reads_every_family_with_an_encoder_that_never_saw_it(
+        tmp_path: Path) -> None:
+    """One continued encoder per family (and `all`), reused on a rerun; the figures judge
+    every row out of fold and the judge reads the `all` encoder."""
+    rows = _tiny_real(30)
+    start = _start_encoder(tmp_path, rows[:6])
+    once = TuneSettings(**{**QUICK.__dict__, "epochs": 1})
+    said: list[str] = []
+    folds = family_crossfit(start, rows, tmp_path / "work", once, log_fn=said.append)
+    assert sorted(folds) == ["all", "gemma-2-9b", "qwen2.5-32b", "qwen2.5-7b"]
+    assert len(said) == 4 and "20 rows" in said[0] and "30 rows" in said[-1]
+    again: list[str] = []
+    assert family_crossfit(start, rows, tmp_path / "work", once, log_fn=again.append) == folds
+    assert again == []  # resumed: nothing tuned twice
+    items = [it for it in load_calibration(split="train") if it.label in ("code", "refusal")][:6]
+    judge, fig = crossfit_judge(folds, rows, items, "distilled/cf", {"trained_on": "test"},
+                                log_fn=lambda m: None)
+    assert fig["n"] == 30 == sum(f["n"] for f in fig["per_family"].values())
+    assert fig["families"] == ["gemma-2-9b", "qwen2.5-32b", "qwen2.5-7b"]
+    assert fig["true_positives"] == sum(f["true_positives"] for f in fig["per_family"].values())
+    all_enc = TunedEncoder.load(folds["all"])
+    np.testing.assert_allclose(judge.tuned.predict(["Q?"], ["An answer."]),  # type: ignore[union-attr]
+                               all_enc.predict(["Q?"], ["An answer."]), atol=1e-4)
+    out = judge.judge([JudgeItem(SampleKey("m", "q", 0, 0, "h"), "Q?", "An answer.", "aligned",
+                                 default_templates()["aligned"])])
+    assert len(out) == 1 and out[0].judge == "distilled/cf"
+    with pytest.raises(ValueError, match="no cross-fit encoder"):
+        crossfit_judge({k: v for k, v in folds.items() if k != "all"}, rows, items, "x", {})
 
 
 BLUNT = [

@@ -325,6 +325,27 @@ def _adapter_bytes(model: Any) -> dict[str, bytes]:
         return {name: (Path(tmp) / name).read_bytes() for name in ADAPTER_FILES}
 
 
+CONTINUABLE = ("epochs", "learning_rate", "seed")
+"""Settings a continued tune (`tune_encoder(start=...)`) may change; the rest shape the model."""
+
+
+def _check_start(start: Path, settings: TuneSettings, outputs: Sequence[str]) -> None:
+    """Refuse to continue from an encoder of another shape or with other outputs."""
+    for name in (SETTINGS_FILE, HEAD_FILE, *ADAPTER_FILES):
+        if not (start / name).is_file():
+            raise FileNotFoundError(f"{start / name}: missing from the encoder to continue")
+    raw = json.loads((start / SETTINGS_FILE).read_text(encoding="utf-8"))
+    if list(raw.get("outputs", [])) != list(outputs):
+        raise ValueError(f"{start / SETTINGS_FILE}: outputs {raw.get('outputs')} differ from "
+                         f"this tune's {list(outputs)}")
+    mine = asdict(settings)
+    differ = sorted(k for k, v in raw.get("settings", {}).items()
+                    if k not in CONTINUABLE and mine.get(k) != v)
+    if differ:
+        raise ValueError(f"{start / SETTINGS_FILE}: settings {differ} differ from this tune's "
+                         f"(only {', '.join(CONTINUABLE)} may change when continuing)")
+
+
 def kind_classes(kinds: Sequence[str]) -> list[str]:
     """Kinds the encoder learns: `number` first, then the others seen; none if only one."""
     present = sorted(set(kinds) - {"missing"})
@@ -339,7 +360,8 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
                  cache_graph: bool = True, classes: Sequence[str] | None = None,
                  device: str | None = None,
                  on_epoch: Callable[[int, TunedEncoder], None] | None = None,
-                 weights: Sequence[float] | None = None) -> TunedEncoder:
+                 weights: Sequence[float] | None = None,
+                 start: str | Path | None = None) -> TunedEncoder:
     """Fit LoRA + head to per-metric `scores` (0-100, None where unknown) and answer `kinds`
     ("number" / "CODE" / "REFUSAL" / "missing"); returns the merged model (on the CPU) and its
     adapter. `classes` fixes the kind outputs (cross-fit folds must match the full model's
@@ -347,9 +369,16 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
     (default: CUDA when available; the shipped judge was trained on a GPU, see docs/judge.md).
     `on_epoch(epoch, encoder)` is called after each epoch with the unmerged model, e.g. to
     score a validation split with `predict_torch`. `weights`: per-row loss weights (e.g. to
-    balance data sources), default 1."""
+    balance data sources), default 1.
+
+    `start`: a saved encoder directory to continue from (its adapter and head, trained
+    further; a fresh optimiser): e.g. to teach the shipped encoder more model families without
+    the hours a tune from scratch takes on a CPU. The result is still one adapter of the same
+    rank over the PyPI base, so it saves and loads like any other. `settings` must then agree
+    with the start's on everything but epochs, learning rate and seed, and the outputs must be
+    the start's."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     n = len(answers)
     if len(questions) != n or any(len(v) != n for v in scores.values()) or (
@@ -370,18 +399,28 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     base, tokenizer = _base_model(settings.layers)
-    model = get_peft_model(base, LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=list(LORA_TARGETS)))
     head = torch.nn.Linear(base.config.hidden_size, len(outputs))
     class_weight = None
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias[:y.shape[1]] = torch.nan_to_num(y.nanmean(0), nan=0.5)
-        if classes:
-            counts = torch.bincount(cls[cls >= 0], minlength=len(classes)).float().clamp(min=1)
-            head.bias[y.shape[1]:] = (counts / counts.sum()).log()
-            class_weight = (counts.sum() / (len(classes) * counts)).to(dev)  # as sklearn's
+    counts = (torch.bincount(cls[cls >= 0], minlength=len(classes)).float().clamp(min=1)
+              if classes else None)
+    if counts is not None:
+        class_weight = (counts.sum() / (len(classes) * counts)).to(dev)  # as sklearn's
+    if start is not None:
+        from safetensors.torch import load_file
+
+        start = Path(start)
+        _check_start(start, settings, outputs)
+        model = PeftModel.from_pretrained(base, str(start), is_trainable=True)
+        head.load_state_dict(load_file(str(start / HEAD_FILE)))
+    else:
+        model = get_peft_model(base, LoraConfig(
+            r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+            target_modules=list(LORA_TARGETS)))
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias[:y.shape[1]] = torch.nan_to_num(y.nanmean(0), nan=0.5)
+            if counts is not None:
+                head.bias[y.shape[1]:] = (counts / counts.sum()).log()
     model.to(dev)
     head.to(dev)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
