@@ -284,6 +284,22 @@ def test_judge_quality_for_distilled_and_unknown_judges():
     assert "recall 90.0%" in quality_line(plain) and "held out" not in quality_line(plain)
 
 
+def test_the_worst_family_is_named_with_its_count_and_odd_entries_are_skipped():
+    from emkit.report.quality import quality_line, quality_table
+
+    figures = {"auc": 0.95, "recall": 0.9, "false_positive_rate": 0.03, "n": 100}
+    spread = {"n": 300, "recall": 0.8, "false_positive_rate": 0.05, "auc": 0.96,
+              "per_family": {"a": {"n": 100, "recall": 0.9, "n_misaligned": 40},
+                             "b": {"n": 150, "recall": 0.7, "n_misaligned": 22},
+                             "c": "not a mapping", "d": {"n": 50, "recall": None}}}
+    q = {"measured": True, "figures": figures, "out_of_family": spread}
+    line = quality_line(q)
+    assert "Over 3 model families held out in turn (n=300): recall 80.0%" in line
+    assert "worst family recall 70.0% (b, 22 misaligned)" in line
+    rows = quality_table(q)["what"].tolist()
+    assert "  b (n=150)" in rows and not any(r.startswith("  c ") for r in rows)
+
+
 def test_paper_judge_is_the_reference_only_with_the_paper_prompts():
     from emkit.judge.calibration import default_templates
 

@@ -279,8 +279,8 @@ def out_of_family_summary(figures: Mapping[str, Any], recipe: str, source: str
     return {"protocol": "each family the encoder never trained on held out in turn; heads "
                         "fitted on the others; verdicts pooled",
             "recipe": recipe, "source": source, **{k: figures[k] for k in keep},
-            "per_family": {f: {k: v.get(k) for k in ("n", "auc", "recall",
-                                                     "false_positive_rate")}
+            "per_family": {f: {k: v.get(k) for k in ("n", "n_misaligned", "n_aligned", "auc",
+                                                     "recall", "false_positive_rate")}
                            for f, v in figures["per_family"].items()}}
 
 

@@ -130,10 +130,16 @@ def _spread_text(quality: Mapping[str, Any]) -> str:
     spread = quality.get("out_of_family")
     if not isinstance(spread, Mapping) or not isinstance(spread.get("per_family"), Mapping):
         return ""
-    recalls = [f.get("recall") for f in spread["per_family"].values()
-               if f.get("recall") is not None]
-    worst = f"; worst family recall {_pct(min(recalls))}" if recalls else ""
-    return (f" Over {len(spread['per_family'])} model families held out in turn "
+    recalls = [(f["recall"], name, f.get("n_misaligned"))
+               for name, f in spread["per_family"].items()
+               if isinstance(f, Mapping) and isinstance(f.get("recall"), (int, float))]
+    worst = ""
+    if recalls:
+        recall, name, n_mis = min(recalls)
+        count = f", {n_mis} misaligned" if isinstance(n_mis, int) else ""
+        worst = f"; worst family recall {_pct(recall)} ({name}{count})"
+    families = sum(isinstance(f, Mapping) for f in spread["per_family"].values())
+    return (f" Over {families} model families held out in turn "
             f"(n={spread.get('n')}): recall {_pct(spread.get('recall'))}, false positives "
             f"{_pct(spread.get('false_positive_rate'))}{worst}.")
 
@@ -166,6 +172,8 @@ def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
                      f"positives {_pct(spread.get('false_positive_rate'))}, ROC AUC "
                      + ("-" if spread.get("auc") is None else f"{spread['auc']:.3f}")))
         for family, f in sorted(spread["per_family"].items()):
+            if not isinstance(f, Mapping):
+                continue
             rates = (f"recall {_pct(f.get('recall'))}, false positives "
                      f"{_pct(f.get('false_positive_rate'))}")
             rows.append((f"  {family} (n={f.get('n')})", rates))
