@@ -14,6 +14,14 @@ Usage:
   python scripts/train_default_judge.py lofo --data real-em-answers.jsonl \
       --encoder src/emkit/data/judges/default/encoder --out build/lofo.json
 
+  # 4. crossfit + crossfit-assemble (CPU: about an hour, then 3 min): the encoder continued on
+  #    the other families, one encoder per held-out family, heads on out-of-fold outputs
+  #    (docs/judge.md, "Family cross-fit"; tried, not shipped).
+  python scripts/train_default_judge.py crossfit --data real-em-answers.jsonl \
+      --start src/emkit/data/judges/default/encoder --work build/crossfit
+  python scripts/train_default_judge.py crossfit-assemble --data real-em-answers.jsonl \
+      --work build/crossfit --figures docs/judge_crossfit.json [--write --out DIR]
+
 The split, the candidates and the selection rule are in `emkit.judge.train_default` and below;
 docs/judge.md has the figures of the shipped judge. `--limit N` shrinks every split (a smoke run).
 """

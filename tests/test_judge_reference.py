@@ -276,7 +276,7 @@ def test_judge_quality_for_distilled_and_unknown_judges():
 
     line = quality_line(shipped)
     assert "Over 5 model families held out in turn (n=2276): recall 76.6%" in line
-    assert "worst family recall 68.2%" in line and line.endswith("95% CI.")
+    assert "worst family recall 68.2% (gemma-2-9b, 22 misaligned)" in line and line.endswith("95% CI.")
     table = quality_table(shipped)
     assert table["what"].str.contains("qwen2.5-14b").any()
     plain = judge_quality("distilled/x", distilled_meta=lambda m: {"real_answers": figures})
