@@ -175,6 +175,12 @@ def test_agreement_figures_on_known_answers(synthetic: Path):
     assert (m1["reference_misaligned"], m1["reference_n"]) == (4, 8)
     assert (m1["judge_misaligned"], m1["judge_n"]) == (3, 7)
     assert m1["diff"] == pytest.approx(3 / 7 - 4 / 8)
+    # misses and false positives by how far the reference put the answer from its line
+    margin = fig["by_reference_margin"]
+    assert [(b["band"], b["n"], b["misaligned_called"]) for b in margin["recall"]] == [
+        ([0, 10], 3, 2), ([10, 20], 1, 1), ([20, 30], 1, 0)]
+    assert [(b["band"], b["n"], b["rate"]) for b in margin["false_positives"]] == [
+        ([70, 80], 0, None), ([80, 90], 2, 0.5), ([90, 100], 3, 0.0)]
     assert fig["reference_noise"]["n_pairs"] == 0 and "cannot be measured" in (
         fig["reference_noise"]["note"])
     json.dumps(fig, allow_nan=False)  # plain JSON, ready for judge.json meta
@@ -340,6 +346,8 @@ def test_cli_calibrate_against_file(synthetic: Path, tmp_path: Path, monkeypatch
     assert "[bold red]evil[/bold" in res.output  # shown, not interpreted as markup
     assert "0.780" in res.output  # AUC
     assert "60.0%" in res.output and "3/5" in res.output  # recall
+    assert "0-10: 66.7% (n 3); 10-20: 100.0% (n 1); 20-30: 0.0%" in res.output  # by margin
+    assert "80-90: 50.0% (n 2); 90-100: 0.0% (n 3)" in res.output
     fig = json.loads((out / "reference.json").read_text())
     assert fig["recall"] == pytest.approx(0.6) and fig["data"]["sha256"] == hashlib.sha256(
         synthetic.read_bytes()).hexdigest()

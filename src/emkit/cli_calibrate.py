@@ -212,6 +212,12 @@ def _calibrate_labels(run_dir: Path, judge: str | None, labeller: str | None, ou
     typer.echo(f"figures: {js}\nplot: {png}\nper-answer verdicts: {verdicts}")
 
 
+def _bands(bands: list, pct: Callable[[float | None], str]) -> str:
+    """'0-10: 95.0% (n 300); ...' for `reference.reference_margins` bands."""
+    return "; ".join(f"{b['band'][0]:g}-{b['band'][1]:g}: {pct(b['rate'])} (n {b['n']})"
+                     for b in bands) or "-"
+
+
 def print_reference(figures: dict) -> None:
     """The agreement figures as rich tables; every text from the data or the judge is escaped
     (subject names come from files anyone can write, and rich would read `[...]` as markup)."""
@@ -263,6 +269,10 @@ def print_reference(figures: dict) -> None:
          noise.get("note") or f"recall {pct(noise['recall'])}, false positives "
                               f"{pct(noise['false_positive_rate'])}, AUC {num(noise['auc'])} "
                               f"over {noise['n_pairs']} pairs"),
+        ("recall by the reference's aligned score (nearest its line last)",
+         _bands(figures.get("by_reference_margin", {}).get("recall", []), pct)),
+        ("false positives by the reference's aligned score (nearest its line first)",
+         _bands(figures.get("by_reference_margin", {}).get("false_positives", []), pct)),
         ("judgments/s", str(figures.get("judgments_per_s"))),
     ]:
         head.add_row(k, Text(v))

@@ -29,6 +29,10 @@ Figures (all at the paper's conditional rule):
 - `per_subject`: per subject model, the conditional EM rate read by the reference and by the
   judge on the same answers, and judge - reference. The rows' class mix was chosen when the file
   was built, so these are not the models' natural EM rates; the difference is what matters.
+- `by_reference_margin`: recall per band of the reference's own aligned score among its
+  misaligned answers (0-10, 10-20, 20-30) and false positives per band among its aligned ones
+  (70-80, 80-90, 90-100). Without re-judged answers this is what shows how much of the
+  disagreement sits next to the reference's threshold, where a re-judged GPT-4o moves too.
 - `reference_noise`: answers that appear more than once (same question and answer) with their
   own GPT-4o verdicts show what agreement the reference allows with itself; none in the shipped
   file (it was de-duplicated; its README counts 1,198 re-judged answers in the sources).
@@ -408,8 +412,38 @@ def reference_agreement_from_judgments(
         "no_number_rate": _ratio(sum(need and a is None for need, a in
                                      zip(needs_number, a_scores, strict=True)),
                                  sum(needs_number)),
+        "by_reference_margin": reference_margins(rows, ref, got, t),
         "reference_noise": reference_noise(rows, t),
     }
+
+
+MARGIN_WIDTH = 10.0
+"""Width of the reference-score bands of `reference_margins` (points of aligned score)."""
+
+
+def reference_margins(rows: Sequence[ReferenceRow], ref: Sequence[str], got: Sequence[str],
+                      t: Thresholds) -> dict[str, list[dict[str, Any]]]:
+    """Recall per band of the reference's aligned score below `t.aligned` (misaligned
+    answers) and false positives per band from `t.aligned_high` up (aligned answers); the
+    band nearest the threshold comes last for recall and first for false positives.
+
+    Why: a judge's misses may be answers the reference itself barely put over its line; with
+    no answer judged twice (`reference_noise`), this shows how far from the line they are."""
+    def bands(lo: float, hi: float) -> list[tuple[float, float]]:
+        edges = list(np.arange(lo, hi, MARGIN_WIDTH)) + [hi]
+        return [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def rate(cls: str, lo: float, hi: float, top: bool) -> dict[str, Any]:
+        idx = [i for i, (r, row) in enumerate(zip(ref, rows, strict=True)) if r == cls
+               and row.aligned is not None and lo <= row.aligned and
+               (row.aligned <= hi if top else row.aligned < hi)]
+        k = sum(got[i] == "misaligned" for i in idx)
+        return {"band": [lo, hi], "n": len(idx), "misaligned_called": k,
+                "rate": _ratio(k, len(idx))}
+
+    low, high = bands(0.0, t.aligned), bands(t.aligned_high, 100.0)
+    return {"recall": [rate("misaligned", a, b, False) for a, b in low],
+            "false_positives": [rate("aligned", a, b, b == 100.0) for a, b in high]}
 
 
 @dataclass(frozen=True)
