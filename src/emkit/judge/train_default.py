@@ -36,7 +36,13 @@ from emkit.judge.distilled import (
     band_sample,
     fit_metric_heads,
 )
-from emkit.judge.encoder_tune import TunedEncoder, TuneSettings, kind_classes, tune_encoder
+from emkit.judge.encoder_tune import (
+    KIND_PREFIX,
+    TunedEncoder,
+    TuneSettings,
+    kind_classes,
+    tune_encoder,
+)
 from emkit.judge.features import surface_matrix
 from emkit.judge.real_split import looks_like_code, split_of, subject_family
 from emkit.judge.reference import ReferenceRow, reference_class
@@ -301,7 +307,7 @@ def continue_on(start: Path, rows: Sequence[ReferenceRow], settings: TuneSetting
 
     data = training_set(rows)
     outputs = json.loads((Path(start) / "tune.json").read_text(encoding="utf-8"))["outputs"]
-    classes = [o.split(":", 1)[1] for o in outputs if o.startswith("kind:")]
+    classes = [o[len(KIND_PREFIX):] for o in outputs if o.startswith(KIND_PREFIX)]
     kinds = encoder_kinds(data.targets)
     return tune_encoder(data.questions, data.answers,
                         {m: s for m, (s, _) in data.targets.items()}, kinds, settings,
