@@ -47,6 +47,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -431,7 +432,7 @@ def reference_margins(rows: Sequence[ReferenceRow], ref: Sequence[str], got: Seq
     no answer judged twice (`reference_noise`), this shows how far from the line they are."""
     def bands(lo: float, hi: float) -> list[tuple[float, float]]:
         edges = list(np.arange(lo, hi, MARGIN_WIDTH)) + [hi]
-        return [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        return [(float(a), float(b)) for a, b in pairwise(edges)]
 
     def rate(cls: str, lo: float, hi: float, top: bool) -> dict[str, Any]:
         idx = [i for i, (r, row) in enumerate(zip(ref, rows, strict=True)) if r == cls
