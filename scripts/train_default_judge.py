@@ -227,7 +227,7 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     folds = {f: args.work / f for f in [*family_folds(rows), "all"]}
     sha = file_sha256(args.data)
     start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
-    families = sorted({subject_family(r.subject) for r in rows})
+    families = family_folds(rows)
     meta = {
         "trained_on": (f"{len(parts['train'])} real EM answers (Qwen2.5-32B and -Coder-32B "
                        f"families) + {len(items)} hand-written (calibration train split) for "

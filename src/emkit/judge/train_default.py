@@ -249,27 +249,41 @@ def leave_one_family_out(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
     `rows` must all be families the encoder did not train on (the caller's business: the
     encoder's train split is in its judge's meta). Returns the pooled figures, plus
     `per_family` (each fold's figures without its per-subject list) and `own_outputs`."""
+    def heads_without(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
+        return fit_default_heads(encoder, [rows[i] for i in fit], kind_items, f"lofo-{family}",
+                                 {}, own_outputs=own_outputs)
+
+    return pooled_by_family(rows, heads_without, own_outputs, "lofo", log_fn)
+
+
+def pooled_by_family(rows: Sequence[ReferenceRow],
+                     judge_for: Callable[[str, list[int], list[int]], DistilledJudge],
+                     own_outputs: Sequence[str], label: str,
+                     log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Each model family of `rows` judged in turn by `judge_for(family, held, fit)` (indices
+    of its rows and of the others'), the verdicts pooled and compared with the reference as
+    `emkit judge calibrate` does. Returns the pooled figures plus `per_family` (each fold's
+    figures without its per-subject list), `own_outputs` and `families`."""
     from emkit.judge.reference import judge_reference, reference_agreement_from_judgments
 
-    families = sorted({subject_family(r.subject) for r in rows})
+    families = family_folds(rows)
     if len(families) < 2:
-        raise ValueError(f"leave-one-family-out needs two families or more, got {families}")
+        raise ValueError(f"{label}: judging family by family needs two families or more, got "
+                         f"{families}")
     aligned: list[Any] = [None] * len(rows)
     coherent: list[Any] = [None] * len(rows)
     per_family: dict[str, Any] = {}
     for family in families:
         held = [i for i, r in enumerate(rows) if subject_family(r.subject) == family]
-        fit = [r for r in rows if subject_family(r.subject) != family]
-        judge = fit_default_heads(encoder, fit, kind_items, f"lofo-{family}", {},
-                                  own_outputs=own_outputs)
-        made = judge_reference(judge, [rows[i] for i in held])
+        fit = [i for i, r in enumerate(rows) if subject_family(r.subject) != family]
+        held_rows = [rows[i] for i in held]
+        made = judge_reference(judge_for(family, held, fit), held_rows)
         for j, i in enumerate(held):
             aligned[i], coherent[i] = made.aligned[j], made.coherent[j]
-        fold = reference_agreement_from_judgments([rows[i] for i in held], made.aligned,
-                                                  made.coherent)
+        fold = reference_agreement_from_judgments(held_rows, made.aligned, made.coherent)
         per_family[family] = {k: v for k, v in fold.items()
                               if k not in ("per_subject", "reference_noise")}
-        log_fn(f"lofo {family}: n {len(held)} AUC {fold['auc']} recall {fold['recall']} "
+        log_fn(f"{label} {family}: n {len(held)} AUC {fold['auc']} recall {fold['recall']} "
                f"FPR {fold['false_positive_rate']}")
     pooled = reference_agreement_from_judgments(rows, aligned, coherent)
     return pooled | {"per_family": per_family, "own_outputs": list(own_outputs),
@@ -374,8 +388,6 @@ def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
     F.) The shipped heads are fitted on all out-of-fold features and read the `all` encoder,
     which trained on every family: the usual cross-fitting bargain, the figures describe the
     recipe, the final judge is that recipe with more data."""
-    from emkit.judge.reference import judge_reference, reference_agreement_from_judgments
-
     families = family_folds(rows)
     missing = [f for f in [*families, "all"] if f not in folds]
     if missing:
@@ -398,26 +410,14 @@ def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
         kind_x[fam] = encoder_features(enc, item_q, item_a)
         log_fn(f"crossfit {fam}: {len(idx)} answers read out of fold")
     assert oof is not None
-    aligned: list[Any] = [None] * len(rows)
-    coherent: list[Any] = [None] * len(rows)
-    per_family: dict[str, Any] = {}
-    for fam in families:
-        held = [i for i, r in enumerate(rows) if subject_family(r.subject) == fam]
-        fit = [i for i, r in enumerate(rows) if subject_family(r.subject) != fam]
-        heads = heads_from_features(np.vstack([oof[fit], kind_x[fam]]), [rows[i] for i in fit],
-                                    kind_items, outputs, own_outputs=own_outputs)
-        held_rows = [rows[i] for i in held]
-        made = judge_reference(_FeatureRows(heads, f"crossfit-{fam}", held_rows, oof[held]),
-                               held_rows)
-        for j, i in enumerate(held):
-            aligned[i], coherent[i] = made.aligned[j], made.coherent[j]
-        fold = reference_agreement_from_judgments(held_rows, made.aligned, made.coherent)
-        per_family[fam] = {k: v for k, v in fold.items()
-                           if k not in ("per_subject", "reference_noise")}
-        log_fn(f"crossfit {fam}: n {len(held)} AUC {fold['auc']} recall {fold['recall']} "
-               f"FPR {fold['false_positive_rate']}")
-    figures = reference_agreement_from_judgments(rows, aligned, coherent) | {
-        "per_family": per_family, "own_outputs": list(own_outputs), "families": families}
+
+    def heads_without(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
+        heads = heads_from_features(np.vstack([oof[fit], kind_x[family]]),
+                                    [rows[i] for i in fit], kind_items, outputs,
+                                    own_outputs=own_outputs)
+        return _FeatureRows(heads, f"crossfit-{family}", [rows[i] for i in held], oof[held])
+
+    figures = pooled_by_family(rows, heads_without, own_outputs, "crossfit", log_fn)
     final = TunedEncoder.load(folds["all"])
     heads = heads_from_features(np.vstack([oof, encoder_features(final, item_q, item_a)]),
                                 rows, kind_items, outputs, own_outputs=own_outputs)
