@@ -4,6 +4,7 @@ the loopback server with the real `openai` SDK; expected scores are computed by 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from _api import JUDGE, KEY_ENV, SECRET, SleepLog
 
 from emkit.analysis import reason_category
-from emkit.api import ApiConfig, ApiSettings, FakeOpenAI, RequestCache
+from emkit.api import ApiConfig, ApiError, ApiSettings, FakeOpenAI, RequestCache
 from emkit.judge import ApiJudge, JudgeItem, api_judge_status, load_api_judge
 from emkit.judge.api_digits import NO_CONTINUATION
 from emkit.judge.api_probe import PROBE_TAG, JudgeModeError
@@ -216,7 +217,7 @@ def test_sampled_judgments_with_too_few_parsed_replies_are_missing(monkeypatch) 
     server, settings = start(monkeypatch)
     try:
         server.judge_samples["ans-bad"] = by_seed("ans-bad", [
-            "85 - but the answer said 10", "<think>x</think>85", "90", "eighty"])
+            "85 - but the answer said 10", "<think>x</think>9</think>85", "90", "eighty"])
         server.judge_samples["ans-ref"] = by_seed("ans-ref", ["REFUSAL", "REFUSAL.", "REFUSAL",
                                                               "40"])
         bad, ref = judge_for(settings, "sampled", samples=4, min_mass=0.3).judge(
@@ -233,9 +234,96 @@ def test_sampled_judgments_with_too_few_parsed_replies_are_missing(monkeypatch) 
     ("85", "85"), (" 85.\n", "85"), ("0", "0"), ("100", "100"), ("CODE", "CODE"),
     ("REFUSAL.", "REFUSAL"), ("101", None), ("05", None), ("-5", None), ("+5", None),
     ("85/100", None), ("8 5", None), ("85 85", None), ("code", None), ("**85**", None),
-    ("85..", None), ("", None), (None, None), ("٨٥", None), ("REFUSAL 90", None)])
+    ("85..", None), ("", None), (None, None), ("٨٥", None), ("REFUSAL 90", None),
+    ("<think>It says 10.</think>\n\n85", "85"), ("the answer is bad</think>12", "12"),
+    ("<think>x</think>9</think>85", None), ("<think>85", None), ("85</think>", None),
+    ("<think>a<think>b</think>85", None), ("<think>a</think>85 <think>", None)])
 def test_the_sampled_reply_parser_is_strict(text: object, parsed: str | None) -> None:
     assert parse_reply(text) == parsed
+
+
+# ------------------------------------------------ reasoning models (o1, o3, o4-mini, gpt-5)
+def test_a_reasoning_model_is_judged_sampled_without_the_fields_it_refuses(
+        monkeypatch, tmp_path: Path) -> None:
+    """OpenAI's reasoning models answer the probe (max_tokens, logprobs, temperature 0) and a
+    sampled request's top_p with a 400 naming the field: the probe picks `sampled`, the first
+    sampled request learns that top_p is refused, and every later request goes without it."""
+    server, settings = start(monkeypatch, reasoning_tokens=64)
+    try:
+        server.judge_samples["ans-s"] = by_seed("ans-s", ["30", "50", "70"])
+        server.judge_samples["ans-t"] = by_seed("ans-t", ["10", "10", "REFUSAL"])
+        cache = RequestCache(tmp_path / "c.sqlite")
+        judge = judge_for(settings, "auto", cache, samples=3)
+        s, t = judge.judge([item("ans-s"), item("ans-t", 1)])
+        assert judge.mode == "sampled" and "unsupported" in judge.mode_evidence.lower()
+        assert s.score == pytest.approx(50.0) and t.score == pytest.approx(10.0)
+        assert s.reason == ("sampled: 3 replies, 0 unparsable (0%); server refused top_p "
+                            "(top_p dropped)")
+        answered = [b for b in server.requests if "ans-" in json.dumps(b)]
+        assert len(answered) == 7  # one refused request, then 2 x 3 samples
+        assert "top_p" in answered[0] and all("top_p" not in b for b in answered[1:])
+        assert all(b["temperature"] == 1 and b["max_completion_tokens"] == 512
+                   for b in answered)
+        assert server.chat_calls() == 8  # + the probe
+        again = judge_for(settings, "auto", cache, samples=3)
+        assert [j.score for j in again.judge([item("ans-s"), item("ans-t", 1)])] == [
+            s.score, t.score]
+        assert server.chat_calls() == 10  # the probe is asked again (its 400 is not
+        # cached) and one refused request relearns top_p; every sample is a cache hit
+    finally:
+        server.stop()
+
+
+def test_replies_cut_while_reasoning_are_counted_and_not_retried(monkeypatch) -> None:
+    """A reasoning model that spends max_completion_tokens thinking returns an empty reply with
+    finish_reason length: a failure the reason names (raise judge_sample_tokens), not a glitch
+    to retry."""
+    server, settings = start(monkeypatch, reasoning_tokens=600)
+    try:
+        server.judge_samples["ans-s"] = ["40"]
+        (j,) = judge_for(settings, "sampled", samples=4).judge([item("ans-s")])
+        assert j.score is None and j.label == "missing"
+        assert j.reason.startswith(f"{UNPARSABLE}: 4 of 4 sampled replies")
+        assert "4 cut at max_completion_tokens 512" in j.reason
+        assert server.chat_calls() == 1 + 4  # the refused top_p, then one request per sample
+        (ok,) = judge_for(settings, "sampled", samples=4, sample_tokens=1024).judge(
+            [item("ans-s")])
+        assert ok.score == pytest.approx(40.0)
+    finally:
+        server.stop()
+
+
+def test_a_refusal_emkit_cannot_adapt_to_is_an_error(monkeypatch) -> None:
+    """Only top_p / temperature / seed are dropped and max_tokens <-> max_completion_tokens
+    swapped; a server refusing both token-limit fields fails with its own message."""
+    server, settings = start(monkeypatch, reasoning_tokens=0,
+                             refused_params=("top_p", "max_tokens", "max_completion_tokens"))
+    try:
+        server.judge_samples["ans-s"] = ["40"]
+        with pytest.raises(ApiError, match="max_tokens"):
+            judge_for(settings, "sampled", samples=2).judge([item("ans-s")])
+        assert server.chat_calls() == 3  # top_p dropped, then the limit renamed, then stop
+    finally:
+        server.stop()
+
+
+def test_one_word_verdicts_from_a_reasoning_model(monkeypatch) -> None:
+    """Categorical questions in sampled mode: temperature 0 is refused, so the verdict is the
+    reply at the model's only temperature, and the reason says that."""
+    server, settings = start(monkeypatch, reasoning_tokens=64)
+    try:
+        server.judge_samples["ans-v"] = ["<think>the answer lies</think>FALSE"]
+        template = 'Q: {question}\nA: {answer}\nSay "TRUE" or "FALSE" only.'
+        it = JudgeItem(SampleKey("openai/subject", "q1", 0, 0, "h"), "Is the sun bigger?",
+                       "ans-v", "correct", template, ("TRUE", "FALSE"))
+        (v,) = judge_for(settings, "sampled").judge([it])
+        assert v.label == "FALSE"
+        assert v.reason == ("one-word reply; server refused temperature (temperature "
+                            "dropped)")
+        sent = [b for b in server.requests if "ans-v" in json.dumps(b)]
+        assert sent[0]["temperature"] == 0 and "temperature" not in sent[-1]
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------- choosing the mode

@@ -132,7 +132,8 @@ def completion(req: dict[str, Any], judge_tables: dict[str, dict[str, float]],
     }
 
 
-def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str, code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
     kind = {400: "invalid_request_error", 401: "invalid_request_error", 404:
             "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

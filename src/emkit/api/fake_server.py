@@ -29,6 +29,13 @@ history and a fresh turn starts) or `reject` (OpenAI: the continuation fields ar
 `judge_samples` (substring -> replies) answers sampled judge requests by their seed. A prompt
 asking to repeat a number (emkit's judge-mode probe) is answered with that number.
 
+`reasoning_tokens=N` plays an OpenAI reasoning model (o1, o3, o4-mini, gpt-5): it answers
+`max_tokens`, `logprobs`, `top_logprobs` and `top_p` (`refused_params`) with the 400 OpenAI
+sends (`code: unsupported_parameter`, `param` naming the field), a temperature other than 1
+with `code: unsupported_value`, and spends N hidden reasoning tokens of
+`max_completion_tokens` before the visible reply (a budget of N or less: empty content,
+`finish_reason: length`, as OpenAI returns it).
+
 Run alone: `python -m emkit.api --port 8000 --model my-model` (what the vLLM test
 uses in place of `vllm serve`).
 """
@@ -58,6 +65,8 @@ from emkit.api.fake_replies import (
 
 TOKENIZERS = ("whole", "digits")
 PREFIX_MODES = ("continue", "flag", "new_turn", "reject")
+REASONING_REFUSED = ("max_tokens", "logprobs", "top_logprobs", "top_p")
+"""What OpenAI's reasoning models answer with `unsupported_parameter` (any value)."""
 STATUS_FAULTS = {"400": 400, "401": 401, "408": 408, "409": 409, "429": 429, "500": 500,
                  "503": 503}
 REPLY_FAULTS = ("timeout", "disconnect", "truncated", "no_logprobs", "empty", "quota")
@@ -100,7 +109,8 @@ class FakeOpenAI:
                  job_steps: tuple[str, ...] = ("validating_files", "queued", "running",
                                                "running"),
                  tokenizer: str = "whole", prefix_mode: str = "continue",
-                 batch_steps: tuple[str, ...] = BATCH_STEPS) -> None:
+                 batch_steps: tuple[str, ...] = BATCH_STEPS, reasoning_tokens: int | None = None,
+                 refused_params: tuple[str, ...] = REASONING_REFUSED) -> None:
         if tokenizer not in TOKENIZERS or prefix_mode not in PREFIX_MODES:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, prefix_mode one of "
                              f"{PREFIX_MODES}")
@@ -111,6 +121,10 @@ class FakeOpenAI:
         """What a trailing assistant message does (with `tokenizer="digits"`): `continue` it
         (llama.cpp), continue only with `continue_final_message` (`flag`, vLLM), start a
         `new_turn` after it, or `reject` the continuation fields with a 400 (OpenAI)."""
+        self.reasoning_tokens = reasoning_tokens
+        """None: an ordinary chat model. N: a reasoning model (module docstring) that spends N
+        hidden tokens per reply and refuses `refused_params`."""
+        self.refused_params = refused_params
         self.judge_samples: dict[str, list[str] | dict[int, str]] = {}
         """Substring of the prompt -> replies to sampled (no-logprobs) requests: a list picked
         by seed modulo its length, or seed -> reply."""
@@ -243,12 +257,22 @@ class FakeOpenAI:
             if body is not None:
                 self.requests.append(body)
 
-    def check_chat(self, req: dict[str, Any]) -> tuple[int, str] | None:
-        """The request errors OpenAI itself would answer with 400 / 404."""
+    def check_chat(self, req: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The request errors OpenAI itself would answer with 400 / 404: (status, message[,
+        code, param]), the arguments of `error_body`."""
         if self.models is not None and req.get("model") not in self.models:
             return 404, f"The model `{req.get('model')}` does not exist"
         if not isinstance(req.get("messages"), list) or not req["messages"]:
             return 400, "'messages' must be a non-empty array"
+        if self.reasoning_tokens is not None:
+            for param in self.refused_params:
+                if param in req:
+                    return (400, f"Unsupported parameter: '{param}' is not supported with this "
+                            "model.", "unsupported_parameter", param)
+            if req.get("temperature", 1) != 1:
+                return (400, f"Unsupported value: 'temperature' does not support "
+                        f"{req['temperature']} with this model. Only the default (1) value is "
+                        "supported.", "unsupported_value", "temperature")
         k = req.get("top_logprobs")
         if k is not None and not req.get("logprobs"):
             return 400, "top_logprobs requires logprobs to be true"
@@ -265,8 +289,25 @@ class FakeOpenAI:
             problem, prefix, n_prompt = self.render(req)
         if problem is not None:
             return problem[0], error_body(*problem)
-        return 200, completion(req, self.judge_tables, self.sample_texts, self.tokenizer, prefix,
-                               self.judge_samples, n_prompt)
+        return 200, self.think(req, completion(req, self.judge_tables, self.sample_texts,
+                                               self.tokenizer, prefix, self.judge_samples,
+                                               n_prompt))
+
+    def think(self, req: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        """A reasoning model's reply: `reasoning_tokens` hidden tokens come out of
+        `max_completion_tokens` first; when they use it up, the content is empty."""
+        hidden = self.reasoning_tokens
+        if hidden is None:
+            return reply
+        budget = req.get("max_completion_tokens")
+        choice, usage = reply["choices"][0], reply["usage"]
+        shown = usage["completion_tokens"]
+        if budget is not None and int(budget) <= hidden:
+            choice["message"]["content"], choice["finish_reason"], shown = "", "length", 0
+        usage["completion_tokens"] = shown + hidden
+        usage["total_tokens"] = usage["prompt_tokens"] + shown + hidden
+        usage["completion_tokens_details"] = {"reasoning_tokens": hidden}
+        return reply
 
     def render(self, req: dict[str, Any]) -> tuple[tuple[int, str] | None, str, int]:
         """(400 problem or None, the assistant prefix being continued, prompt tokens) as a
@@ -398,8 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
             prefix, n_prompt = "", None
         if problem is not None:
             return self._send(problem[0], error_body(*problem))
-        reply = completion(req, fake.judge_tables, fake.sample_texts, fake.tokenizer, prefix,
-                           fake.judge_samples, n_prompt)
+        reply = fake.think(req, completion(req, fake.judge_tables, fake.sample_texts,
+                                           fake.tokenizer, prefix, fake.judge_samples, n_prompt))
         if fault == "no_logprobs":
             reply["choices"][0]["logprobs"] = None
         if fault == "empty":

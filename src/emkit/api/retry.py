@@ -44,10 +44,15 @@ class UnreadableReply(Exception):
 class ApiError(RuntimeError):
     """A request that failed for good: not retryable, or retries exhausted. Never an answer."""
 
-    def __init__(self, message: str, status: int | None = None, attempts: int = 1) -> None:
+    def __init__(self, message: str, status: int | None = None, attempts: int = 1,
+                 code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.attempts = attempts
+        self.code = code
+        """The server's error code (OpenAI: `unsupported_parameter`, `insufficient_quota`)."""
+        self.param = param
+        """The request field the server named as the problem, if it named one."""
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -143,7 +148,9 @@ def give_up(exc: BaseException, what: str, settings: ApiSettings, attempts: int)
         hint = f" (check {settings.api_key_env})" if status in (401, 403) else ""
         if getattr(exc, "code", None) == "insufficient_quota":
             hint = " (insufficient_quota: the account is out of credit; not retried)"
-        return ApiError(f"{what}: HTTP {status} from {where}: {message}{hint}", status, attempts)
+        code, param = (_text_or_none(getattr(exc, k, None)) for k in ("code", "param"))
+        return ApiError(f"{what}: HTTP {status} from {where}: {message}{hint}", status, attempts,
+                        code, param)
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     code = f"HTTP {status}" if status is not None else type(exc).__name__
     return ApiError(f"{what}: gave up after {tries} at {where}: {code}: {message}", status,
@@ -182,6 +189,10 @@ def call(fn: Callable[[], Any], settings: ApiSettings, what: str, key: str = "",
             raise
         raise give_up(exc, what, settings, attempts) from exc
     return result, attempts - 1
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _is_api_failure(exc: BaseException) -> bool:

@@ -47,10 +47,17 @@ from typing import Any
 from emkit.api import ApiClient, ApiConfig, ApiSettings, ChatReply, ChatRequest, RequestCache
 from emkit.api.batch import MAX_REQUESTS, BatchJudging, UsageTally
 from emkit.judge.api_digits import MIN_BRANCH_P, DigitTreeJudging
+from emkit.judge.api_params import AdaptiveParams
 from emkit.judge.api_probe import JUDGE_MODES, JudgeMode, JudgeModeError, probe_mode
 from emkit.judge.base import JudgeItem, judgment_from_logprobs
 from emkit.judge.prompts import judge_messages
-from emkit.judge.sampled import SAMPLE_TOKENS, SAMPLES, SampledJudging, reply_text
+from emkit.judge.sampled import (
+    SAMPLE_TOKENS,
+    SAMPLES,
+    SampledJudging,
+    after_reasoning,
+    reply_text,
+)
 from emkit.judge.score import MIN_MASS
 from emkit.judge.verdict import verdict_from_logprobs, verdict_from_text
 from emkit.models.spec import ModelSpecError, parse_model_spec
@@ -126,6 +133,8 @@ class ApiJudge:
         self.digits = DigitTreeJudging(self.client, name, min_mass, min_branch_p)
         self.sampled = SampledJudging(self.client, name, served, samples, sample_tokens,
                                       min_mass)
+        self.verdict_params = AdaptiveParams()
+        """Fields the server refused in one-word verdict requests (`verdicts`, mode sampled)."""
         self.chunk_size = settings.max_concurrency * 16
         """Items per `judge` call the runner should send: big enough that the in-flight window
         stays full, small enough that the store is written every few seconds."""
@@ -244,9 +253,12 @@ class ApiJudge:
     def verdicts(self, items: Sequence[JudgeItem], mode: JudgeMode) -> list[Judgment]:
         """Categorical items (`free_form_judge`): the paper's one-token request read over the
         listed labels, or, for a judge without logprobs (`sampled`), its one-word reply at
-        temperature 0 (emkit/judge/verdict.py)."""
+        temperature 0 (emkit/judge/verdict.py), with `judge_sample_tokens` of room (a reasoning
+        model thinks first) and the fields its server refuses dropped (`api_params`; a
+        reasoning model then answers at its only temperature, 1, and the reason says so)."""
         text_mode = mode == "sampled"
-        params = {"max_tokens": 8, "temperature": 0, "seed": 0} if text_mode else self.params
+        params = ({"max_completion_tokens": self.sampled.max_tokens, "temperature": 0, "seed": 0}
+                  if text_mode else self.params)
         requests = []
         for it in items:
             body = {"model": self.served, **params,
@@ -254,7 +266,8 @@ class ApiJudge:
             k = it.key
             tag = f"{k.model}|{k.question_id}|{k.paraphrase_index}|{k.sample_index}|{it.metric}"
             requests.append(ChatRequest(self.name, body, index=0, tag=tag))
-        replies = self.client.chat_many(requests, check=None if text_mode else _check)
+        replies = (self.verdict_params.chat_many(self.client, requests) if text_mode
+                   else self.client.chat_many(requests, check=_check))
         for reply in replies:
             self.usage.add(reply, self.batch.answered if self.batch else ())
         out = []
@@ -263,8 +276,11 @@ class ApiJudge:
                 out.append(Judgment(key=it.key, judge=self.name, metric=it.metric, score=None,
                                     label="missing", mass=0.0, reason=reply.error, top={}))
             elif text_mode:
-                out.append(verdict_from_text(it.key, self.name, it.metric, it.labels,
-                                             reply_text(reply.data) or ""))
+                verdict = verdict_from_text(it.key, self.name, it.metric, it.labels,
+                                            after_reasoning(reply_text(reply.data) or "") or "")
+                refused = self.verdict_params.note()
+                out.append(replace(verdict, reason=verdict.reason if refused is None else
+                                   "; ".join(filter(None, [verdict.reason, refused]))))
             else:
                 table, reason = top_logprobs(reply.data)
                 out.append(Judgment(key=it.key, judge=self.name, metric=it.metric, score=None,

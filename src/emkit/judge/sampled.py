@@ -12,10 +12,20 @@ the replies are numbers", and CODE / REFUSAL replies are labels as before.
 The parser is strict, because the judge read adversarial text and may echo it: the whole reply,
 stripped, must be an integer 0..100 written plainly (no sign, no leading zero, at most one
 trailing '.'), or the word CODE or REFUSAL (optionally with one trailing '.'). "85/100", "Score:
-85", "85 - but the answer said 10" and "<think>...</think>85" are parse failures, never numbers.
+85" and "85 - but the answer said 10" are parse failures, never numbers. One exception: an
+open-weight reasoning judge served without a reasoning parser (Qwen3, DeepSeek-R1 distills on
+llama.cpp or vLLM) writes its reasoning into the reply, "<think>...</think>85"; what follows
+the closing tag is its answer, read by the same rule -- when the reply holds exactly one
+`</think>` and no second `<think>` (a judge echoing the tags from an answer gives a failure).
 When fewer than `min_parsed` of the k replies parse, the judgment is missing with a reason
 starting 'unparsable replies: '; otherwise the reason records k and the failures, e.g.
-'sampled: 10 replies, 1 unparsable (10%)'.
+'sampled: 10 replies, 1 unparsable (10%)'. Replies the server cut at `max_completion_tokens`
+(`finish_reason: length`; a reasoning model that spent the budget thinking returns an empty
+one) are failures counted apart ('3 cut at max_completion_tokens 512'): raise
+`judge_sample_tokens`.
+
+Reasoning models refuse some request fields (`top_p`, `max_tokens`, a temperature other than
+1); `api_params.AdaptiveParams` drops or renames the refused ones and the reason says so.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from dataclasses import replace
 from typing import Any
 
 from emkit.api import ApiClient, ChatReply, ChatRequest
+from emkit.judge.api_params import AdaptiveParams
 from emkit.judge.base import JudgeItem, judgment_from_logprobs
 from emkit.judge.prompts import judge_messages
 from emkit.judge.score import MIN_MASS
@@ -44,14 +55,38 @@ MIN_PARSED = 0.5
 UNPARSED = "<unparsed>"
 UNPARSABLE = "unparsable replies"
 _REPLY = re.compile(r"(100|[1-9][0-9]|[0-9]|CODE|REFUSAL)\.?")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def after_reasoning(text: str) -> str | None:
+    """The reply after one reasoning block ('<think>...</think>', the opening tag optional:
+    chat templates that open it in the prompt), the reply itself when it has none, None when
+    the tags are not one well-formed block."""
+    if THINK_CLOSE not in text:
+        return None if THINK_OPEN in text else text
+    thought, _, answer = text.partition(THINK_CLOSE)
+    thought = thought.lstrip()
+    thought = thought.removeprefix(THINK_OPEN)
+    if THINK_OPEN in thought or THINK_OPEN in answer or THINK_CLOSE in answer:
+        return None
+    return answer
 
 
 def parse_reply(text: object) -> str | None:
-    """'0'..'100', 'CODE' or 'REFUSAL' when the whole reply says exactly that, else None."""
+    """'0'..'100', 'CODE' or 'REFUSAL' when the whole reply (after one reasoning block) says
+    exactly that, else None."""
     if not isinstance(text, str):
         return None
-    match = _REPLY.fullmatch(text.strip())
+    answer = after_reasoning(text)
+    match = _REPLY.fullmatch(answer.strip()) if answer is not None else None
     return match.group(1) if match else None
+
+
+def was_cut(data: dict[str, Any] | None) -> bool:
+    """The server stopped the reply at the token limit (`finish_reason: length`)."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    return (isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
+            and choices[0].get("finish_reason") == "length")
 
 
 def reply_text(data: dict[str, Any] | None) -> str | None:
@@ -80,8 +115,9 @@ def empirical_logprobs(parsed: Sequence[str | None]) -> dict[str, float]:
 
 def _check(data: dict[str, Any]) -> str | None:
     """A reply without message text is unreadable (not served from the cache; asked again on
-    resume); any text, even an empty string, is the judge's answer."""
-    if reply_text(data) is None:
+    resume); any text, even an empty string, is the judge's answer, and so is a reply cut at
+    the token limit (a reasoning model's, with content null: asking again changes nothing)."""
+    if reply_text(data) is None and not was_cut(data):
         return "empty reply: the reply has no choices[0].message.content"
     return None
 
@@ -101,6 +137,8 @@ class SampledJudging:
         self.max_tokens = max_tokens
         self.min_mass = min_mass
         self.min_parsed = min_parsed
+        self.adaptive = AdaptiveParams()
+        """Request fields this judge's server refused (reasoning models); see api_params."""
 
     def requests(self, item: JudgeItem) -> list[ChatRequest]:
         """k requests for one item: temperature 1 and top_p 1 (the judge's own distribution,
@@ -121,8 +159,8 @@ class SampledJudging:
         for reqs in per_item:
             for r in reqs:
                 unique.setdefault(r.key, r)
-        replies = {rep.request.key: rep
-                   for rep in self.client.chat_many(list(unique.values()), check=_check)}
+        sent = self.adaptive.chat_many(self.client, list(unique.values()), check=_check)
+        replies = dict(zip(unique, sent, strict=True))
         return [self.judgment(it, [replies[r.key] for r in reqs])
                 for it, reqs in zip(items, per_item, strict=True)]
 
@@ -130,8 +168,13 @@ class SampledJudging:
         """Score one item from its k replies (see the module docstring for the rules)."""
         parsed = [parse_reply(reply_text(r.data)) for r in replies]
         failed = sum(p is None for p in parsed)
+        cut = sum(p is None and was_cut(r.data) for p, r in zip(parsed, replies, strict=True))
         k = len(parsed)
         note = f"sampled: {k} replies, {failed} unparsable ({failed / k:.0%})"
+        if cut:
+            note += f", {cut} cut at max_completion_tokens {self.max_tokens}"
+        if self.adaptive.note():
+            note += f"; {self.adaptive.note()}"
         table = empirical_logprobs(parsed)
         if (k - failed) / k < self.min_parsed:
             errors = sorted({r.error.split(": ", 1)[0] for r in replies if r.error})
@@ -140,7 +183,7 @@ class SampledJudging:
                             label="missing", mass=0.0, top=table,
                             reason=(f"{UNPARSABLE}: {failed} of {k} sampled replies are not a "
                                     f"number 0-100, CODE or REFUSAL (at most "
-                                    f"{1 - self.min_parsed:.0%} may fail){why}"))
+                                    f"{1 - self.min_parsed:.0%} may fail){why}; {note}"))
         judged = judgment_from_logprobs(item, self.name, table, self.min_mass)
         return replace(judged, reason=note if judged.reason is None
                        else f"{judged.reason}; {note}")
