@@ -267,12 +267,12 @@ class FakeOpenAI:
         if self.reasoning_tokens is not None:
             for param in self.refused_params:
                 if param in req:
-                    return (400, f"Unsupported parameter: '{param}' is not supported with this "
-                            "model.", "unsupported_parameter", param)
+                    return (400, (f"Unsupported parameter: '{param}' is not supported with this "
+                            "model."), "unsupported_parameter", param)
             if req.get("temperature", 1) != 1:
-                return (400, f"Unsupported value: 'temperature' does not support "
+                return (400, (f"Unsupported value: 'temperature' does not support "
                         f"{req['temperature']} with this model. Only the default (1) value is "
-                        "supported.", "unsupported_value", "temperature")
+                        "supported."), "unsupported_value", "temperature")
         k = req.get("top_logprobs")
         if k is not None and not req.get("logprobs"):
             return 400, "top_logprobs requires logprobs to be true"
