@@ -36,8 +36,8 @@ def test_workers_left_by_an_exited_server_are_stopped() -> None:
 
 def test_a_server_and_its_workers_are_stopped() -> None:
     proc = _start("sleep 300 & wait")
-    _wait_for(lambda: subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, check=False
-                                     ).stdout.count(b"\n") >= 2)
+    _wait_for(lambda: subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True,
+                                     check=False).stdout.count(b"\n") >= 2)
     stop_process_group(proc, grace_s=5)
     assert proc.returncode is not None
     _wait_for(lambda: _gone(proc.pid))
