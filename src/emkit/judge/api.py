@@ -279,8 +279,8 @@ class ApiJudge:
                 verdict = verdict_from_text(it.key, self.name, it.metric, it.labels,
                                             after_reasoning(reply_text(reply.data) or "") or "")
                 refused = self.verdict_params.note()
-                out.append(replace(verdict, reason=verdict.reason if refused is None else
-                                   "; ".join(filter(None, [verdict.reason, refused]))))
+                out.append(replace(verdict, reason="; ".join(
+                    filter(None, [verdict.reason, refused])) or None))
             else:
                 table, reason = top_logprobs(reply.data)
                 out.append(Judgment(key=it.key, judge=self.name, metric=it.metric, score=None,

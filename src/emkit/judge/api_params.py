@@ -48,7 +48,7 @@ class AdaptiveParams:
 
     def adapt(self, request: ChatRequest) -> ChatRequest:
         """`request` with the refused fields dropped or renamed (the same object if none)."""
-        if not self.dropped or not any(f in request.body for f in self.dropped):
+        if not any(f in request.body for f in self.dropped):
             return request
         body = dict(request.body)
         for field in self.dropped:
@@ -65,15 +65,13 @@ class AdaptiveParams:
         if (exc.status != 400 or exc.code not in REFUSAL_CODES or field is None
                 or field in self.dropped or field not in body):
             return False
-        if field in RENAMED:
-            if RENAMED[field] in self.dropped:  # both names refused: nothing left to try
-                return False
-            self.dropped[field] = f"sent as {RENAMED[field]}"
-        elif field in DROPPABLE:
+        if field in DROPPABLE:
             self.dropped[field] = "dropped"
-        else:
-            return False
-        return True
+            return True
+        if field in RENAMED and RENAMED[field] not in self.dropped:  # not both names refused
+            self.dropped[field] = f"sent as {RENAMED[field]}"
+            return True
+        return False
 
     def note(self) -> str | None:
         """For a judgment's reason: what the server refused and what was sent instead."""

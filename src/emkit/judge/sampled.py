@@ -82,19 +82,24 @@ def parse_reply(text: object) -> str | None:
     return match.group(1) if match else None
 
 
+def first_choice(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`choices[0]` when the reply has one that is an object."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    return choices[0]
+
+
 def was_cut(data: dict[str, Any] | None) -> bool:
     """The server stopped the reply at the token limit (`finish_reason: length`)."""
-    choices = data.get("choices") if isinstance(data, dict) else None
-    return (isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
-            and choices[0].get("finish_reason") == "length")
+    choice = first_choice(data)
+    return choice is not None and choice.get("finish_reason") == "length"
 
 
 def reply_text(data: dict[str, Any] | None) -> str | None:
     """`choices[0].message.content` when it is a string."""
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return None
-    message = choices[0].get("message")
+    choice = first_choice(data)
+    message = choice.get("message") if choice is not None else None
     content = message.get("content") if isinstance(message, dict) else None
     return content if isinstance(content, str) else None
 
@@ -173,8 +178,9 @@ class SampledJudging:
         note = f"sampled: {k} replies, {failed} unparsable ({failed / k:.0%})"
         if cut:
             note += f", {cut} cut at max_completion_tokens {self.max_tokens}"
-        if self.adaptive.note():
-            note += f"; {self.adaptive.note()}"
+        refused = self.adaptive.note()
+        if refused:
+            note += f"; {refused}"
         table = empirical_logprobs(parsed)
         if (k - failed) / k < self.min_parsed:
             errors = sorted({r.error.split(": ", 1)[0] for r in replies if r.error})

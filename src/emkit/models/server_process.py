@@ -26,7 +26,7 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else (cannot happen for our own group)
-        return True
+        pass
     return True
 
 
