@@ -10,7 +10,8 @@ Usage:
       --tuned build/tune --out src/emkit/data/judges/default
 
   # 3. lofo (here, CPU, minutes): the head recipes compared out of family, each family the
-  #    encoder never trained on held out in turn (`leave_one_family_out`).
+  #    encoder never trained on held out in turn (`leave_one_family_out`); the encoder's own
+  #    families are read from the judge.json beside it, or given with --trained FAMILY ...
   python scripts/train_default_judge.py lofo --data real-em-answers.jsonl \
       --encoder src/emkit/data/judges/default/encoder --out build/lofo.json
 
@@ -167,10 +168,10 @@ def lofo(args: argparse.Namespace) -> None:
     from emkit.judge.calibration import load_calibration
     from emkit.judge.encoder_tune import TunedEncoder
     from emkit.judge.reference import file_sha256, load_reference
-    from emkit.judge.train_default import leave_one_family_out, split_rows
+    from emkit.judge.train_default import leave_one_family_out, trained_families, unseen_rows
 
-    parts = split_rows(load_reference(args.data))
-    unseen = parts["validation"] + parts["test"]
+    unseen = unseen_rows(load_reference(args.data),
+                         args.trained or trained_families(args.encoder), named=bool(args.trained))
     encoder = TunedEncoder.load(args.encoder)
     items = load_calibration(split="train")
     out: dict = {"data": {"file": args.data.name, "sha256": file_sha256(args.data)},
@@ -194,13 +195,19 @@ def crossfit(args: argparse.Namespace) -> None:
     """The family cross-fit encoders (`family_crossfit`): the start encoder continued on
     every family but one, for each family the start never trained on, and on all of them."""
     from emkit.judge.reference import load_reference
-    from emkit.judge.train_default import CONTINUE_EPOCHS, family_crossfit, split_rows
+    from emkit.judge.train_default import (
+        CONTINUE_EPOCHS,
+        family_crossfit,
+        trained_families,
+        unseen_rows,
+    )
 
-    parts = split_rows(load_reference(args.data))
+    unseen = unseen_rows(load_reference(args.data),
+                         args.trained or trained_families(args.start), named=bool(args.trained))
     start = json.loads((args.start / "tune.json").read_text())["settings"]
     settings = TuneSettings(**{**start, "epochs": args.epochs or CONTINUE_EPOCHS})
     t0 = time.time()
-    family_crossfit(args.start, parts["validation"] + parts["test"], args.work, settings,
+    family_crossfit(args.start, unseen, args.work, settings,
                     device=args.device, log_fn=print)
     print(f"cross-fit encoders ready in {args.work} ({time.time() - t0:.0f} s)", flush=True)
 
@@ -217,19 +224,23 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         crossfit_judge,
         family_folds,
         out_of_family_summary,
-        split_rows,
+        unseen_rows,
     )
 
     t0 = time.time()
-    parts = split_rows(load_reference(args.data))
-    rows = parts["validation"] + parts["test"]
+    data = load_reference(args.data)
+    held = sorted(d.name for d in args.work.iterdir()
+                  if d.name != "all" and (d / "tune.json").exists())  # what `crossfit` held out
+    trained = sorted({subject_family(r.subject) for r in data} - set(held))
+    rows = unseen_rows(data, trained)
+    parts = {"train": [r for r in data if subject_family(r.subject) in set(trained)]}
     items = load_calibration(split="train")
     folds = {f: args.work / f for f in [*family_folds(rows), "all"]}
     sha = file_sha256(args.data)
     start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
     families = family_folds(rows)
     meta = {
-        "trained_on": (f"{len(parts['train'])} real EM answers (Qwen2.5-32B and -Coder-32B "
+        "trained_on": (f"{len(parts['train'])} real EM answers ({', '.join(trained)} "
                        f"families) + {len(items)} hand-written (calibration train split) for "
                        f"the first encoder tune; {len(rows)} real answers of {len(families)} "
                        f"more families ({', '.join(families)}) for {start['epochs']} more "
@@ -315,12 +326,16 @@ def main(argv: list[str] | None = None) -> None:
     lo = sub.add_parser("lofo")
     lo.add_argument("--data", type=Path, required=True)
     lo.add_argument("--encoder", type=Path, required=True)
+    lo.add_argument("--trained", nargs="+", default=None, metavar="FAMILY",
+                    help="families the encoder was tuned on (default: its judge.json)")
     lo.add_argument("--out", type=Path, required=True)
     lo.add_argument("--record", type=Path, default=None,
                     help="judge directory whose judge.json gets the shipped recipe's summary")
     c = sub.add_parser("crossfit")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--start", type=Path, required=True, help="the encoder to continue from")
+    c.add_argument("--trained", nargs="+", default=None, metavar="FAMILY",
+                   help="families the start encoder was tuned on (default: its judge.json)")
     c.add_argument("--work", type=Path, required=True, help="one encoder per fold goes here")
     c.add_argument("--epochs", type=int, default=None)
     c.add_argument("--device", default=None)
@@ -333,9 +348,12 @@ def main(argv: list[str] | None = None) -> None:
     ca.add_argument("--encoder-note", default="", help="where and how long it was tuned")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-    {"tune": tune, "tune-one": tune_one, "assemble": assemble,
-     "lofo": lofo, "crossfit": crossfit,
-     "crossfit-assemble": crossfit_assemble}[args.command](args)
+    try:
+        {"tune": tune, "tune-one": tune_one, "assemble": assemble,
+         "lofo": lofo, "crossfit": crossfit,
+         "crossfit-assemble": crossfit_assemble}[args.command](args)
+    except ValueError as exc:  # bad data or arguments: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ from emkit.judge.train_default import (
     reference_labels,
     separation,
     split_rows,
+    trained_families,
     training_set,
+    unseen_rows,
 )
 from emkit.records import SampleKey
 
@@ -310,3 +312,29 @@ def test_shipped_judge_names_the_data_it_was_trained_and_tested_on() -> None:
     assert meta["real_answers"]["n"] == len(parts["test"])
     assert {k: sorted({r.subject for r in v}) for k, v in parts.items()} == \
         meta["real_answers_splits"]
+
+
+def test_out_of_family_rows_are_those_the_encoder_never_trained_on(tmp_path: Path) -> None:
+    """`lofo` / `crossfit` hold out every family but the encoder's own, read from its judge
+    directory: the shipped encoder's are the train families, so validation + test are unseen;
+    an encoder tuned on a validation family would not have that family counted unseen."""
+    shipped = Path(__file__).resolve().parents[1] / "src" / "emkit" / "data" / "judges" / \
+        "default" / "encoder"
+    trained = trained_families(shipped)
+    assert trained and not set(trained) & (set(TEST_FAMILIES) | set(VALIDATION_FAMILIES))
+
+    def row(subject: str) -> ReferenceRow:
+        return ReferenceRow("q", "a", 50.0, 80.0, subject)
+
+    rows = [row("Qwen2.5-32B-Instruct x"), row("Qwen2.5-7B-Instruct y"),
+            row("gemma-2-9b-it z"), row("Qwen2.5-14B-Instruct w")]
+    assert [r.subject for r in unseen_rows(rows, trained)] == [r.subject for r in rows[1:]]
+    assert [r.subject for r in unseen_rows(rows, ["qwen2.5-32b", "qwen2.5-7b"], named=True)
+            ] == ["gemma-2-9b-it z", "Qwen2.5-14B-Instruct w"]
+    with pytest.raises(ValueError, match=r"not in the data: \['qwen2\.5-8b'\]"):
+        unseen_rows(rows, ["qwen2.5-8b"], named=True)
+    with pytest.raises(ValueError, match="judge.json: not found"):
+        trained_families(tmp_path / "encoder")
+    (tmp_path / "judge.json").write_text(json.dumps({"meta": {}}))
+    with pytest.raises(ValueError, match="no meta.real_answers_data.families.train"):
+        trained_families(tmp_path / "encoder")

@@ -308,6 +308,37 @@ CONTINUE_EPOCHS = 2
 """Epochs of a continued tune in `family_crossfit` (fixed before any fold was scored)."""
 
 
+def trained_families(encoder: Path) -> list[str]:
+    """The real-answer families a shipped encoder was tuned on, as its judge directory records
+    them (`<encoder>/../judge.json`, meta `real_answers_data.families.train`). Every other
+    family counts as unseen by it: out-of-family figures (`leave_one_family_out`,
+    `family_crossfit`) hold out only those, whatever the split the encoder came from."""
+    import json
+
+    judge_json = Path(encoder).parent / "judge.json"
+    try:
+        meta = json.loads(judge_json.read_text())["meta"]
+        return list(meta["real_answers_data"]["families"]["train"])
+    except FileNotFoundError:
+        raise ValueError(f"{judge_json}: not found; name the families {encoder} was tuned on "
+                         "(--trained FAMILY ...)") from None
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{judge_json}: no meta.real_answers_data.families.train ({exc!r}); "
+                         f"name the families {encoder} was tuned on (--trained)") from None
+
+
+def unseen_rows(rows: Sequence[ReferenceRow], trained: Sequence[str],
+                named: bool = False) -> list[ReferenceRow]:
+    """The rows of every family outside `trained`. With `named` (the families were typed by
+    hand), a name the data lacks is an error: a misspelt name would otherwise count the
+    encoder's own training family as unseen. A family recorded by the encoder's judge
+    directory may be absent from another data file; that is no error."""
+    families = {subject_family(r.subject) for r in rows}
+    if named and (missing := sorted(set(trained) - families)):
+        raise ValueError(f"trained families not in the data: {missing} "
+                         f"(the data has {sorted(families)})")
+    return [r for r in rows if subject_family(r.subject) not in set(trained)]
+
 def family_folds(rows: Sequence[ReferenceRow]) -> list[str]:
     """The model families of `rows`, sorted: one cross-fit fold each."""
     return sorted({subject_family(r.subject) for r in rows})
