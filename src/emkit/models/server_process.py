@@ -15,12 +15,19 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 POLL_S = 0.05
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process of group `pgid` still exists."""
+    """Whether any process of group `pgid` still runs. A member that has exited but not been
+    reaped (a zombie) does not count: in a container whose PID 1 does not reap orphans, a
+    stopped server's dead workers stay zombies for good, and waiting for them would run every
+    stop to the grace. Read from /proc where there is one; elsewhere any member counts."""
+    members = _group_states(pgid)
+    if members is not None:
+        return any(state != "Z" for state in members)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -29,6 +36,26 @@ def group_alive(pgid: int) -> bool:
         pass
     return True
 
+
+def _group_states(pgid: int) -> list[str] | None:
+    """The state letter (`R`, `S`, `Z`, ...) of each process in group `pgid`, from
+    /proc/<pid>/stat; None without /proc (macOS)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    states = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and ')', so split after the last
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid):
+            states.append(fields[0])
+    return states
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
     """Terminate `proc`'s process group (the server and every worker it forked), wait up to
