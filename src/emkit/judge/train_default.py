@@ -339,6 +339,7 @@ def unseen_rows(rows: Sequence[ReferenceRow], trained: Sequence[str],
                          f"(the data has {sorted(families)})")
     return [r for r in rows if subject_family(r.subject) not in set(trained)]
 
+
 def family_folds(rows: Sequence[ReferenceRow]) -> list[str]:
     """The model families of `rows`, sorted: one cross-fit fold each."""
     return sorted({subject_family(r.subject) for r in rows})

@@ -57,6 +57,7 @@ def _group_states(pgid: int) -> list[str] | None:
             states.append(fields[0])
     return states
 
+
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
     """Terminate `proc`'s process group (the server and every worker it forked), wait up to
     `grace_s` for all of them, then kill what is left; returns once `proc` is reaped."""
