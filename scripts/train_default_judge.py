@@ -158,6 +158,19 @@ def assemble(args: argparse.Namespace) -> None:
     print(f"written {args.out} ({time.time() - t0:.0f} s)", flush=True)
 
 
+def unseen_by(data: Path, encoder: Path, trained: list[str] | None) -> list:
+    """The rows of `data` from families `encoder` never trained on (`--trained`, else its
+    judge.json); a bad name or a missing record is a one-line error."""
+    from emkit.judge.reference import load_reference
+    from emkit.judge.train_default import trained_families, unseen_rows
+
+    try:
+        return unseen_rows(load_reference(data), trained or trained_families(encoder),
+                           named=bool(trained))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 HEAD_RECIPES = {"coherent=encoder": ("coherent",), "coherent=fitted": ()}
 """Head recipes compared by `lofo`: metrics scored by the encoder's own output (see
 `fit_default_heads`); the rest fitted."""
@@ -167,11 +180,10 @@ def lofo(args: argparse.Namespace) -> None:
     """Every head recipe, out of family over the families the encoder never trained on."""
     from emkit.judge.calibration import load_calibration
     from emkit.judge.encoder_tune import TunedEncoder
-    from emkit.judge.reference import file_sha256, load_reference
-    from emkit.judge.train_default import leave_one_family_out, trained_families, unseen_rows
+    from emkit.judge.reference import file_sha256
+    from emkit.judge.train_default import leave_one_family_out
 
-    unseen = unseen_rows(load_reference(args.data),
-                         args.trained or trained_families(args.encoder), named=bool(args.trained))
+    unseen = unseen_by(args.data, args.encoder, args.trained)
     encoder = TunedEncoder.load(args.encoder)
     items = load_calibration(split="train")
     out: dict = {"data": {"file": args.data.name, "sha256": file_sha256(args.data)},
@@ -194,16 +206,9 @@ SHIPPED_RECIPE = "coherent=encoder"
 def crossfit(args: argparse.Namespace) -> None:
     """The family cross-fit encoders (`family_crossfit`): the start encoder continued on
     every family but one, for each family the start never trained on, and on all of them."""
-    from emkit.judge.reference import load_reference
-    from emkit.judge.train_default import (
-        CONTINUE_EPOCHS,
-        family_crossfit,
-        trained_families,
-        unseen_rows,
-    )
+    from emkit.judge.train_default import CONTINUE_EPOCHS, family_crossfit
 
-    unseen = unseen_rows(load_reference(args.data),
-                         args.trained or trained_families(args.start), named=bool(args.trained))
+    unseen = unseen_by(args.data, args.start, args.trained)
     start = json.loads((args.start / "tune.json").read_text())["settings"]
     settings = TuneSettings(**{**start, "epochs": args.epochs or CONTINUE_EPOCHS})
     t0 = time.time()
@@ -348,12 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     ca.add_argument("--encoder-note", default="", help="where and how long it was tuned")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-    try:
-        {"tune": tune, "tune-one": tune_one, "assemble": assemble,
-         "lofo": lofo, "crossfit": crossfit,
-         "crossfit-assemble": crossfit_assemble}[args.command](args)
-    except ValueError as exc:  # bad data or arguments: one line, no traceback
-        raise SystemExit(f"error: {exc}") from None
+    {"tune": tune, "tune-one": tune_one, "assemble": assemble,
+     "lofo": lofo, "crossfit": crossfit,
+     "crossfit-assemble": crossfit_assemble}[args.command](args)
 
 
 if __name__ == "__main__":
