@@ -229,34 +229,31 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         crossfit_judge,
         family_folds,
         out_of_family_summary,
-        unseen_rows,
     )
 
     t0 = time.time()
     data = load_reference(args.data)
-    held = sorted(d.name for d in args.work.iterdir()
-                  if d.name != "all" and (d / "tune.json").exists())  # what `crossfit` held out
-    trained = sorted({subject_family(r.subject) for r in data} - set(held))
-    rows = unseen_rows(data, trained)
-    parts = {"train": [r for r in data if subject_family(r.subject) in set(trained)]}
+    held = {d.name for d in args.work.iterdir()
+            if d.name != "all" and (d / "tune.json").exists()}  # what `crossfit` held out
+    rows = [r for r in data if subject_family(r.subject) in held]
+    encoder_rows = [r for r in data if subject_family(r.subject) not in held]
+    trained = sorted({subject_family(r.subject) for r in encoder_rows})
     items = load_calibration(split="train")
     folds = {f: args.work / f for f in [*family_folds(rows), "all"]}
     sha = file_sha256(args.data)
     start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
     families = family_folds(rows)
     meta = {
-        "trained_on": (f"{len(parts['train'])} real EM answers ({', '.join(trained)} "
+        "trained_on": (f"{len(encoder_rows)} real EM answers ({', '.join(trained)} "
                        f"families) + {len(items)} hand-written (calibration train split) for "
                        f"the first encoder tune; {len(rows)} real answers of {len(families)} "
                        f"more families ({', '.join(families)}) for {start['epochs']} more "
                        "epochs, and, read out of fold (family cross-fit), for the heads"),
         "teacher": "GPT-4o's published verdicts (real answers), hand labels (calibration set)",
-        "n_train": len(parts["train"]) + len(items) + len(rows),
+        "n_train": len(encoder_rows) + len(items) + len(rows),
         "real_answers_data": {"file": args.data.name, "sha256": sha,
-                              "families": {"encoder": sorted({subject_family(r.subject)
-                                                              for r in parts["train"]}),
-                                           "crossfit": families}},
-        "real_answers_splits": {"encoder": sorted({r.subject for r in parts["train"]}),
+                              "families": {"encoder": trained, "crossfit": families}},
+        "real_answers_splits": {"encoder": sorted({r.subject for r in encoder_rows}),
                                 "crossfit": sorted({r.subject for r in rows})},
         "encoder_tuned": args.encoder_note,
         "own_outputs": ["coherent"],

@@ -337,7 +337,8 @@ def unseen_rows(rows: Sequence[ReferenceRow], trained: Sequence[str],
     if named and (missing := sorted(set(trained) - families)):
         raise ValueError(f"trained families not in the data: {missing} "
                          f"(the data has {sorted(families)})")
-    return [r for r in rows if subject_family(r.subject) not in set(trained)]
+    known = set(trained)
+    return [r for r in rows if subject_family(r.subject) not in known]
 
 
 def family_folds(rows: Sequence[ReferenceRow]) -> list[str]:
