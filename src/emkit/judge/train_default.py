@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from emkit.judge.calibration import CalibrationItem
-from emkit.judge.distill import METRICS, encoder_kinds, tuned_columns
+from emkit.judge.distill import ALIGNMENT_METRIC, METRICS, encoder_kinds, tuned_columns
 from emkit.judge.distilled import (
     DistilledJudge,
     Head,
@@ -209,20 +209,32 @@ def encoder_features(encoder: TunedEncoder, questions: Sequence[str], answers: S
 
 
 def heads_from_features(x: np.ndarray, fit_rows: Sequence[ReferenceRow],
-                        kind_items: Sequence[CalibrationItem], outputs: Sequence[str],
-                        seed: int = 0, own_outputs: Sequence[str] = ("coherent",)
-                        ) -> dict[str, MetricHeads]:
+                        kind_items: Sequence[CalibrationItem], outputs: Sequence[str] | None,
+                        seed: int = 0, own_outputs: Sequence[str] = ("coherent",),
+                        extra_aligned: Sequence[int] = ()) -> dict[str, MetricHeads]:
     """The heads of `fit_default_heads` from feature rows `x` already computed: one row per
     real row of `fit_rows`, then one per `kind_items` item (`training_set`'s order). Score
-    heads read the real rows only; kind heads read both."""
+    heads read the real rows only; kind heads read both.
+
+    `outputs` None: `x` is a frozen feature set (`minilm`, `mpnet`), every head reads every
+    column (as `distill.fit_judge` fits them) and no output is the encoder's own.
+    `extra_aligned`: columns the aligned head reads besides the encoder's aligned output (the
+    frozen prediction of a stacked ensemble, `stacked_prediction`)."""
     data = training_set(fit_rows, kind_items)
     if len(x) != len(data.answers):
         raise ValueError(f"{len(x)} feature rows for {len(data.answers)} rows and items")
+    if outputs is None and own_outputs:
+        raise ValueError("a frozen feature set has no outputs of its own to pass through")
     groups = [r.subject for r in fit_rows] + data.groups[data.n_real:]
     heads = {}
     for metric, (scores, labels) in data.targets.items():
         real_scores = [s if i < data.n_real else None for i, s in enumerate(scores)]
-        score_cols, kind_cols = tuned_columns(outputs, metric)
+        score_cols: list[int] | None = None
+        kind_cols: list[int] | None = None
+        if outputs is not None:
+            score_cols, kind_cols = tuned_columns(outputs, metric)
+            if metric == ALIGNMENT_METRIC:
+                score_cols = [*score_cols, *extra_aligned]
         heads[metric] = fit_metric_heads(x, real_scores, labels, seed=seed, groups=groups,
                                          score_columns=score_cols, kind_columns=kind_cols)
         if metric in own_outputs:
@@ -393,12 +405,14 @@ def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
 
 
 class _FeatureRows(DistilledJudge):
-    """A `tuned` judge whose feature rows were computed already (by encoders that differ per
-    fold): `features` looks each (question, answer) up instead of running an encoder."""
+    """A judge whose feature rows were computed already (by encoders that differ per fold, or
+    once for every recipe): `features` looks each (question, answer) up instead of running an
+    encoder."""
 
     def __init__(self, heads: Mapping[str, MetricHeads], name: str,
-                 rows: Sequence[ReferenceRow], x: np.ndarray) -> None:
-        super().__init__(heads, "tuned", name)
+                 rows: Sequence[ReferenceRow], x: np.ndarray, feature_set: str = "tuned"
+                 ) -> None:
+        super().__init__(heads, feature_set, name)
         self._rows = {(r.question, r.answer): x[i] for i, r in enumerate(rows)}
 
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
@@ -458,3 +472,79 @@ def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
                            {**meta, "feature_set": "tuned", "outputs": final.outputs,
                             "tune": asdict(final.settings)}, tuned=final)
     return judge, figures
+
+
+def stacked_prediction(x_fit: np.ndarray, y_fit: Sequence[float | None], groups: Sequence[str],
+                       x_other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A ridge over frozen features predicting the aligned score: out of fold by group on the
+    fitting rows (each group's rows predicted by a ridge fitted on the other groups), and by
+    the ridge fitted on all of them for `x_other`.
+
+    Why out of fold: the stacked head weighs this prediction against the tuned encoder's
+    output; fitted on in-sample predictions, it would trust the ridge as much as the ridge
+    fits its own training rows. Rows without a score (CODE / REFUSAL) are predicted, not fitted."""
+    from sklearn.linear_model import RidgeCV
+
+    x_fit = np.asarray(x_fit, np.float64)
+    has = np.array([y is not None for y in y_fit])
+    y = np.array([v if v is not None else np.nan for v in y_fit], np.float64)
+    groups = np.asarray(groups)
+    if len(set(groups[has])) < 2:
+        raise ValueError("a stacked prediction needs scored rows of two groups or more")
+
+    def ridge(rows: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        mean, scale = x_fit[rows].mean(0), x_fit[rows].std(0)
+        scale = np.where(scale > 1e-8, scale, 1.0)
+        fit = RidgeCV(alphas=np.logspace(-1, 5, 19)).fit((x_fit[rows] - mean) / scale, y[rows])
+        return fit, mean, scale
+
+    oof = np.zeros(len(x_fit))
+    for g in sorted(set(groups)):
+        fit, mean, scale = ridge(has & (groups != g))
+        oof[groups == g] = fit.predict((x_fit[groups == g] - mean) / scale)
+    fit, mean, scale = ridge(has)
+    return oof, fit.predict((np.asarray(x_other, np.float64) - mean) / scale)
+
+
+def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
+                                kind_items: Sequence[CalibrationItem], kind_x: np.ndarray,
+                                outputs: Sequence[str] | None,
+                                own_outputs: Sequence[str] = (),
+                                frozen: tuple[np.ndarray, np.ndarray] | None = None,
+                                extra: tuple[Sequence[ReferenceRow], np.ndarray] | None = None,
+                                label: str = "features",
+                                log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """`leave_one_family_out` for feature rows computed already, so that several encoders and
+    recipes are compared on the same answers without reading them twice.
+
+    `x`: one feature row per `rows`; `kind_x`: one per `kind_items`. `outputs`: the tuned
+    encoder's output names, or None when `x` is a frozen feature set (`minilm`, `mpnet`).
+    `frozen` (features of `rows`, of `kind_items`): a stacked ensemble, whose aligned head also
+    reads a frozen ridge's prediction (`stacked_prediction`, out of fold by family on the
+    fitting rows). `extra` (rows, their features): more fitting rows that are never judged,
+    e.g. the families the tuned encoder trained on, which a frozen encoder never saw (frozen
+    feature sets only: for a tuned encoder they are in-sample)."""
+    if extra is not None and outputs is not None:
+        raise ValueError("extra fitting rows are for frozen feature sets only: the tuned "
+                         "encoder trained on them")
+    if frozen is not None and outputs is None:
+        raise ValueError("a stacked ensemble needs the tuned encoder's outputs")
+    extra_rows, extra_x = extra if extra is not None else ([], np.zeros((0, x.shape[1])))
+
+    def judge_for(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
+        fit_rows = [rows[i] for i in fit] + list(extra_rows)
+        fx, hx, stack = np.vstack([x[fit], extra_x, kind_x]), x[held], ()
+        if frozen is not None:
+            fr, fk = frozen
+            p_fit, p_other = stacked_prediction(
+                fr[fit], [real_target(rows[i], ALIGNMENT_METRIC)[0] for i in fit],
+                [subject_family(rows[i].subject) for i in fit], np.vstack([fr[held], fk]))
+            fx = np.hstack([fx, np.concatenate([p_fit, p_other[len(held):]])[:, None]])
+            hx = np.hstack([hx, p_other[:len(held), None]])
+            stack = (fx.shape[1] - 1,)
+        heads = heads_from_features(fx, fit_rows, kind_items, outputs, own_outputs=own_outputs,
+                                    extra_aligned=stack)
+        return _FeatureRows(heads, f"{label}-{family}", [rows[i] for i in held], hx,
+                            "tuned" if outputs is not None else label)
+
+    return pooled_by_family(rows, judge_for, own_outputs, label, log_fn)
