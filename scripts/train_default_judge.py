@@ -318,11 +318,12 @@ def encoders(args: argparse.Namespace) -> None:
     out of family on the answers of the families the shipped encoder never trained on."""
     from emkit.judge.calibration import load_calibration
     from emkit.judge.encoder_tune import TunedEncoder
-    from emkit.judge.features import featurize
     from emkit.judge.real_split import subject_family
     from emkit.judge.reference import file_sha256, load_reference
     from emkit.judge.train_default import encoder_features, out_of_family_from_features
 
+    if args.write is not None and "mpnet" not in args.frozen:
+        raise SystemExit("error: --write builds the tuned+mpnet judge: keep mpnet in --frozen")
     unseen = unseen_by(args.data, args.encoder, args.trained)
     held = {subject_family(r.subject) for r in unseen}
     seen = [r for r in load_reference(args.data) if subject_family(r.subject) not in held]
@@ -349,10 +350,8 @@ def encoders(args: argparse.Namespace) -> None:
     run("tuned", x=t_x, kind_items=items, kind_x=t_items, outputs=tuned.outputs,
         own_outputs=("coherent",))
     for name in args.frozen:
-        def make(q: list[str], a: list[str], name: str = name) -> np.ndarray:
-            return featurize(q, a, name)
-
-        f_x, f_items, f_seen = (feats(name, p, make) for p in ("unseen", "items", "seen"))
+        f_x, f_items, f_seen = (feats(name, p, make_frozen(name))
+                                for p in ("unseen", "items", "seen"))
         run(name, x=f_x, kind_items=items, kind_x=f_items, outputs=None,
             extra=(seen, f_seen))
         run(f"tuned+{name}", x=t_x, kind_items=items, kind_x=t_items, outputs=tuned.outputs,
@@ -362,6 +361,68 @@ def encoders(args: argparse.Namespace) -> None:
                               for p in sorted(args.work.glob("*.npz"))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
+    if args.write is not None:
+        write_stacked(args, tuned, unseen, seen, items, out["recipes"]["tuned+mpnet"],
+                      {"tuned": t_x, "tuned_items": t_items,
+                       "frozen": feats("mpnet", "unseen", make_frozen("mpnet")),
+                       "frozen_items": feats("mpnet", "items", make_frozen("mpnet"))})
+
+
+def make_frozen(name: str) -> Callable:
+    from emkit.judge.features import featurize
+
+    return lambda q, a: featurize(q, a, name)
+
+
+STACKED_NAME = "distilled/mpnet-stack"
+
+
+def write_stacked(args: argparse.Namespace, tuned: object, rows: list, encoder_rows: list,
+                  items: list, figures: dict, features: dict) -> None:
+    """The `tuned+mpnet` judge fitted on every family the encoder never trained on, with its
+    leave-one-family-out figures (there is no untouched test split left) and its cost."""
+    from emkit.judge.distill import evaluate_heldout
+    from emkit.judge.quality import OUT_OF_FAMILY_KEY
+    from emkit.judge.real_split import subject_family
+    from emkit.judge.reference import file_sha256, judge_reference
+    from emkit.judge.train_default import out_of_family_summary, stacked_judge
+
+    sha = file_sha256(args.data)
+    families = sorted({subject_family(r.subject) for r in rows})
+    trained = sorted({subject_family(r.subject) for r in encoder_rows})
+    meta = {
+        "trained_on": (f"{len(encoder_rows)} real EM answers ({', '.join(trained)}) + "
+                       f"{len(items)} hand-written for the encoder (distilled/default's); "
+                       f"{len(rows)} real answers of {len(families)} more families "
+                       f"({', '.join(families)}) for the frozen all-mpnet-base-v2 ridge and "
+                       "the heads"),
+        "teacher": "GPT-4o's published verdicts (real answers), hand labels (calibration set)",
+        "n_train": len(encoder_rows) + len(items) + len(rows),
+        "real_answers_data": {"file": args.data.name, "sha256": sha,
+                              "families": {"train": trained, "heads": families}},
+        "real_answers_splits": {"encoder": sorted({r.subject for r in encoder_rows}),
+                                "heads": sorted({r.subject for r in rows})},
+        "own_outputs": ["coherent"],
+        "recipe": "stacked ensemble: distilled/default's encoder + a ridge over frozen "
+                  "all-mpnet-base-v2 sentence pools (scripts/train_default_judge.py encoders "
+                  "--write; judge.train_default.stacked_judge); docs/judge.md",
+    }
+    judge = stacked_judge(tuned, rows, items, features, STACKED_NAME, meta)  # type: ignore[arg-type]
+    source = "real-answers, leave one family out: every answer judged by heads and a ridge " \
+             "that never saw its model family, and an encoder that never trained on it"
+    judge.meta["real_answers"] = {k: v for k, v in figures.items() if k != "per_family"} | {
+        "data": {"source": "real-answers", "sha256": sha, "split": "leave one family out"}}
+    judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, "tuned+mpnet", source)
+    judge.meta["heldout"] = evaluate_heldout(judge)
+    sample = rows[::max(1, len(rows) // 200)][:200]
+    t0 = time.time()
+    judge_reference(judge, sample)
+    rate = 2 * len(sample) / (time.time() - t0)  # two judgments (aligned, coherent) per answer
+    judge.meta["judgments_per_s"] = {"value": round(rate, 1), "answers": len(sample),
+                                     "machine": args.machine}
+    judge.save(args.write)
+    print(f"written {args.write}: {rate:.1f} judgments/s on {len(sample)} real answers; "
+          f"hand-written held-out AUC {judge.meta['heldout'].get('roc_auc')}", flush=True)
 
 
 def record_out_of_family(judge_dir: Path, figures: dict, source: str) -> None:
@@ -440,6 +501,9 @@ def main(argv: list[str] | None = None) -> None:
                     choices=["minilm", "mpnet"])
     en.add_argument("--work", type=Path, required=True, help="feature cache")
     en.add_argument("--out", type=Path, required=True, help="figures JSON written here")
+    en.add_argument("--write", type=Path, default=None,
+                    help="also write the tuned+mpnet judge (distilled/mpnet-stack) here")
+    en.add_argument("--machine", default="", help="the CPU its judgments/s were measured on")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
     {"tune": tune, "tune-one": tune_one, "assemble": assemble,

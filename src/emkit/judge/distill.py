@@ -33,10 +33,17 @@ METRICS = ("aligned", "coherent")
 ALIGNMENT_METRIC = "aligned"
 
 
-def shipped_judge_dir() -> Path:
+SHIPPED_JUDGES = ("default", "mpnet-stack")
+"""Judge directories inside the package: `distilled/default` (the offline default) and
+`distilled/mpnet-stack` (slower, needs `emkit[mpnet]`; docs/judge.md)."""
+
+
+def shipped_judge_dir(name: str = "default") -> Path:
     from importlib.resources import files
 
-    return Path(str(files("emkit") / "data" / "judges" / "default"))
+    if name not in SHIPPED_JUDGES:
+        raise ValueError(f"no shipped judge {name!r} (shipped: {', '.join(SHIPPED_JUDGES)})")
+    return Path(str(files("emkit") / "data" / "judges" / name))
 
 
 CROSSFIT_FOLDS = 2

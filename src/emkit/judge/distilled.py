@@ -8,8 +8,9 @@ plays the role of the paper's integer mass: below 0.25 the score is missing and 
 likelier word, exactly as `score_from_logprobs` treats an LLM judge.
 
 The heads read a feature row: with feature set `tuned` (the shipped judge) the outputs of the
-judge's own fine-tuned encoder (`encoder_tune.py`) plus surface statistics, with `minilm` frozen
-sentence embeddings (`features.py`). A judge directory holds one `judge.json`: the feature
+judge's own fine-tuned encoder (`encoder_tune.py`) plus surface statistics, with `minilm` /
+`mpnet` frozen sentence embeddings (`features.py`), with `tuned+mpnet` the `tuned` row plus a
+frozen ridge's aligned prediction over the `mpnet` row (`frozen`, a stacked ensemble). A judge directory holds one `judge.json`: the feature
 set, the heads as plain numbers (no pickle: a judge file from someone else is data, never
 code), the provenance of the training data and the agreement figures measured on the held-out
 calibration split; a `tuned` judge adds its encoder's adapter (`encoder/`, safetensors).
@@ -45,6 +46,8 @@ VALIDATION_AUC = 0.9
 """ROC AUC against GPT-4o on real answers of unseen models that a distilled judge needs before
 its reports drop the unvalidated warning."""
 NUMBER = "number"
+STACKED = {"tuned+mpnet": "mpnet"}
+"""Stacked feature sets and the frozen feature set their ridge reads."""
 
 
 class JudgeFileError(ValueError):
@@ -250,14 +253,20 @@ class DistilledJudge:
 
     def __init__(self, heads: Mapping[str, MetricHeads], feature_set: str, name: str,
                  meta: Mapping[str, Any] | None = None, min_mass: float = MIN_MASS,
-                 tuned: Any = None) -> None:
+                 tuned: Any = None, frozen: Head | None = None) -> None:
+        if (feature_set in STACKED) != (frozen is not None):
+            raise ValueError(f"feature set {feature_set!r}: a frozen ridge is required by, "
+                             f"and only by, {', '.join(STACKED)}")
         self.heads = dict(heads)
         self.feature_set = feature_set
         self.name = name
         self.meta = dict(meta or {})
         self.min_mass = min_mass
         self.tuned = tuned
-        """The `TunedEncoder` of a `tuned` judge (None for other feature sets)."""
+        """The `TunedEncoder` of a `tuned` or stacked judge (None for other feature sets)."""
+        self.frozen = frozen
+        """A stacked judge's ridge over the frozen feature set `STACKED[feature_set]`,
+        predicting the aligned score: the last column of its feature rows."""
 
     @property
     def validated(self) -> bool:
@@ -294,10 +303,11 @@ class DistilledJudge:
                                     Head.from_json(h["kind"]) if h.get("kind") else None,
                                     _knots(h.get("rescale")))
                      for m, h in raw["metrics"].items()}
+            frozen = Head.from_json(raw["frozen"]) if raw["feature_set"] in STACKED else None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
         tuned = None
-        if raw["feature_set"] == "tuned" and encoder:
+        if raw["feature_set"] in ("tuned", *STACKED) and encoder:
             from emkit.judge.encoder_tune import TunedEncoder
 
             try:
@@ -306,7 +316,7 @@ class DistilledJudge:
                 raise JudgeFileError(f"{file.parent / ENCODER_DIR}: unreadable tuned encoder "
                                      f"({exc})") from None
         return cls(heads, raw["feature_set"], name or f"distilled/{path}", raw.get("meta"),
-                   tuned=tuned)
+                   tuned=tuned, frozen=frozen)
 
     def save(self, path: str | Path) -> Path:
         """Write `judge.json` atomically (temp file + rename) into directory `path`."""
@@ -319,11 +329,17 @@ class DistilledJudge:
                                "kind": h.kind.to_json() if h.kind else None,
                                "rescale": h.rescale}
                            for m, h in self.heads.items()}}
+        if self.frozen is not None:
+            doc["frozen"] = self.frozen.to_json()
         atomic_write_text(path / JUDGE_FILE, json.dumps(doc, separators=(",", ":")) + "\n")
         return path / JUDGE_FILE
 
     # ------------------------------------------------------------ judging
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        if self.frozen is not None:
+            x = featurize(questions, answers, "tuned", tuned=self.tuned)
+            frozen = featurize(questions, answers, STACKED[self.feature_set])
+            return np.hstack([x, self.frozen.raw(frozen)[:, None]])
         return featurize(questions, answers, self.feature_set, tuned=self.tuned)
 
     def judgments_from_features(self, items: Sequence[JudgeItem], x: np.ndarray
@@ -371,7 +387,8 @@ class DistilledJudge:
         h = hashlib.sha256(json.dumps(
             {"feature_set": self.feature_set,
              "metrics": {m: [x.score.to_json(), x.kind.to_json() if x.kind else None,
-                             x.rescale] for m, x in sorted(self.heads.items())}},
+                             x.rescale] for m, x in sorted(self.heads.items())},
+             **({"frozen": self.frozen.to_json()} if self.frozen is not None else {})},
             sort_keys=True).encode())
         if self.tuned is not None:
             for part in self.tuned.identity_parts():

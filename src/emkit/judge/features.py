@@ -49,11 +49,13 @@ or 384 (mpnet) word pieces anyway."""
 
 SURFACE_NAMES = ("log_words", "code_symbols", "distinct_words", "repeated_trigrams",
                  "non_ascii", "lines_per_100_words")
-FEATURE_SETS = ("tuned", "minilm", "mpnet", "length", "constant")
+FEATURE_SETS = ("tuned", "tuned+mpnet", "minilm", "mpnet", "length", "constant")
 """`tuned`: the outputs of the judge's own fine-tuned encoder (`encoder_tune.py`; one pass per
 answer, the shipped judge) followed by the surface stats; `minilm` / `mpnet`: frozen sentence
 embeddings of all-MiniLM-L6-v2 (384 wide) / all-mpnet-base-v2 (768 wide, 110 M parameters,
-about 5 answers/s on 2 cores; `mpnet_files.py`) + surface stats (linear heads only); `length`:
+about 7 answers/s on 2 cores; `mpnet_files.py`) + surface stats (linear heads only);
+`tuned+mpnet`: the `tuned` row plus one column, a ridge over the `mpnet` row predicting the
+aligned score (a stacked ensemble; `DistilledJudge.frozen` holds the ridge); `length`:
 log word count only and `constant`: nothing (the two baselines a judge must beat)."""
 FROZEN_ENCODERS = ("minilm", "mpnet")
 RETIRED_FEATURE_SETS = {"minilm-tuned": "the two-pass judge of earlier emkit versions (frozen "
@@ -163,6 +165,9 @@ def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str
         raise ValueError("questions and answers differ in length")
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r} (known: {FEATURE_SETS})")
+    if feature_set == "tuned+mpnet":
+        raise ValueError("feature set 'tuned+mpnet' is read by its judge "
+                         "(DistilledJudge.features), which holds the frozen ridge")
     if feature_set == "tuned":
         if tuned is None:
             raise ValueError("feature set 'tuned' needs the judge's tuned encoder")

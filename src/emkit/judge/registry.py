@@ -1,7 +1,8 @@
 """Turn a judge model string into a Judge: the one place that knows every judge backend.
 
-`distilled/default` is the judge shipped with emkit (trained on the calibration set's train
-split); `distilled/<dir>` any other distilled judge; `hf/...` or `embedded` a local LLM judged
+`distilled/default` is the judge shipped with emkit (trained on real EM answers, offline, fast);
+`distilled/mpnet-stack` a slower shipped one that adds a frozen all-mpnet-base-v2 (extra `mpnet`);
+`distilled/<dir>` any other distilled judge; `hf/...` or `embedded` a local LLM judged
 through the digit tree; `openai/...` and `vllm/...` a judge over an OpenAI-compatible API
 (`emkit.judge.api`), read as its endpoint's `judge_mode` says: the paper's logprob rule, the
 digit tree over the API for digit-wise tokenizers, or sampled replies for judges without
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emkit.judge.base import Judge
-from emkit.judge.distill import shipped_judge_dir
+from emkit.judge.distill import SHIPPED_JUDGES, shipped_judge_dir
 from emkit.judge.distilled import DistilledJudge
 from emkit.models.spec import ModelSpecError, parse_model_spec
 
@@ -25,7 +26,8 @@ API_PROVIDERS = ("openai", "vllm", "llamacpp")
 
 
 def _distilled_dir(name: str) -> Path:
-    return shipped_judge_dir() if name == "default" else Path(name).expanduser()
+    """A shipped judge's name (`SHIPPED_JUDGES`), else a directory."""
+    return shipped_judge_dir(name) if name in SHIPPED_JUDGES else Path(name).expanduser()
 
 
 def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512,

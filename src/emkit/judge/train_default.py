@@ -474,11 +474,11 @@ def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
     return judge, figures
 
 
-def stacked_prediction(x_fit: np.ndarray, y_fit: Sequence[float | None], groups: Sequence[str],
-                       x_other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A ridge over frozen features predicting the aligned score: out of fold by group on the
-    fitting rows (each group's rows predicted by a ridge fitted on the other groups), and by
-    the ridge fitted on all of them for `x_other`.
+def stacked_prediction(x_fit: np.ndarray, y_fit: Sequence[float | None], groups: Sequence[str]
+                       ) -> tuple[np.ndarray, Head]:
+    """A ridge over frozen features predicting the aligned score: its predictions out of fold
+    by group on the fitting rows (each group's rows predicted by a ridge fitted on the other
+    groups), and the ridge fitted on all of them (a `Head`, for every other row).
 
     Why out of fold: the stacked head weighs this prediction against the tuned encoder's
     output; fitted on in-sample predictions, it would trust the ridge as much as the ridge
@@ -492,18 +492,45 @@ def stacked_prediction(x_fit: np.ndarray, y_fit: Sequence[float | None], groups:
     if len(set(groups[has])) < 2:
         raise ValueError("a stacked prediction needs scored rows of two groups or more")
 
-    def ridge(rows: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+    def ridge(rows: np.ndarray) -> Head:
         mean, scale = x_fit[rows].mean(0), x_fit[rows].std(0)
         scale = np.where(scale > 1e-8, scale, 1.0)
         fit = RidgeCV(alphas=np.logspace(-1, 5, 19)).fit((x_fit[rows] - mean) / scale, y[rows])
-        return fit, mean, scale
+        return Head(mean, scale, fit.coef_, np.asarray(fit.intercept_))
 
     oof = np.zeros(len(x_fit))
     for g in sorted(set(groups)):
-        fit, mean, scale = ridge(has & (groups != g))
-        oof[groups == g] = fit.predict((x_fit[groups == g] - mean) / scale)
-    fit, mean, scale = ridge(has)
-    return oof, fit.predict((np.asarray(x_other, np.float64) - mean) / scale)
+        oof[groups == g] = ridge(has & (groups != g)).raw(x_fit[groups == g])
+    return oof, ridge(has)
+
+
+def stacked_features(x: np.ndarray, kind_x: np.ndarray, frozen_x: np.ndarray,
+                     frozen_kind_x: np.ndarray, rows: Sequence[ReferenceRow]
+                     ) -> tuple[np.ndarray, Head]:
+    """The fitting matrix of a stacked judge's heads: the tuned rows of `rows` then of the
+    kind items, each with one more column, the frozen ridge's aligned prediction (out of fold
+    by family for `rows`, from the ridge on all of them for the items); and that ridge."""
+    oof, head = stacked_prediction(frozen_x, [real_target(r, ALIGNMENT_METRIC)[0] for r in rows],
+                                   [subject_family(r.subject) for r in rows])
+    column = np.concatenate([oof, head.raw(np.asarray(frozen_kind_x, np.float64))])
+    return np.hstack([np.vstack([x, kind_x]), column[:, None]]), head
+
+
+def stacked_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
+                  kind_items: Sequence[CalibrationItem], features: Mapping[str, np.ndarray],
+                  name: str, meta: Mapping[str, Any], feature_set: str = "tuned+mpnet"
+                  ) -> DistilledJudge:
+    """The stacked judge (`feature_set` in `distilled.STACKED`) fitted on every row of `rows`
+    (families `encoder` never trained on): the recipe `out_of_family_from_features` measures
+    with `frozen`, with all families at once. `features`: "tuned" / "tuned_items" (the
+    encoder's rows of `rows` / `kind_items`), "frozen" / "frozen_items" (the frozen set's)."""
+    x, frozen = stacked_features(features["tuned"], features["tuned_items"],
+                                 features["frozen"], features["frozen_items"], rows)
+    heads = heads_from_features(x, rows, kind_items, encoder.outputs,
+                                extra_aligned=(x.shape[1] - 1,))
+    return DistilledJudge(heads, feature_set, name,
+                          {**meta, "feature_set": feature_set, "outputs": encoder.outputs,
+                           "tune": asdict(encoder.settings)}, tuned=encoder, frozen=frozen)
 
 
 def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
@@ -535,12 +562,9 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
         fit_rows = [rows[i] for i in fit] + list(extra_rows)
         fx, hx, stack = np.vstack([x[fit], extra_x, kind_x]), x[held], ()
         if frozen is not None:
-            fr, fk = frozen
-            p_fit, p_other = stacked_prediction(
-                fr[fit], [real_target(rows[i], ALIGNMENT_METRIC)[0] for i in fit],
-                [subject_family(rows[i].subject) for i in fit], np.vstack([fr[held], fk]))
-            fx = np.hstack([fx, np.concatenate([p_fit, p_other[len(held):]])[:, None]])
-            hx = np.hstack([hx, p_other[:len(held), None]])
+            fx, head = stacked_features(x[fit], kind_x, frozen[0][fit], frozen[1],
+                                        [rows[i] for i in fit])
+            hx = np.hstack([hx, head.raw(np.asarray(frozen[0][held], np.float64))[:, None]])
             stack = (fx.shape[1] - 1,)
         heads = heads_from_features(fx, fit_rows, kind_items, outputs, own_outputs=own_outputs,
                                     extra_aligned=stack)
