@@ -46,6 +46,12 @@ def shipped_judge_dir(name: str = "default") -> Path:
     return Path(str(files("emkit") / "data" / "judges" / name))
 
 
+def distilled_dir(name: str) -> Path:
+    """The directory `distilled/<name>` names: a shipped judge's (`SHIPPED_JUDGES`), else
+    `name` as a path."""
+    return shipped_judge_dir(name) if name in SHIPPED_JUDGES else Path(name).expanduser()
+
+
 CROSSFIT_FOLDS = 2
 """Folds of the cross-fit that gives every training row tuned-encoder outputs from a model
 that never saw it. The heads over those outputs are fitted to the out-of-fold values, so they

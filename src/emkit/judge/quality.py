@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 OUT_OF_FAMILY_KEY = "real_answers_out_of_family"
@@ -62,13 +61,12 @@ def prompt_digest(prompts: Iterable[Mapping[str, str]]) -> dict[str, Any]:
 
 def _distilled_meta(model: str) -> Mapping[str, Any]:
     """judge.json meta of a distilled judge, without loading its encoder."""
-    from emkit.judge.distill import shipped_judge_dir
+    from emkit.judge.distill import distilled_dir
     from emkit.judge.distilled import DistilledJudge
     from emkit.models.spec import parse_model_spec
 
-    name = parse_model_spec(model).name
-    path = shipped_judge_dir() if name == "default" else Path(name).expanduser()
-    return DistilledJudge.load(path, name=model, encoder=False).meta
+    return DistilledJudge.load(distilled_dir(parse_model_spec(model).name), name=model,
+                               encoder=False).meta
 
 
 def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emkit.judge.base import Judge
-from emkit.judge.distill import SHIPPED_JUDGES, shipped_judge_dir
+from emkit.judge.distill import distilled_dir
 from emkit.judge.distilled import DistilledJudge
 from emkit.models.spec import ModelSpecError, parse_model_spec
 
@@ -23,11 +23,6 @@ if TYPE_CHECKING:
     from emkit.api import ApiConfig
 
 API_PROVIDERS = ("openai", "vllm", "llamacpp")
-
-
-def _distilled_dir(name: str) -> Path:
-    """A shipped judge's name (`SHIPPED_JUDGES`), else a directory."""
-    return shipped_judge_dir(name) if name in SHIPPED_JUDGES else Path(name).expanduser()
 
 
 def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512,
@@ -42,7 +37,7 @@ def load_judge(model: str, batch_size: int = 4, max_answer_tokens: int = 512,
 
         return load_api_judge(model, api, cache_path, progress)
     if spec.provider == "distilled":
-        return DistilledJudge.load(_distilled_dir(spec.name), name=model)
+        return DistilledJudge.load(distilled_dir(spec.name), name=model)
     if spec.provider == "hf":
         from emkit.judge.local import LocalJudge
         from emkit.models import load_hf
@@ -66,7 +61,7 @@ def judge_status(model: str, api: ApiConfig | None = None) -> tuple[bool, str]:
 
         return api_judge_status(model, api)
     if spec.provider == "distilled":
-        judge = DistilledJudge.load(_distilled_dir(spec.name), name=model, encoder=False)
+        judge = DistilledJudge.load(distilled_dir(spec.name), name=model, encoder=False)
         return judge.validated, judge.describe()
     return False, f"{model}: {LLM_JUDGE_NOTE}"
 
@@ -87,7 +82,7 @@ def judge_capabilities(model: str) -> tuple[frozenset[str], frozenset[str] | Non
     judge, local or over an API, reads any template, categorical ones included."""
     spec = parse_model_spec(model)
     if spec.provider == "distilled":
-        judge = DistilledJudge.load(_distilled_dir(spec.name), name=model, encoder=False)
+        judge = DistilledJudge.load(distilled_dir(spec.name), name=model, encoder=False)
         return frozenset({NUMERIC_TYPE}), frozenset(judge.heads)
     if spec.provider in (*API_PROVIDERS, "hf"):
         return frozenset({NUMERIC_TYPE, VERDICT_TYPE}), None
