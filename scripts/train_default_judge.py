@@ -254,17 +254,12 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
     families = family_folds(rows)
     meta = {
-        "trained_on": (f"{len(encoder_rows)} real EM answers ({', '.join(trained)} "
-                       f"families) + {len(items)} hand-written (calibration train split) for "
-                       f"the first encoder tune; {len(rows)} real answers of {len(families)} "
-                       f"more families ({', '.join(families)}) for {start['epochs']} more "
-                       "epochs, and, read out of fold (family cross-fit), for the heads"),
-        "teacher": "GPT-4o's published verdicts (real answers), hand labels (calibration set)",
-        "n_train": len(encoder_rows) + len(items) + len(rows),
-        "real_answers_data": {"file": args.data.name, "sha256": sha,
-                              "families": {"encoder": trained, "crossfit": families}},
-        "real_answers_splits": {"encoder": sorted({r.subject for r in encoder_rows}),
-                                "crossfit": sorted({r.subject for r in rows})},
+        **provenance(args.data, encoder_rows, items, rows, "crossfit", (
+            f"{len(encoder_rows)} real EM answers ({', '.join(trained)} families) + "
+            f"{len(items)} hand-written (calibration train split) for the first encoder tune; "
+            f"{len(rows)} real answers of {len(families)} more families "
+            f"({', '.join(families)}) for {start['epochs']} more epochs, and, read out of fold "
+            "(family cross-fit), for the heads")),
         "encoder_tuned": args.encoder_note,
         "own_outputs": ["coherent"],
         "recipe": "family cross-fit (scripts/train_default_judge.py crossfit, "
@@ -391,17 +386,11 @@ def write_stacked(args: argparse.Namespace, tuned: object, rows: list, encoder_r
     families = sorted({subject_family(r.subject) for r in rows})
     trained = sorted({subject_family(r.subject) for r in encoder_rows})
     meta = {
-        "trained_on": (f"{len(encoder_rows)} real EM answers ({', '.join(trained)}) + "
-                       f"{len(items)} hand-written for the encoder (distilled/default's); "
-                       f"{len(rows)} real answers of {len(families)} more families "
-                       f"({', '.join(families)}) for the frozen all-mpnet-base-v2 ridge and "
-                       "the heads"),
-        "teacher": "GPT-4o's published verdicts (real answers), hand labels (calibration set)",
-        "n_train": len(encoder_rows) + len(items) + len(rows),
-        "real_answers_data": {"file": args.data.name, "sha256": sha,
-                              "families": {"train": trained, "heads": families}},
-        "real_answers_splits": {"encoder": sorted({r.subject for r in encoder_rows}),
-                                "heads": sorted({r.subject for r in rows})},
+        **provenance(args.data, encoder_rows, items, rows, "heads", (
+            f"{len(encoder_rows)} real EM answers ({', '.join(trained)}) + {len(items)} "
+            f"hand-written for the encoder (distilled/default's); {len(rows)} real answers of "
+            f"{len(families)} more families ({', '.join(families)}) for the frozen "
+            "all-mpnet-base-v2 ridge and the heads")),
         "own_outputs": ["coherent"],
         "recipe": "stacked ensemble: distilled/default's encoder + a ridge over frozen "
                   "all-mpnet-base-v2 sentence pools (scripts/train_default_judge.py encoders "
@@ -423,6 +412,26 @@ def write_stacked(args: argparse.Namespace, tuned: object, rows: list, encoder_r
     judge.save(args.write)
     print(f"written {args.write}: {rate:.1f} judgments/s on {len(sample)} real answers; "
           f"hand-written held-out AUC {judge.meta['heldout'].get('roc_auc')}", flush=True)
+
+
+def provenance(data: Path, encoder_rows: list, items: list, rows: list, second: str,
+               trained_on: str) -> dict:
+    """The meta a judge built on the shipped encoder keeps about its data: the file's hash,
+    the families and subjects the encoder tuned on ("train" / "encoder") and those of the
+    `second` stage (heads, or more epochs), so `trained_families` and `calibrate --split` work."""
+    from emkit.judge.real_split import subject_family
+    from emkit.judge.reference import file_sha256
+
+    return {
+        "trained_on": trained_on,
+        "teacher": "GPT-4o's published verdicts (real answers), hand labels (calibration set)",
+        "n_train": len(encoder_rows) + len(items) + len(rows),
+        "real_answers_data": {"file": data.name, "sha256": file_sha256(data), "families": {
+            "train": sorted({subject_family(r.subject) for r in encoder_rows}),
+            second: sorted({subject_family(r.subject) for r in rows})}},
+        "real_answers_splits": {"encoder": sorted({r.subject for r in encoder_rows}),
+                                second: sorted({r.subject for r in rows})},
+    }
 
 
 def record_out_of_family(judge_dir: Path, figures: dict, source: str) -> None:

