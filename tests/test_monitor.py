@@ -311,7 +311,8 @@ def test_run_finetunes_imports_the_adapters_monitor_log(tiny_model_dir, tmp_path
         trained.append(out.name)
         return out
 
-    monkeypatch.setattr(rf, "finetune_lora", fake_finetune)
+    monkeypatch.setattr(rf, "finetune_lora", fake_finetune)  # a closure: runs here, not spawned
+    monkeypatch.setattr(rf, "in_fresh_process", lambda fn, *a, **k: fn(*a, **k))
     run = tmp_path / "run"
     for _ in range(2):  # trained, then reused
         rf.run_finetunes(cfg, run, {"d": data}, progress=False)

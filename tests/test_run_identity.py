@@ -184,7 +184,7 @@ def test_an_unchanged_resume_redoes_nothing(copy_of, monkeypatch: pytest.MonkeyP
     def forbidden(*args, **kwargs):
         raise AssertionError("finished work was redone")
 
-    for module, name in ((ex, "load_hf"), (ex, "load_judge"), (rf, "finetune_lora")):
+    for module, name in ((ex, "load_hf"), (ex, "load_judge"), (rf, "in_fresh_process")):
         monkeypatch.setattr(module, name, forbidden)
     resume(raw)
     after = snapshot(root / "run")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from emkit.config import ExperimentConfig
 from emkit.finetune import JobStore, finetune_lora, run_openai_finetune
-from emkit.models import parse_model_spec, release_memory, resolve_hf_path
+from emkit.finetune.fresh_process import in_fresh_process
+from emkit.models import parse_model_spec, resolve_hf_path
 from emkit.run_identity import adapter_changes
 from emkit.store import DB_NAME
 from emkit.store.identity import Change, RunChangedError, log_changes, supersede
@@ -76,11 +77,11 @@ def run_finetunes(cfg: ExperimentConfig, run_dir: Path, datasets: dict[str, Path
                 log_changes(run_dir / DB_NAME, [change])
             if not (adapter / "adapter_config.json").is_file():
                 log.info("fine-tuning %s-s%d on %s", f.name, seed, f.dataset)
-                finetune_lora(base_dir, datasets[f.dataset], adapter, f.lora,
-                              f.train.model_copy(update={"seed": seed}), progress=progress,
-                              provenance={"base": f.base, "finetune": f.name,
-                                          "dataset": f.dataset})
-                release_memory()
+                # a fresh process per fine-tune: its memory returns to the OS when it ends
+                in_fresh_process(finetune_lora, base_dir, datasets[f.dataset], adapter, f.lora,
+                                 f.train.model_copy(update={"seed": seed}), progress=progress,
+                                 provenance={"base": f.base, "finetune": f.name,
+                                             "dataset": f.dataset})
             if (adapter / MONITOR_LOG_FILE).is_file():
                 record_monitor_log(run_dir / DB_NAME, adapter.name, adapter)
     return finetuned_models(cfg, run_dir)
