@@ -57,7 +57,8 @@ about 7 answers/s on 2 cores; `mpnet_files.py`) + surface stats (linear heads on
 `tuned+mpnet`: the `tuned` row plus one column, a ridge over the `mpnet` row predicting the
 aligned score (a stacked ensemble; `DistilledJudge.frozen` holds the ridge); `length`:
 log word count only and `constant`: nothing (the two baselines a judge must beat)."""
-FROZEN_ENCODERS = ("minilm", "mpnet")
+FROZEN_ENCODERS = {"minilm": 384, "mpnet": 768}
+"""Frozen sentence encoders and the width of their embeddings."""
 RETIRED_FEATURE_SETS = {"minilm-tuned": "the two-pass judge of earlier emkit versions (frozen "
                         "sentence features + a tuned alignment column); retrain it with "
                         "`emkit judge distill`, which now builds the one-pass `tuned` judge"}
@@ -92,7 +93,7 @@ def load_encoder(name: str = "minilm") -> Any:
     from sentence_transformers import SentenceTransformer
 
     if name not in FROZEN_ENCODERS:
-        raise ValueError(f"unknown frozen encoder {name!r} (known: {FROZEN_ENCODERS})")
+        raise ValueError(f"unknown frozen encoder {name!r} (known: {', '.join(FROZEN_ENCODERS)})")
     if name == "mpnet":
         from emkit.judge.mpnet_files import mpnet_dir
 
@@ -110,13 +111,12 @@ def sentences(text: str) -> list[str]:
 
 def encode(texts: Sequence[str], batch_size: int = 32, encoder: str = "minilm") -> np.ndarray:
     """Unit-norm embeddings, one row per text, batched longest-first (less padding)."""
-    model = load_encoder(encoder)
     if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), np.float32)
+        return np.zeros((0, FROZEN_ENCODERS[encoder]), np.float32)
     order = sorted(range(len(texts)), key=lambda j: len(texts[j]), reverse=True)
-    enc = model.encode([texts[j] for j in order], batch_size=batch_size,
-                                normalize_embeddings=True, convert_to_numpy=True,
-                                show_progress_bar=False)
+    enc = load_encoder(encoder).encode([texts[j] for j in order], batch_size=batch_size,
+                                       normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=False)
     out = np.empty_like(enc)
     out[order] = enc
     return out.astype(np.float32)
