@@ -22,7 +22,17 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def _configure_logging(level: int) -> None:
+def _child_setup(level: int) -> None:
+    """In the child: die with the parent (Linux `PR_SET_PDEATHSIG`), so a killed run never
+    leaves an orphan training on and later renaming its adapter into place beside a restarted
+    run; then log at the parent's level."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux/glibc: the child outlives a killed parent
     logging.basicConfig(level=level, format="%(levelname)s:%(name)s:%(message)s")
 
 
@@ -32,5 +42,5 @@ def in_fresh_process(fn: Callable[..., T], *args: object, **kwargs: object) -> T
     module-level function and plain data (paths, pydantic settings)."""
     level = logging.getLogger("emkit").getEffectiveLevel()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_configure_logging, initargs=(level,)) as pool:
+                             initializer=_child_setup, initargs=(level,)) as pool:
         return pool.submit(fn, *args, **kwargs).result()
