@@ -35,10 +35,9 @@ def test_the_child_dies_with_a_killed_parent(tmp_path: Path) -> None:
     import psutil
 
     marker = tmp_path / "started"
-    parent = subprocess.Popen([sys.executable, "-c",
-                               "import os\nfrom emkit.finetune.fresh_process import "
-                               f"in_fresh_process\nin_fresh_process(os.system, 'touch {marker} "
-                               "&& sleep 120')"])
+    script = ("import os\nfrom emkit.finetune.fresh_process import in_fresh_process\n"
+              f"in_fresh_process(os.system, 'touch {marker} && sleep 120')")
+    parent = subprocess.Popen([sys.executable, "-c", script])
     family: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 60
