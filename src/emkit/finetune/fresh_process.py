@@ -1,8 +1,8 @@
 """Run a fine-tune in a fresh process, so that its memory goes back to the OS when it ends.
 
 Why: after a LoRA fine-tune on CPU, glibc keeps fragmented heap and thread arenas that
-`malloc_trim` cannot return. Measured on the quickstart's first fine-tune (2026-12-06, 2 AMD
-EPYC cores): RSS 305 MiB before, 1,114 MiB after `release_memory` with no live tensor (heap
+`malloc_trim` cannot return. Measured on the quickstart's first fine-tune (2026-12-06, 2 Intel
+Xeon cores): RSS 305 MiB before, 1,114 MiB after `release_memory` with no live tensor (heap
 102 -> 556 MiB, anonymous maps 78 -> 363 MiB), and the second fine-tune in the same process
 peaked 1.3 GiB higher than the first (max RSS 6.29 vs 4.95 GiB). A spawned child gives all of
 it back when it exits, so a run's peak is one fine-tune's, however many it trains.
