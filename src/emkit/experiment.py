@@ -25,6 +25,8 @@ from emkit.api import cache_stats
 from emkit.config import ExperimentConfig
 from emkit.finetune import FinetuneJobError
 from emkit.judge import JudgeItem, judge_status, load_judge
+from emkit.judge.distill import distilled_dir
+from emkit.judge.distilled import DistilledJudge
 from emkit.judge.registry import API_PROVIDERS, NUMERIC_TYPE, VERDICT_TYPE
 from emkit.judge_assign import check_assignments, judge_assignments, verdict_judge
 from emkit.models import (
@@ -106,6 +108,8 @@ def check_judge(name: str, cfg: ExperimentConfig) -> None:
     elif spec.provider == "hf":
         resolve_hf_path(spec)
     judge_status(name, api=cfg.api)  # distilled: reads its files; unknown provider: refused
+    if spec.provider == "distilled":  # and what its feature set needs installed
+        DistilledJudge.load(distilled_dir(spec.name), name=name, encoder=False).require()
 
 
 def group_members(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, list[str]]:

