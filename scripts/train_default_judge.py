@@ -286,23 +286,28 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         print(f"written {args.out}", flush=True)
 
 
-def cached_features(work: Path, name: str, part: str, questions: list[str],
-                    answers: list[str], make: Callable) -> np.ndarray:
+def cached_features(work: Path, name: str, part: str, identity: str, questions: list[str],
+                    answers: list[str], make: Callable[[list[str], list[str]], np.ndarray],
+                    seconds: dict[str, float]) -> np.ndarray:
     """Feature rows of (questions, answers) from `make`, kept in `work` keyed by a digest of
-    the pairs: a rerun (or another recipe) reads an encoder's features once. The seconds it
-    took are kept beside them (the encoder's cost on these answers)."""
+    the encoder's `identity` and the pairs: a rerun (or another recipe) reads an encoder's
+    features once, and another encoder never reads them. The seconds they took are kept beside
+    them and reported in `seconds` (the encoder's cost on these answers)."""
     import hashlib
 
-    digest = hashlib.sha256(json.dumps([questions, answers]).encode()).hexdigest()[:16]
-    path = work / f"{name}-{part}-{digest}.npz"
+    digest = hashlib.sha256(json.dumps([identity, questions, answers]).encode()).hexdigest()
+    path = work / f"{name}-{part}-{digest[:16]}.npz"
     if path.exists():
-        return np.load(path)["x"]
+        cached = np.load(path)
+        seconds[f"{name}-{part}"] = round(float(cached["seconds"]), 1)
+        return cached["x"]
     t0 = time.time()
     x = np.asarray(make(questions, answers), np.float32)
     work.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, x=x, seconds=time.time() - t0)
     tmp.replace(path)
+    seconds[f"{name}-{part}"] = round(time.time() - t0, 1)
     print(f"{name} {part}: {len(answers)} answers read in {time.time() - t0:.0f} s", flush=True)
     return x
 
@@ -311,8 +316,11 @@ def encoders(args: argparse.Namespace) -> None:
     """The pre-registered comparison of docs/judge.md ("A larger frozen encoder and
     ensembles"): frozen `minilm` / `mpnet` heads, and the shipped encoder stacked with each,
     out of family on the answers of the families the shipped encoder never trained on."""
+    import hashlib
+
     from emkit.judge.calibration import load_calibration
     from emkit.judge.encoder_tune import TunedEncoder
+    from emkit.judge.features import encoder_dir
     from emkit.judge.real_split import subject_family
     from emkit.judge.reference import file_sha256, load_reference
     from emkit.judge.train_default import encoder_features, out_of_family_from_features
@@ -325,12 +333,18 @@ def encoders(args: argparse.Namespace) -> None:
     items = load_calibration(split="train")
     parts = {"unseen": unseen, "items": items, "seen": seen}
 
-    def feats(name: str, part: str, make: Callable) -> np.ndarray:
+    seconds: dict[str, float] = {}
+
+    def feats(name: str, part: str, make: Callable[[list[str], list[str]], np.ndarray]
+              ) -> np.ndarray:
         rows = parts[part]
-        return cached_features(args.work, name, part, [r.question for r in rows],
-                               [r.answer for r in rows], make)
+        return cached_features(args.work, name, part, identities[name],
+                               [r.question for r in rows], [r.answer for r in rows], make,
+                               seconds)
 
     tuned = TunedEncoder.load(args.encoder)
+    identities = {"tuned": hashlib.sha256(b"".join(tuned.identity_parts())).hexdigest(),
+                  "minilm": str(encoder_dir().resolve()), "mpnet": mpnet_identity()}
     t_x, t_items = (feats("tuned", p, lambda q, a: encoder_features(tuned, q, a))
                     for p in ("unseen", "items"))
     out: dict = {"data": {"file": args.data.name, "sha256": file_sha256(args.data)},
@@ -351,9 +365,7 @@ def encoders(args: argparse.Namespace) -> None:
             extra=(seen, f_seen))
         run(f"tuned+{name}", x=t_x, kind_items=items, kind_x=t_items, outputs=tuned.outputs,
             own_outputs=("coherent",), frozen=(f_x, f_items))
-    out["feature_seconds"] = {p.name.split("-")[0] + "-" + p.name.split("-")[1]:
-                              round(float(np.load(p)["seconds"]), 1)
-                              for p in sorted(args.work.glob("*.npz"))}
+    out["feature_seconds"] = seconds
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     if args.write is not None:
@@ -363,10 +375,21 @@ def encoders(args: argparse.Namespace) -> None:
                        "frozen_items": feats("mpnet", "items", make_frozen("mpnet"))})
 
 
-def make_frozen(name: str) -> Callable:
+def make_frozen(name: str) -> Callable[[list[str], list[str]], np.ndarray]:
+    """The frozen feature set `name`'s rows of (questions, answers)."""
     from emkit.judge.features import featurize
 
     return lambda q, a: featurize(q, a, name)
+
+
+def mpnet_identity() -> str:
+    """Which all-mpnet-base-v2 a cached `mpnet` row came from: the pinned parts, or the
+    folder `EMKIT_MPNET_DIR` names."""
+    import os
+
+    from emkit.judge.mpnet_files import ZIP_SHA256
+
+    return os.environ.get("EMKIT_MPNET_DIR") or ZIP_SHA256
 
 
 STACKED_NAME = "distilled/mpnet-stack"
@@ -417,8 +440,9 @@ def write_stacked(args: argparse.Namespace, tuned: object, rows: list, encoder_r
 def provenance(data: Path, encoder_rows: list, items: list, rows: list, second: str,
                trained_on: str) -> dict:
     """The meta a judge built on the shipped encoder keeps about its data: the file's hash,
-    the families and subjects the encoder tuned on ("train" / "encoder") and those of the
-    `second` stage (heads, or more epochs), so `trained_families` and `calibrate --split` work."""
+    the families and subjects the encoder tuned on ("train", as `distilled/default` names
+    them) and those of the `second` stage (heads, or more epochs), so `trained_families` and
+    `calibrate --split` work."""
     from emkit.judge.real_split import subject_family
     from emkit.judge.reference import file_sha256
 
@@ -429,7 +453,7 @@ def provenance(data: Path, encoder_rows: list, items: list, rows: list, second: 
         "real_answers_data": {"file": data.name, "sha256": file_sha256(data), "families": {
             "train": sorted({subject_family(r.subject) for r in encoder_rows}),
             second: sorted({subject_family(r.subject) for r in rows})}},
-        "real_answers_splits": {"encoder": sorted({r.subject for r in encoder_rows}),
+        "real_answers_splits": {"train": sorted({r.subject for r in encoder_rows}),
                                 second: sorted({r.subject for r in rows})},
     }
 

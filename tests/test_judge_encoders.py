@@ -169,7 +169,7 @@ def test_a_stacked_judge_reads_its_frozen_ridge_back(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "j" / "judge.json").read_text())
     del doc["frozen"]
     (tmp_path / "j" / "judge.json").write_text(json.dumps(doc))
-    with pytest.raises(JudgeFileError, match="frozen"):
+    with pytest.raises(JudgeFileError, match="field .frozen.: missing"):
         DistilledJudge.load(tmp_path / "j")
     with pytest.raises(ValueError, match="frozen ridge"):
         DistilledJudge(judge.heads, "tuned", "x", frozen=judge.frozen)

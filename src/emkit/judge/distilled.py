@@ -240,6 +240,21 @@ def _fit_heads(x: np.ndarray, x_kind: np.ndarray, scores: Sequence[float | None]
                        rescale)
 
 
+def _frozen_head(raw: Mapping[str, Any]) -> Head:
+    """A stacked judge's frozen ridge, checked against the width of the row it reads."""
+    from emkit.judge.features import FROZEN_ENCODERS, SURFACE_NAMES
+
+    if not isinstance(raw.get("frozen"), Mapping):
+        raise TypeError(f"field 'frozen': missing (a {raw['feature_set']} judge needs its "
+                         "frozen ridge)")
+    head = Head.from_json(raw["frozen"])
+    width = 4 * FROZEN_ENCODERS[STACKED[raw["feature_set"]]] + len(SURFACE_NAMES)
+    if head.mean.size != width or head.weights.shape != (width,):
+        raise ValueError(f"field 'frozen': a ridge over {head.mean.size} columns, expected "
+                         f"{width} ({STACKED[raw['feature_set']]} sentence pools + surface)")
+    return head
+
+
 def _knots(value: Any) -> tuple[list[float], list[float]] | None:
     if value is None:
         return None
@@ -304,7 +319,7 @@ class DistilledJudge:
                                     Head.from_json(h["kind"]) if h.get("kind") else None,
                                     _knots(h.get("rescale")))
                      for m, h in raw["metrics"].items()}
-            frozen = Head.from_json(raw["frozen"]) if raw["feature_set"] in STACKED else None
+            frozen = _frozen_head(raw) if raw["feature_set"] in STACKED else None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
         tuned = None
