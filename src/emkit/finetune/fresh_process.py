@@ -30,7 +30,6 @@ def _child_setup(level: int, parent: int) -> None:
     run; then log at the parent's level. A parent that died while the child started (before
     the signal was armed) is caught by comparing the parent pid."""
     import ctypes
-    import os
     import signal
 
     try:
