@@ -107,9 +107,10 @@ def check_judge(name: str, cfg: ExperimentConfig) -> None:
         cfg.api.require_keys([name])
     elif spec.provider == "hf":
         resolve_hf_path(spec)
-    judge_status(name, api=cfg.api)  # distilled: reads its files; unknown provider: refused
-    if spec.provider == "distilled":  # and what its feature set needs installed
+    if spec.provider == "distilled":  # its files, and what its feature set needs installed
         DistilledJudge.load(distilled_dir(spec.name), name=name, encoder=False).require()
+    else:
+        judge_status(name, api=cfg.api)  # unknown provider: refused
 
 
 def group_members(cfg: ExperimentConfig, finetuned: dict[str, str]) -> dict[str, list[str]]:

@@ -33,6 +33,7 @@ from emkit.judge.distilled import (
     DistilledJudge,
     Head,
     MetricHeads,
+    _standardiser,
     band_sample,
     fit_metric_heads,
 )
@@ -261,11 +262,11 @@ def leave_one_family_out(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
     `rows` must all be families the encoder did not train on (the caller's business: the
     encoder's train split is in its judge's meta). Returns the pooled figures, plus
     `per_family` (each fold's figures without its per-subject list) and `own_outputs`."""
-    def heads_without(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
-        return fit_default_heads(encoder, [rows[i] for i in fit], kind_items, f"lofo-{family}",
-                                 {}, own_outputs=own_outputs)
-
-    return pooled_by_family(rows, heads_without, own_outputs, "lofo", log_fn)
+    x = encoder_features(encoder, [r.question for r in rows], [r.answer for r in rows])
+    kind_x = encoder_features(encoder, [it.question for it in kind_items],
+                              [it.answer for it in kind_items])
+    return out_of_family_from_features(rows, x, kind_items, kind_x, encoder.outputs,
+                                       own_outputs, label="lofo", log_fn=log_fn)
 
 
 def pooled_by_family(rows: Sequence[ReferenceRow],
@@ -493,8 +494,7 @@ def stacked_prediction(x_fit: np.ndarray, y_fit: Sequence[float | None], groups:
         raise ValueError("a stacked prediction needs scored rows of two groups or more")
 
     def ridge(rows: np.ndarray) -> Head:
-        mean, scale = x_fit[rows].mean(0), x_fit[rows].std(0)
-        scale = np.where(scale > 1e-8, scale, 1.0)
+        mean, scale = _standardiser(x_fit[rows])
         fit = RidgeCV(alphas=np.logspace(-1, 5, 19)).fit((x_fit[rows] - mean) / scale, y[rows])
         return Head(mean, scale, fit.coef_, np.asarray(fit.intercept_))
 
