@@ -33,7 +33,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 GRAPH_VERSION = 1
 """Bump when the export or the quantisation settings change: old cache entries go stale."""
 
@@ -44,8 +43,10 @@ def cache_root() -> Path:
     return cache_dir() / "judges"
 
 
-def _scorer(model: Any, head: Any) -> Any:
-    """The merged encoder + head as one module: mean-pooled last hidden state -> outputs."""
+def _scorer(model: Any, head: Any, names: list[str]) -> Any:
+    """The merged encoder + head as one module: mean-pooled last hidden state -> outputs.
+    `names`: the tokenizer's inputs, in the order the graph takes them (BERT has token types,
+    MPNet has not)."""
     import torch
 
     from emkit.judge.encoder_tune import mean_pooled
@@ -55,10 +56,8 @@ def _scorer(model: Any, head: Any) -> Any:
             super().__init__()
             self.model, self.head = model, head
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.head(mean_pooled(self.model, {
-                "input_ids": input_ids, "attention_mask": attention_mask,
-                "token_type_ids": token_type_ids}))
+        def forward(self, *inputs: Any) -> Any:
+            return self.head(mean_pooled(self.model, dict(zip(names, inputs, strict=True))))
 
     return Scorer().eval()
 
@@ -81,8 +80,9 @@ def int8_graph(model: Any, head: Any, example: dict[str, Any]) -> bytes:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    scorer = _scorer(model, head)
-    axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS} | {"outputs": {0: "batch"}}
+    names = list(example)
+    scorer = _scorer(model, head, names)
+    axes = {name: {0: "batch", 1: "tokens"} for name in names} | {"outputs": {0: "batch"}}
     with tempfile.TemporaryDirectory(prefix="emkit-onnx-") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         # The TorchScript exporter (dynamo=False) needs no extra package; its tracer warns that
@@ -92,8 +92,8 @@ def int8_graph(model: Any, head: Any, example: dict[str, Any]) -> bytes:
         # graph against PyTorch.
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(scorer, tuple(example[name] for name in INPUTS), str(fp32),
-                              input_names=list(INPUTS), output_names=["outputs"],
+            torch.onnx.export(scorer, tuple(example[name] for name in names), str(fp32),
+                              input_names=names, output_names=["outputs"],
                               dynamic_axes=axes, opset_version=17, dynamo=False)
         root = logging.getLogger()
         level = root.level
@@ -138,5 +138,5 @@ def cached_session(key: str | None, build: Any) -> Any:
 
 def run_one(sess: Any, encoded: dict[str, Any]) -> Any:
     """Outputs (1, k) for one tokenized pair (numpy int64 arrays)."""
-    return sess.run(None, {name: encoded[name] for name in INPUTS})[0]
+    return sess.run(None, {i.name: encoded[i.name] for i in sess.get_inputs()})[0]
 

@@ -134,11 +134,13 @@ def separation(labels: Sequence[int | None], aligned: Sequence[float]) -> dict[s
 def select(train: TrainingSet, validation: Sequence[ReferenceRow],
            candidates: Mapping[str, TuneSettings], device: str | None = None,
            eligible: Sequence[str] | None = None,
-           log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
+           log_fn: Callable[[str], None] = log.info,
+           save_dir: Path | None = None) -> dict[str, Any]:
     """Tune each candidate on `train` and score the validation rows after every epoch
-    (float32 outputs of the encoder's aligned score; no heads). Returns every figure and the
-    winner: the highest validation AUC among the `eligible` candidates (default: all), its
-    best epoch count replacing the candidate's."""
+    (outputs of the encoder's aligned score in its training precision; no heads). Returns every
+    figure and the winner: the highest validation AUC among the `eligible` candidates (default:
+    all), its best epoch count replacing the candidate's. `save_dir`: every candidate's encoder
+    after every epoch is saved there (`<name>/epoch-N`), so the winner needs no second tune."""
     labels = reference_labels(validation)
     kinds = encoder_kinds(train.targets)
     classes = kind_classes(kinds)
@@ -156,7 +158,8 @@ def select(train: TrainingSet, validation: Sequence[ReferenceRow],
 
         tune_encoder(train.questions, train.answers,
                      {m: s for m, (s, _) in train.targets.items()}, kinds, settings,
-                     classes=classes, device=device, on_epoch=score)
+                     classes=classes, device=device, on_epoch=score,
+                     save_each=None if save_dir is None else save_dir / name)
         results[name] = {"settings": settings.__dict__, "curve": curve}
     allowed = set(eligible if eligible is not None else candidates)
     best_name, best = max(((n, pt) for n, r in results.items() if n in allowed
