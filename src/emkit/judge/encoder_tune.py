@@ -445,6 +445,7 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
     if not scores:
         raise ValueError("need at least one scored metric to tune the encoder")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _autocast(settings, dev)  # a bad precision is refused before the base is loaded
     y = torch.tensor([[np.nan if s is None else float(s) / 100 for s in col]
                       for col in scores.values()], dtype=torch.float32).T  # (n, metrics)
     if int((~torch.isnan(y)).any(1).sum()) < 2:
