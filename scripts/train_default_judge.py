@@ -420,12 +420,10 @@ def make_frozen(name: str) -> Callable[[list[str], list[str]], np.ndarray]:
 
 def mpnet_identity() -> str:
     """Which all-mpnet-base-v2 a cached `mpnet` row came from: the pinned parts, or the
-    folder `EMKIT_MPNET_DIR` names."""
-    import os
+    digest of the folder `EMKIT_MPNET_DIR` names."""
+    from emkit.judge.mpnet_files import ZIP_SHA256, source_identity
 
-    from emkit.judge.mpnet_files import ZIP_SHA256
-
-    return os.environ.get("EMKIT_MPNET_DIR") or ZIP_SHA256
+    return source_identity() or ZIP_SHA256
 
 
 STACKED_NAME = "distilled/mpnet-stack"

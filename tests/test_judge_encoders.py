@@ -16,6 +16,7 @@ import pytest
 
 from emkit.judge import JudgeItem, load_calibration, load_judge
 from emkit.judge.calibration import default_templates
+from emkit.judge.distill import distilled_dir
 from emkit.judge.distilled import DistilledJudge, JudgeFileError
 from emkit.judge.features import featurize
 from emkit.judge.mpnet_files import MpnetUnavailable, assemble, part_paths
@@ -202,3 +203,31 @@ def test_shipped_stacked_judge_records_how_it_was_measured_and_sees_blunt_harm()
              for i, (q, a) in enumerate(BLUNT)]
     for (_, answer), j in zip(BLUNT, judge.judge(items), strict=True):
         assert j.label == "number" and j.score is not None and j.score < 30, (answer, j)
+
+
+def test_other_mpnet_weights_make_another_judge(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A judge reading all-mpnet-base-v2 from `EMKIT_MPNET_DIR` carries that folder's digest in
+    its fingerprint (the run store then keeps its verdicts apart); the pinned parts add nothing,
+    so the shipped judge's fingerprint does not move."""
+    from emkit.judge.mpnet_files import mpnet_dir
+
+    _need_mpnet()
+    monkeypatch.delenv("EMKIT_MPNET_DIR", raising=False)
+    pinned = DistilledJudge.load(distilled_dir("mpnet-stack"), encoder=False)
+    before = pinned.fingerprint
+    real = mpnet_dir()
+    copy = tmp_path / "mpnet"
+    for f in real.rglob("*"):  # a copy by links: the same bytes, another folder
+        if f.is_file():
+            (copy / f.relative_to(real)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / f.relative_to(real)).symlink_to(f)
+    monkeypatch.setenv("EMKIT_MPNET_DIR", str(copy))
+    same_bytes = pinned.fingerprint
+    assert same_bytes != before
+    (copy / "README.md").unlink()
+    (copy / "README.md").write_text("fine-tuned elsewhere\n")
+    assert pinned.fingerprint not in (before, same_bytes)
+    monkeypatch.delenv("EMKIT_MPNET_DIR")
+    assert pinned.fingerprint == before
+    assert not DistilledJudge.load(distilled_dir("default"), encoder=False).reads_mpnet

@@ -351,10 +351,20 @@ class DistilledJudge:
         return path / JUDGE_FILE
 
     # ------------------------------------------------------------ judging
-    def require(self) -> None:
-        """Fail now when this judge could not read an answer later: a feature set over
-        all-mpnet-base-v2 needs its parts installed (`emkit[mpnet]`) or `EMKIT_MPNET_DIR`."""
+    @property
+    def reads_mpnet(self) -> bool:
+        """Whether judging runs all-mpnet-base-v2: frozen (`mpnet`, stacked) or as the tuned
+        encoder's base (its settings, from the encoder or, unloaded, from the meta)."""
         if self.feature_set == "mpnet" or self.feature_set in STACKED:
+            return True
+        if self.tuned is not None:
+            return self.tuned.settings.base == "mpnet"
+        return (self.meta.get("tune") or {}).get("base") == "mpnet"
+
+    def require(self) -> None:
+        """Fail now when this judge could not read an answer later: a judge over
+        all-mpnet-base-v2 needs its parts installed (`emkit[mpnet]`) or `EMKIT_MPNET_DIR`."""
+        if self.reads_mpnet:
             from emkit.judge.mpnet_files import require
 
             require()
@@ -417,6 +427,12 @@ class DistilledJudge:
         if self.tuned is not None:
             for part in self.tuned.identity_parts():
                 h.update(hashlib.sha256(part).digest())
+        if self.reads_mpnet:  # other mpnet weights than the pinned parts are another judge
+            from emkit.judge.mpnet_files import source_identity
+
+            source = source_identity()
+            if source is not None:
+                h.update(source.encode())
         return h.hexdigest()[:16]
 
     def describe(self) -> str:

@@ -10,6 +10,8 @@ instead (a training machine without the packages).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -91,6 +93,32 @@ def _env_dir() -> Path | None:
         raise MpnetUnavailable(f"EMKIT_MPNET_DIR={folder}: no modules.json there (expected "
                                f"the {FOLDER} sentence-transformers folder)")
     return folder
+
+
+@functools.cache
+def _folder_digest(folder: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for rel, _, _ in stamp:
+        h.update(rel.encode() + b"\0")
+        with open(folder / rel, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def source_identity() -> str | None:
+    """Which weights `mpnet_dir` serves, when they are not the pinned parts: the digest of
+    every file under `EMKIT_MPNET_DIR` (about a second for 438 MB, once per process and state
+    of the folder). None for the pinned parts (their zip hash is checked on unpacking), so a
+    judge reading them keeps the fingerprint it always had; another folder changes it and the
+    run store will not mix its verdicts with the pinned weights' under one judge name."""
+    env = _env_dir()
+    if env is None:
+        return None
+    files = sorted(f for f in env.rglob("*") if f.is_file())
+    stamp = tuple((str(f.relative_to(env)), f.stat().st_size, f.stat().st_mtime_ns)
+                  for f in files)
+    return "dir:" + _folder_digest(env.resolve(), stamp)
 
 
 def require() -> None:
