@@ -66,6 +66,9 @@ LARGER = {
     # Not eligible for the default (five times the work per answer of MiniLM's 4 blocks).
     "mpnet-512": TuneSettings(base="mpnet", layers=12, max_length=512, epochs=3,
                               precision="bfloat16"),
+    # the time-boxed fallback of 2026-12-06 (docs/judge.md): 256 pieces per window
+    "mpnet-256": TuneSettings(base="mpnet", layers=12, max_length=256, epochs=2,
+                              precision="bfloat16"),
 }
 
 

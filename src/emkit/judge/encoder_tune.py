@@ -491,7 +491,8 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
     for epoch in range(settings.epochs):
         model.train()
         total = 0.0
-        for idx in length_batches(lengths, settings.batch_size, rng):
+        batches = length_batches(lengths, settings.batch_size, rng)
+        for step, idx in enumerate(batches, 1):
             batch = enc._batch([questions[i] for i in idx], [answers[i] for i in idx]).to(dev)
             with _autocast(settings, dev):
                 out = head(mean_pooled(model, batch)).float()
@@ -508,6 +509,8 @@ def tune_encoder(questions: Sequence[str], answers: Sequence[str],
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+            if progress and step % 50 == 0:  # an epoch on a CPU is many minutes
+                log.info("encoder epoch %d: step %d/%d", epoch + 1, step, len(batches))
         if progress:
             log.info("encoder epoch %d/%d: train loss %.4f", epoch + 1, settings.epochs,
                      total / n)

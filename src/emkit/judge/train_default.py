@@ -159,7 +159,8 @@ def select(train: TrainingSet, validation: Sequence[ReferenceRow],
         tune_encoder(train.questions, train.answers,
                      {m: s for m, (s, _) in train.targets.items()}, kinds, settings,
                      classes=classes, device=device, on_epoch=score,
-                     save_each=None if save_dir is None else save_dir / name)
+                     save_each=None if save_dir is None else save_dir / name,
+                     progress=save_dir is not None)
         results[name] = {"settings": settings.__dict__, "curve": curve}
     allowed = set(eligible if eligible is not None else candidates)
     best_name, best = max(((n, pt) for n, r in results.items() if n in allowed
