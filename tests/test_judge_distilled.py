@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +119,8 @@ def test_shipped_judge_is_the_tuned_one(shipped: DistilledJudge) -> None:
     assert outputs[:2] == ["aligned", "coherent"] and shipped.meta["outputs"] == outputs
     assert shipped.heads["aligned"].score.columns == [0]
     assert shipped.heads["coherent"].score.columns[0] == 1
-    assert shipped.meta["tune"] == asdict(shipped.tuned.settings)
+    assert shipped.meta["tune"] == shipped.tuned.settings.recorded()
+    assert TuneSettings(**shipped.meta["tune"]) == shipped.tuned.settings
     # validated on real answers of models it never saw, not on the hand-written split
     real = shipped.meta["real_answers"]
     assert real["data"]["split"] == "test" and real["n"] > 500

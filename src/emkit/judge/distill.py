@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,7 @@ def training_digest(questions: Sequence[str], answers: Sequence[str], targets: T
 
     doc = {"q": list(questions), "a": list(answers), "groups": list(groups or []),
            "targets": {m: [list(s), list(lab)] for m, (s, lab) in sorted(targets.items())},
-           "settings": asdict(settings), "seed": seed}
+           "settings": settings.recorded(), "seed": seed}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -214,7 +213,7 @@ def fit_judge(questions: Sequence[str], answers: Sequence[str], targets: Targets
         tune = tune or TuneSettings(seed=seed)
         x, tuned = tuned_features(questions, answers, targets, groups, tune, seed,
                                   pretrained=pretrained, weights=weights)
-        meta = {**meta, "tune": asdict(tune), "crossfit_folds": CROSSFIT_FOLDS,
+        meta = {**meta, "tune": tune.recorded(), "crossfit_folds": CROSSFIT_FOLDS,
                 "outputs": tuned.outputs}
     else:
         x = featurize(questions, answers, feature_set)

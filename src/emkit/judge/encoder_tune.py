@@ -105,6 +105,13 @@ class TuneSettings:
     7.2 s) and on GPUs; on AVX2-only CPUs it is many times slower. Judging always runs the
     int8 graph of the float32 merged model."""
 
+    def recorded(self) -> dict[str, Any]:
+        """The settings as files record them (tune.json, a judge's meta, training digests):
+        `LATER_FIELDS` at their old values are left out, so what was recorded before they
+        existed still reads and compares the same."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+
 
 LATER_FIELDS = {"base": "minilm", "precision": "float32"}
 """Settings added after encoders were shipped, with the value those encoders had: written
@@ -231,9 +238,7 @@ class TunedEncoder:
         return save({k: v.detach().contiguous() for k, v in self.head.state_dict().items()})
 
     def _settings_text(self) -> str:
-        settings = {k: v for k, v in asdict(self.settings).items()
-                    if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
-        return json.dumps({"settings": settings, "outputs": self.outputs}) + "\n"
+        return json.dumps({"settings": self.settings.recorded(), "outputs": self.outputs}) + "\n"
 
     def identity_parts(self) -> list[bytes]:
         """The bytes that determine this encoder's outputs: adapter, head, settings."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def fit_default_heads(encoder: TunedEncoder, fit_rows: Sequence[ReferenceRow],
     heads = heads_from_features(x, fit_rows, kind_items, encoder.outputs, seed, own_outputs)
     return DistilledJudge(heads, "tuned", name,
                           {**meta, "feature_set": "tuned", "outputs": encoder.outputs,
-                           "tune": asdict(encoder.settings)}, tuned=encoder)
+                           "tune": encoder.settings.recorded()}, tuned=encoder)
 
 
 def encoder_features(encoder: TunedEncoder, questions: Sequence[str], answers: Sequence[str]
@@ -475,7 +475,7 @@ def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
                                 rows, kind_items, outputs, own_outputs=own_outputs)
     judge = DistilledJudge(heads, "tuned", name,
                            {**meta, "feature_set": "tuned", "outputs": final.outputs,
-                            "tune": asdict(final.settings)}, tuned=final)
+                            "tune": final.settings.recorded()}, tuned=final)
     return judge, figures
 
 
@@ -534,7 +534,7 @@ def stacked_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
                                 extra_aligned=(x.shape[1] - 1,))
     return DistilledJudge(heads, feature_set, name,
                           {**meta, "feature_set": feature_set, "outputs": encoder.outputs,
-                           "tune": asdict(encoder.settings)}, tuned=encoder, frozen=frozen)
+                           "tune": encoder.settings.recorded()}, tuned=encoder, frozen=frozen)
 
 
 def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
