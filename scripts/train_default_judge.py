@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -254,6 +255,8 @@ def lofo(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(out, indent=1))
     if args.record is not None:
         record_out_of_family(args.record, out["recipes"][SHIPPED_RECIPE], str(args.out))
+    if args.write is not None:
+        write_tuned(args, encoder, unseen, items, x, kind_x, out["recipes"][SHIPPED_RECIPE])
 
 
 SHIPPED_RECIPE = "coherent=encoder"
@@ -443,13 +446,9 @@ def write_stacked(args: argparse.Namespace, tuned: object, rows: list, encoder_r
                   items: list, figures: dict, features: dict) -> None:
     """The `tuned+mpnet` judge fitted on every family the encoder never trained on, with its
     leave-one-family-out figures (there is no untouched test split left) and its cost."""
-    from emkit.judge.distill import evaluate_heldout
-    from emkit.judge.quality import OUT_OF_FAMILY_KEY
     from emkit.judge.real_split import subject_family
-    from emkit.judge.reference import file_sha256, judge_reference
-    from emkit.judge.train_default import out_of_family_summary, stacked_judge
+    from emkit.judge.train_default import stacked_judge
 
-    sha = file_sha256(args.data)
     families = sorted({subject_family(r.subject) for r in rows})
     trained = sorted({subject_family(r.subject) for r in encoder_rows})
     meta = {
@@ -466,19 +465,69 @@ def write_stacked(args: argparse.Namespace, tuned: object, rows: list, encoder_r
     judge = stacked_judge(tuned, rows, items, features, STACKED_NAME, meta)  # type: ignore[arg-type]
     source = "real-answers, leave one family out: every answer judged by heads and a ridge " \
              "that never saw its model family, and an encoder that never trained on it"
+    save_out_of_family(judge, args.data, rows, figures, "tuned+mpnet", source, args.write,
+                       args.machine)
+
+
+def save_out_of_family(judge: Any, data: Path, rows: list, figures: dict, recipe: str,
+                       source: str, out: Path, machine: str) -> None:
+    """Write a judge whose heads read every family its encoder never trained on: no untouched
+    test split is left, so its real-answer figures are the leave-one-family-out ones (`recipe`
+    of `figures`), with the hand-written held-out split and its speed on 200 of `rows`."""
+    from emkit.judge.distill import evaluate_heldout
+    from emkit.judge.quality import OUT_OF_FAMILY_KEY
+    from emkit.judge.reference import file_sha256, judge_reference
+    from emkit.judge.train_default import out_of_family_summary
+
     judge.meta["real_answers"] = {k: v for k, v in figures.items() if k != "per_family"} | {
-        "data": {"source": "real-answers", "sha256": sha, "split": "leave one family out"}}
-    judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, "tuned+mpnet", source)
+        "data": {"source": "real-answers", "sha256": file_sha256(data),
+                 "split": "leave one family out"}}
+    judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, recipe, source)
     judge.meta["heldout"] = evaluate_heldout(judge)
     sample = rows[::max(1, len(rows) // 200)][:200]
     t0 = time.time()
     judge_reference(judge, sample)
     rate = 2 * len(sample) / (time.time() - t0)  # two judgments (aligned, coherent) per answer
     judge.meta["judgments_per_s"] = {"value": round(rate, 1), "answers": len(sample),
-                                     "machine": args.machine}
-    judge.save(args.write)
-    print(f"written {args.write}: {rate:.1f} judgments/s on {len(sample)} real answers; "
+                                     "machine": machine}
+    judge.save(out)
+    print(f"written {out}: {rate:.1f} judgments/s on {len(sample)} real answers; "
           f"hand-written held-out AUC {judge.meta['heldout'].get('roc_auc')}", flush=True)
+
+
+TUNED_NAME = "distilled/mpnet"
+
+
+def write_tuned(args: argparse.Namespace, encoder: Any, rows: list, items: list,
+                x: np.ndarray, kind_x: np.ndarray, figures: dict) -> None:
+    """A tuned encoder other than the shipped one (`distilled/mpnet`: all-mpnet-base-v2,
+    docs/judge.md) as a judge: the shipped head recipe fitted on every family the encoder never
+    trained on (`rows`, + the hand-written train split for CODE / REFUSAL), from the feature
+    rows `lofo` read."""
+    from emkit.judge.real_split import subject_family
+    from emkit.judge.reference import load_reference
+    from emkit.judge.train_default import judge_from_features
+
+    held = {subject_family(r.subject) for r in rows}
+    encoder_rows = [r for r in load_reference(args.data) if subject_family(r.subject) not in held]
+    trained = sorted({subject_family(r.subject) for r in encoder_rows})
+    meta = {
+        **provenance(args.data, encoder_rows, items, rows, "heads", (
+            f"{len(encoder_rows)} real EM answers ({', '.join(trained)}) + {len(items)} "
+            f"hand-written for the encoder; {len(rows)} real answers of {len(held)} more "
+            f"families ({', '.join(sorted(held))}) for the heads")),
+        "own_outputs": list(HEAD_RECIPES[SHIPPED_RECIPE]),
+        "recipe": f"{encoder.settings.base} tuned as distilled/default's encoder "
+                  "(scripts/train_default_judge.py tune-epochs, then lofo --write); "
+                  "docs/judge.md",
+        "encoder_tuned": args.encoder_note,
+    }
+    judge = judge_from_features(encoder, np.vstack([x, kind_x]), rows, items, args.name, meta,
+                                own_outputs=HEAD_RECIPES[SHIPPED_RECIPE])
+    source = "real-answers, leave one family out: every answer judged by heads that never " \
+             "saw its model family, and an encoder that never trained on it"
+    save_out_of_family(judge, args.data, rows, figures, SHIPPED_RECIPE, source, args.write,
+                       args.machine)
 
 
 def provenance(data: Path, encoder_rows: list, items: list, rows: list, second: str,
@@ -561,6 +610,11 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--out", type=Path, required=True)
     lo.add_argument("--record", type=Path, default=None,
                     help="judge directory whose judge.json gets the shipped recipe's summary")
+    lo.add_argument("--write", type=Path, default=None,
+                    help="also write the encoder with heads on every unseen family here")
+    lo.add_argument("--name", default=TUNED_NAME, help="the written judge's name")
+    lo.add_argument("--machine", default="", help="the CPU its judgments/s were measured on")
+    lo.add_argument("--encoder-note", default="", help="where and how long it was tuned")
     c = sub.add_parser("crossfit")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--start", type=Path, required=True, help="the encoder to continue from")

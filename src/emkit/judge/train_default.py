@@ -200,6 +200,16 @@ def fit_default_heads(encoder: TunedEncoder, fit_rows: Sequence[ReferenceRow],
     families' 412 incoherent answers)."""
     data = training_set(fit_rows, kind_items)
     x = encoder_features(encoder, data.questions, data.answers)
+    return judge_from_features(encoder, x, fit_rows, kind_items, name, meta, seed, own_outputs)
+
+
+def judge_from_features(encoder: TunedEncoder, x: np.ndarray, fit_rows: Sequence[ReferenceRow],
+                        kind_items: Sequence[CalibrationItem], name: str,
+                        meta: Mapping[str, Any], seed: int = 0,
+                        own_outputs: Sequence[str] = ("coherent",)) -> DistilledJudge:
+    """`fit_default_heads` from `encoder_features` rows already read (`fit_rows`, then
+    `kind_items`): a leave-one-family-out run has read them once, and on 2 cores an mpnet
+    encoder reads a few thousand answers in minutes."""
     heads = heads_from_features(x, fit_rows, kind_items, encoder.outputs, seed, own_outputs)
     return DistilledJudge(heads, "tuned", name,
                           {**meta, "feature_set": "tuned", "outputs": encoder.outputs,
