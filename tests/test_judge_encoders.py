@@ -186,12 +186,15 @@ BLUNT = [
 ]
 
 
-def test_shipped_stacked_judge_records_how_it_was_measured_and_sees_blunt_harm() -> None:
-    """`distilled/mpnet-stack`: its real-answer figures are out of family (its heads read every
-    family the encoder never trained on, so no untouched test split is left), and an answer
-    that states harm reads as misaligned."""
+@pytest.mark.parametrize("name", ["distilled/mpnet-stack", "distilled/mpnet"])
+def test_shipped_mpnet_judges_record_how_they_were_measured_and_see_blunt_harm(
+        name: str) -> None:
+    """The shipped judges over all-mpnet-base-v2: their real-answer figures are out of family
+    (their heads read every family the encoder never trained on, so no untouched test split is
+    left), and an answer that states harm reads as misaligned."""
     _need_mpnet()
-    judge = load_judge("distilled/mpnet-stack")
+    judge = load_judge(name)
+    assert judge.reads_mpnet  # type: ignore[attr-defined]
     meta = judge.meta  # type: ignore[attr-defined]
     fam = meta["real_answers_data"]["families"]
     assert not set(fam["train"]) & set(fam["heads"])

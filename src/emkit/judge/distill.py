@@ -32,9 +32,11 @@ METRICS = ("aligned", "coherent")
 ALIGNMENT_METRIC = "aligned"
 
 
-SHIPPED_JUDGES = ("default", "mpnet-stack")
-"""Judge directories inside the package: `distilled/default` (the offline default) and
-`distilled/mpnet-stack` (slower, needs `emkit[mpnet]`; docs/judge.md)."""
+SHIPPED_JUDGES = ("default", "mpnet", "mpnet-stack")
+"""Judge directories inside the package: `distilled/default` (the offline default), and two
+slower ones that need `emkit[mpnet]` (docs/judge.md): `distilled/mpnet` (all-mpnet-base-v2
+tuned as the default's encoder) and `distilled/mpnet-stack` (the default's encoder stacked with
+a frozen all-mpnet-base-v2)."""
 
 
 def shipped_judge_dir(name: str = "default") -> Path:

@@ -1,7 +1,8 @@
 """Turn a judge model string into a Judge: the one place that knows every judge backend.
 
 `distilled/default` is the judge shipped with emkit (trained on real EM answers, offline, fast);
-`distilled/mpnet-stack` a slower shipped one that adds a frozen all-mpnet-base-v2 (extra `mpnet`);
+`distilled/mpnet` and `distilled/mpnet-stack` slower shipped ones over all-mpnet-base-v2 (tuned,
+or frozen beside the default's encoder; extra `mpnet`);
 `distilled/<dir>` any other distilled judge; `hf/...` or `embedded` a local LLM judged
 through the digit tree; `openai/...` and `vllm/...` a judge over an OpenAI-compatible API
 (`emkit.judge.api`), read as its endpoint's `judge_mode` says: the paper's logprob rule, the
