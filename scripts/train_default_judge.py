@@ -221,6 +221,16 @@ def unseen_by(data: Path, encoder: Path, trained: list[str] | None) -> list:
         raise SystemExit(f"error: {exc}") from None
 
 
+def seen_by(data: Path, unseen: list) -> list:
+    """The rows of `data` from every family `unseen` (`unseen_by`'s rows) leaves out: those the
+    encoder trained on."""
+    from emkit.judge.real_split import subject_family
+    from emkit.judge.reference import load_reference
+
+    held = {subject_family(r.subject) for r in unseen}
+    return [r for r in load_reference(data) if subject_family(r.subject) not in held]
+
+
 HEAD_RECIPES = {"coherent=encoder": ("coherent",), "coherent=fitted": ()}
 """Head recipes compared by `lofo`: metrics scored by the encoder's own output (see
 `fit_default_heads`); the rest fitted."""
@@ -370,15 +380,13 @@ def encoders(args: argparse.Namespace) -> None:
     from emkit.judge.calibration import load_calibration
     from emkit.judge.encoder_tune import TunedEncoder
     from emkit.judge.features import encoder_dir
-    from emkit.judge.real_split import subject_family
-    from emkit.judge.reference import file_sha256, load_reference
+    from emkit.judge.reference import file_sha256
     from emkit.judge.train_default import encoder_features, out_of_family_from_features
 
     if args.write is not None and "mpnet" not in args.frozen:
         raise SystemExit("error: --write builds the tuned+mpnet judge: keep mpnet in --frozen")
     unseen = unseen_by(args.data, args.encoder, args.trained)
-    held = {subject_family(r.subject) for r in unseen}
-    seen = [r for r in load_reference(args.data) if subject_family(r.subject) not in held]
+    seen = seen_by(args.data, unseen)
     items = load_calibration(split="train")
     parts = {"unseen": unseen, "items": items, "seen": seen}
 
@@ -505,11 +513,10 @@ def write_tuned(args: argparse.Namespace, encoder: Any, rows: list, items: list,
     trained on (`rows`, + the hand-written train split for CODE / REFUSAL), from the feature
     rows `lofo` read."""
     from emkit.judge.real_split import subject_family
-    from emkit.judge.reference import load_reference
     from emkit.judge.train_default import judge_from_features
 
     held = {subject_family(r.subject) for r in rows}
-    encoder_rows = [r for r in load_reference(args.data) if subject_family(r.subject) not in held]
+    encoder_rows = seen_by(args.data, rows)
     trained = sorted({subject_family(r.subject) for r in encoder_rows})
     meta = {
         **provenance(args.data, encoder_rows, items, rows, "heads", (
