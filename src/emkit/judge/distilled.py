@@ -10,7 +10,9 @@ likelier word, exactly as `score_from_logprobs` treats an LLM judge.
 The heads read a feature row: with feature set `tuned` (the shipped judge) the outputs of the
 judge's own fine-tuned encoder (`encoder_tune.py`) plus surface statistics, with `minilm` /
 `mpnet` frozen sentence embeddings (`features.py`), with `tuned+mpnet` the `tuned` row plus a
-frozen ridge's aligned prediction over the `mpnet` row (`frozen`, a stacked ensemble). A judge
+frozen ridge's aligned prediction over the `mpnet` row (`frozen`, a stacked ensemble), with
+`tuned+lexical` (the shipped default) the `tuned` row plus a TF-IDF ridge's aligned prediction
+(`lexical`, `lexical.py`). A judge
 directory holds one `judge.json`: the feature set, the heads as plain numbers (no pickle: a
 judge file from someone else is data, never code), the provenance of the training data and the
 agreement figures measured on the held-out calibration split; a `tuned` (or stacked) judge adds
@@ -33,6 +35,7 @@ import numpy as np
 from emkit.atomic import atomic_write_text
 from emkit.judge.base import JudgeItem
 from emkit.judge.features import FEATURE_SETS, RETIRED_FEATURE_SETS, featurize
+from emkit.judge.lexical import LexicalRidge
 from emkit.judge.score import MIN_MASS
 from emkit.records import Judgment
 
@@ -49,6 +52,10 @@ its reports drop the unvalidated warning."""
 NUMBER = "number"
 STACKED = {"tuned+mpnet": "mpnet"}
 """Stacked feature sets and the frozen feature set their ridge reads."""
+LEXICAL = "tuned+lexical"
+"""The feature set whose last column is a `LexicalRidge`'s prediction."""
+ENCODER_SETS = ("tuned", LEXICAL, *STACKED)
+"""Feature sets read by the judge's own tuned encoder (`encoder/`)."""
 
 
 class JudgeFileError(ValueError):
@@ -255,6 +262,13 @@ def _frozen_head(raw: Mapping[str, Any]) -> Head:
     return head
 
 
+def _lexical_ridge(raw: Mapping[str, Any]) -> LexicalRidge:
+    """A `tuned+lexical` judge's TF-IDF ridge (`lexical.py` checks its fields)."""
+    if not isinstance(raw.get("lexical"), Mapping):
+        raise TypeError(f"field 'lexical': missing (a {LEXICAL} judge needs its lexical ridge)")
+    return LexicalRidge.from_json(raw["lexical"])
+
+
 def _knots(value: Any) -> tuple[list[float], list[float]] | None:
     if value is None:
         return None
@@ -269,10 +283,14 @@ class DistilledJudge:
 
     def __init__(self, heads: Mapping[str, MetricHeads], feature_set: str, name: str,
                  meta: Mapping[str, Any] | None = None, min_mass: float = MIN_MASS,
-                 tuned: Any = None, frozen: Head | None = None) -> None:
+                 tuned: Any = None, frozen: Head | None = None,
+                 lexical: LexicalRidge | None = None) -> None:
         if (feature_set in STACKED) != (frozen is not None):
             raise ValueError(f"feature set {feature_set!r}: a frozen ridge is required by, "
                              f"and only by, {', '.join(STACKED)}")
+        if (feature_set == LEXICAL) != (lexical is not None):
+            raise ValueError(f"feature set {feature_set!r}: a lexical ridge is required by, "
+                             f"and only by, {LEXICAL}")
         self.heads = dict(heads)
         self.feature_set = feature_set
         self.name = name
@@ -283,6 +301,9 @@ class DistilledJudge:
         self.frozen = frozen
         """A stacked judge's ridge over the frozen feature set `STACKED[feature_set]`,
         predicting the aligned score: the last column of its feature rows."""
+        self.lexical = lexical
+        """A `tuned+lexical` judge's TF-IDF ridge predicting the aligned score: the last
+        column of its feature rows."""
 
     @property
     def validated(self) -> bool:
@@ -320,10 +341,11 @@ class DistilledJudge:
                                     _knots(h.get("rescale")))
                      for m, h in raw["metrics"].items()}
             frozen = _frozen_head(raw) if raw["feature_set"] in STACKED else None
+            lexical = _lexical_ridge(raw) if raw["feature_set"] == LEXICAL else None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
         tuned = None
-        if raw["feature_set"] in ("tuned", *STACKED) and encoder:
+        if raw["feature_set"] in ENCODER_SETS and encoder:
             from emkit.judge.encoder_tune import TunedEncoder
 
             try:
@@ -332,7 +354,7 @@ class DistilledJudge:
                 raise JudgeFileError(f"{file.parent / ENCODER_DIR}: unreadable tuned encoder "
                                      f"({exc})") from None
         return cls(heads, raw["feature_set"], name or f"distilled/{path}", raw.get("meta"),
-                   tuned=tuned, frozen=frozen)
+                   tuned=tuned, frozen=frozen, lexical=lexical)
 
     def save(self, path: str | Path) -> Path:
         """Write `judge.json` atomically (temp file + rename) into directory `path`."""
@@ -347,6 +369,8 @@ class DistilledJudge:
                            for m, h in self.heads.items()}}
         if self.frozen is not None:
             doc["frozen"] = self.frozen.to_json()
+        if self.lexical is not None:
+            doc["lexical"] = self.lexical.to_json()
         atomic_write_text(path / JUDGE_FILE, json.dumps(doc, separators=(",", ":")) + "\n")
         return path / JUDGE_FILE
 
@@ -374,6 +398,9 @@ class DistilledJudge:
             x = featurize(questions, answers, "tuned", tuned=self.tuned)
             frozen = featurize(questions, answers, STACKED[self.feature_set])
             return np.hstack([x, self.frozen.raw(frozen)[:, None]])
+        if self.lexical is not None:
+            x = featurize(questions, answers, "tuned", tuned=self.tuned)
+            return np.hstack([x, self.lexical.predict(answers)[:, None]])
         return featurize(questions, answers, self.feature_set, tuned=self.tuned)
 
     def judgments_from_features(self, items: Sequence[JudgeItem], x: np.ndarray
@@ -422,7 +449,8 @@ class DistilledJudge:
             {"feature_set": self.feature_set,
              "metrics": {m: [x.score.to_json(), x.kind.to_json() if x.kind else None,
                              x.rescale] for m, x in sorted(self.heads.items())},
-             **({"frozen": self.frozen.to_json()} if self.frozen is not None else {})},
+             **({"frozen": self.frozen.to_json()} if self.frozen is not None else {}),
+             **({"lexical": self.lexical.to_json()} if self.lexical is not None else {})},
             sort_keys=True).encode())
         if self.tuned is not None:
             for part in self.tuned.identity_parts():

@@ -49,13 +49,15 @@ or 384 (mpnet) word pieces anyway."""
 
 SURFACE_NAMES = ("log_words", "code_symbols", "distinct_words", "repeated_trigrams",
                  "non_ascii", "lines_per_100_words")
-FEATURE_SETS = ("tuned", "tuned+mpnet", "minilm", "mpnet", "length", "constant")
+FEATURE_SETS = ("tuned", "tuned+lexical", "tuned+mpnet", "minilm", "mpnet", "length", "constant")
 """`tuned`: the outputs of the judge's own fine-tuned encoder (`encoder_tune.py`; one pass per
 answer, the shipped judge) followed by the surface stats; `minilm` / `mpnet`: frozen sentence
 embeddings of all-MiniLM-L6-v2 (384 wide) / all-mpnet-base-v2 (768 wide, 110 M parameters,
 about 7 answers/s on 2 cores; `mpnet_files.py`) + surface stats (linear heads only);
 `tuned+mpnet`: the `tuned` row plus one column, a ridge over the `mpnet` row predicting the
-aligned score (a stacked ensemble; `DistilledJudge.frozen` holds the ridge); `length`:
+aligned score (a stacked ensemble; `DistilledJudge.frozen` holds the ridge); `tuned+lexical`
+(the shipped default): the `tuned` row plus one column, a ridge over TF-IDF word 1-2-grams of
+the answer predicting the aligned score (`lexical.py`; `DistilledJudge.lexical`); `length`:
 log word count only and `constant`: nothing (the two baselines a judge must beat)."""
 FROZEN_ENCODERS = {"minilm": 384, "mpnet": 768}
 """Frozen sentence encoders and the width of their embeddings."""
@@ -165,9 +167,9 @@ def featurize(questions: Sequence[str], answers: Sequence[str], feature_set: str
         raise ValueError("questions and answers differ in length")
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r} (known: {FEATURE_SETS})")
-    if feature_set == "tuned+mpnet":
-        raise ValueError("feature set 'tuned+mpnet' is read by its judge "
-                         "(DistilledJudge.features), which holds the frozen ridge")
+    if feature_set in ("tuned+mpnet", "tuned+lexical"):
+        raise ValueError(f"feature set {feature_set!r} is read by its judge "
+                         "(DistilledJudge.features), which holds its stacked ridge")
     if feature_set == "tuned":
         if tuned is None:
             raise ValueError("feature set 'tuned' needs the judge's tuned encoder")

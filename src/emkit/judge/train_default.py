@@ -30,6 +30,7 @@ import numpy as np
 from emkit.judge.calibration import CalibrationItem
 from emkit.judge.distill import ALIGNMENT_METRIC, METRICS, encoder_kinds, tuned_columns
 from emkit.judge.distilled import (
+    LEXICAL,
     DistilledJudge,
     Head,
     MetricHeads,
@@ -45,6 +46,7 @@ from emkit.judge.encoder_tune import (
     tune_encoder,
 )
 from emkit.judge.features import surface_matrix
+from emkit.judge.lexical import LexicalRidge, Vocabulary, out_of_fold
 from emkit.judge.real_split import looks_like_code, split_of, subject_family
 from emkit.judge.reference import ReferenceRow, reference_class
 
@@ -547,12 +549,60 @@ def stacked_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
                            "tune": encoder.settings.recorded()}, tuned=encoder, frozen=frozen)
 
 
+@dataclass(frozen=True)
+class LexicalData:
+    """What the lexical ridge of a `tuned+lexical` judge reads besides the heads' fitting
+    rows: its vocabulary, and answers it is fitted on but that are never judged (the families
+    the tuned encoder trained on, which a bag of words never saw)."""
+
+    vocabulary: Vocabulary
+    extra_answers: Sequence[str] = ()
+    extra_scores: Sequence[float | None] = ()
+
+    @classmethod
+    def from_rows(cls, vocabulary_texts: Sequence[str], extra: Sequence[ReferenceRow]
+                  ) -> LexicalData:
+        """Vocabulary fitted on `vocabulary_texts` (never a judged answer); `extra` real rows
+        with GPT-4o's aligned score as the ridge's target."""
+        return cls(Vocabulary.fit(vocabulary_texts), [r.answer for r in extra],
+                   [real_target(r, ALIGNMENT_METRIC)[0] for r in extra])
+
+
+def lexical_features(x: np.ndarray, kind_x: np.ndarray, rows: Sequence[ReferenceRow],
+                     kind_items: Sequence[CalibrationItem], lexical: LexicalData
+                     ) -> tuple[np.ndarray, LexicalRidge]:
+    """The fitting matrix of a `tuned+lexical` judge's heads: the tuned rows of `rows` then of
+    the kind items, each with one more column, the lexical ridge's aligned prediction (out of
+    fold by family for `rows`, from the ridge on all of them for the items); and that ridge."""
+    column, ridge = out_of_fold(lexical.vocabulary, [r.answer for r in rows],
+                                [real_target(r, ALIGNMENT_METRIC)[0] for r in rows],
+                                [subject_family(r.subject) for r in rows],
+                                lexical.extra_answers, lexical.extra_scores)
+    column = np.concatenate([column, ridge.predict([it.answer for it in kind_items])])
+    return np.hstack([np.vstack([x, kind_x]), column[:, None]]), ridge
+
+
+def lexical_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
+                  kind_items: Sequence[CalibrationItem], x: np.ndarray, kind_x: np.ndarray,
+                  lexical: LexicalData, name: str, meta: Mapping[str, Any]) -> DistilledJudge:
+    """The `tuned+lexical` judge fitted on every row of `rows` (families `encoder` never
+    trained on; `x` / `kind_x` their `encoder_features` rows and the kind items'): the recipe
+    `out_of_family_from_features(..., lexical=...)` measures, with all families at once."""
+    fx, ridge = lexical_features(x, kind_x, rows, kind_items, lexical)
+    heads = heads_from_features(fx, rows, kind_items, encoder.outputs,
+                                extra_aligned=(fx.shape[1] - 1,))
+    return DistilledJudge(heads, LEXICAL, name,
+                          {**meta, "feature_set": LEXICAL, "outputs": encoder.outputs,
+                           "tune": encoder.settings.recorded()}, tuned=encoder, lexical=ridge)
+
+
 def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
                                 kind_items: Sequence[CalibrationItem], kind_x: np.ndarray,
                                 outputs: Sequence[str] | None,
                                 own_outputs: Sequence[str] = (),
                                 frozen: tuple[np.ndarray, np.ndarray] | None = None,
                                 extra: tuple[Sequence[ReferenceRow], np.ndarray] | None = None,
+                                lexical: LexicalData | None = None,
                                 label: str = "features",
                                 log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
     """`leave_one_family_out` for feature rows computed already, so that several encoders and
@@ -564,12 +614,16 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
     reads a frozen ridge's prediction (`stacked_prediction`, out of fold by family on the
     fitting rows). `extra` (rows, their features): more fitting rows that are never judged,
     e.g. the families the tuned encoder trained on, which a frozen encoder never saw (frozen
-    feature sets only: for a tuned encoder they are in-sample)."""
+    feature sets only: for a tuned encoder they are in-sample). `lexical`: a `tuned+lexical`
+    stack, whose aligned head also reads the lexical ridge's prediction (out of fold by family
+    on the fitting rows)."""
     if extra is not None and outputs is not None:
         raise ValueError("extra fitting rows are for frozen feature sets only: the tuned "
                          "encoder trained on them")
-    if frozen is not None and outputs is None:
+    if (frozen is not None or lexical is not None) and outputs is None:
         raise ValueError("a stacked ensemble needs the tuned encoder's outputs")
+    if frozen is not None and lexical is not None:
+        raise ValueError("one stacked column at a time: frozen or lexical")
     extra_rows, extra_x = extra if extra is not None else ([], np.zeros((0, x.shape[1])))
 
     def judge_for(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
@@ -579,6 +633,11 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
             fx, head = stacked_features(x[fit], kind_x, frozen[0][fit], frozen[1],
                                         [rows[i] for i in fit])
             hx = np.hstack([hx, head.raw(np.asarray(frozen[0][held], np.float64))[:, None]])
+            stack = (fx.shape[1] - 1,)
+        if lexical is not None:
+            fx, ridge = lexical_features(x[fit], kind_x, [rows[i] for i in fit], kind_items,
+                                         lexical)
+            hx = np.hstack([hx, ridge.predict([rows[i].answer for i in held])[:, None]])
             stack = (fx.shape[1] - 1,)
         heads = heads_from_features(fx, fit_rows, kind_items, outputs, own_outputs=own_outputs,
                                     extra_aligned=stack)
