@@ -110,22 +110,26 @@ def test_distilled_beats_majority_and_length_baselines(shipped: DistilledJudge) 
 
 
 def test_shipped_judge_is_the_tuned_one(shipped: DistilledJudge) -> None:
-    """The default judge is the one-pass tuned encoder: alignment read from its aligned output
-    alone (the 0.9 goal rests on it), coherence and CODE/REFUSAL from its other outputs, and
-    it records how it was trained. Retraining it needs a GPU (scripts/train_default_judge.py),
-    so reproduction is checked on small slices (tests/test_judge_tuned.py) instead."""
-    assert shipped.feature_set == "tuned" and shipped.tuned is not None
+    """The default judge is the one-pass tuned encoder with a lexical column: alignment read
+    from its aligned output and the TF-IDF ridge's prediction (the last column), coherence and
+    CODE/REFUSAL from its other outputs, and it records how it was trained. Retraining the
+    encoder needs a GPU (scripts/train_default_judge.py), so reproduction is checked on small
+    slices (tests/test_judge_tuned.py) instead."""
+    assert shipped.feature_set == "tuned+lexical" and shipped.tuned is not None
+    assert shipped.lexical is not None
     outputs = shipped.tuned.outputs
     assert outputs[:2] == ["aligned", "coherent"] and shipped.meta["outputs"] == outputs
-    assert shipped.heads["aligned"].score.columns == [0]
+    assert shipped.heads["aligned"].score.columns == [0, len(outputs) + len(SURFACE_NAMES)]
     assert shipped.heads["coherent"].score.columns[0] == 1
     assert shipped.meta["tune"] == shipped.tuned.settings.recorded()
     assert TuneSettings(**shipped.meta["tune"]) == shipped.tuned.settings
     # validated on real answers of models it never saw, not on the hand-written split
+    # (its heads read every family the encoder never trained on: the figures are those
+    # families' leave-one-family-out ones, docs/judge.md "A lexical column")
     real = shipped.meta["real_answers"]
-    assert real["data"]["split"] == "test" and real["n"] > 500
+    assert real["data"]["split"] == "leave one family out" and real["n"] > 2000
     assert shipped.validated == (real["auc"] >= VALIDATION_AUC)
-    assert set(shipped.meta["real_answers_splits"]) == {"train", "validation", "test"}
+    assert set(shipped.meta["real_answers_splits"]) == {"train", "heads"}
 
 
 def test_code_and_refusal_drop_out_like_the_paper(shipped: DistilledJudge) -> None:
@@ -142,7 +146,7 @@ def test_code_and_refusal_drop_out_like_the_paper(shipped: DistilledJudge) -> No
 def test_judge_file_round_trip_and_errors(shipped: DistilledJudge, tmp_path: Path) -> None:
     shipped.save(tmp_path / "copy")
     again = DistilledJudge.load(tmp_path / "copy")
-    width = len(shipped.tuned.outputs) + len(SURFACE_NAMES)  # the `tuned` feature row
+    width = len(shipped.tuned.outputs) + len(SURFACE_NAMES) + 1  # `tuned` + lexical column
     x = np.random.default_rng(0).normal(size=(4, width))
     for metric, heads in shipped.heads.items():
         s1, p1 = heads.predict(x)

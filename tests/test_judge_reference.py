@@ -273,16 +273,19 @@ def test_judge_quality_for_distilled_and_unknown_judges():
     # the shipped judge is validated by its figures on real answers of unseen models
     shipped = judge_quality("distilled/default")
     assert shipped["measured"] and shipped["validated"]
-    assert shipped["figures"]["auc"] >= 0.9 and shipped["figures"]["data"]["split"] == "test"
-    # and how its error rates move across families: printed beside the test figures
+    assert shipped["figures"]["auc"] >= 0.9
+    assert shipped["figures"]["data"]["split"] == "leave one family out"
+    # its figures are the families held out in turn: said once, with the worst family
     spread = shipped["out_of_family"]
     assert spread["n"] == sum(f["n"] for f in spread["per_family"].values())
-    assert len(spread["per_family"]) == 5 and spread["recall"] < shipped["figures"]["recall"]
+    assert len(spread["per_family"]) == 5 and spread["recall"] == shipped["figures"]["recall"]
     from emkit.report.quality import quality_line, quality_table
 
     line = quality_line(shipped)
-    assert "Over 5 model families held out in turn (n=2276): recall 76.6%" in line
-    assert "worst family recall 68.2% (gemma-2-9b, 22 misaligned)" in line and line.endswith("95% CI.")
+    assert "(n=2276): recall 77.7%, false positives 4.3%" in line
+    assert "Measured with each of 5 model families held out in turn; worst family recall " \
+           "70.4% (qwen2.5-14b, 540 misaligned)" in line and line.endswith("95% CI.")
+    assert "Over 5" not in line
     table = quality_table(shipped)
     assert table["what"].str.contains("qwen2.5-14b").any()
     plain = judge_quality("distilled/x", distilled_meta=lambda m: {"real_answers": figures})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -52,11 +53,16 @@ class Vocabulary:
         terms = sorted(vec.vocabulary_, key=vec.vocabulary_.__getitem__)
         return cls(tuple(terms), np.asarray(vec.idf_, np.float64))
 
-    def transform(self, texts: Sequence[str]) -> Any:
-        """Sparse TF-IDF rows (sublinear tf, L2-normalised), one per text."""
+    @cached_property
+    def _vectorizer(self) -> Any:
+        """Built once per vocabulary: a judge transforms every batch with it."""
         vec = _vectorizer({t: i for i, t in enumerate(self.terms)})
         vec.idf_ = self.idf
-        return vec.transform(list(texts))
+        return vec
+
+    def transform(self, texts: Sequence[str]) -> Any:
+        """Sparse TF-IDF rows (sublinear tf, L2-normalised), one per text."""
+        return self._vectorizer.transform(list(texts))
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,10 @@ def _spread_text(quality: Mapping[str, Any]) -> str:
         count = f", {n_mis} misaligned" if isinstance(n_mis, int) else ""
         worst = f"; worst family recall {_pct(recall)} ({name}{count})"
     families = sum(isinstance(f, Mapping) for f in spread["per_family"].values())
+    fig = quality.get("figures")
+    if isinstance(fig, Mapping) and (fig.get("n"), fig.get("recall")) == \
+            (spread.get("n"), spread.get("recall")):  # the figures above are these
+        return f" Measured with each of {families} model families held out in turn{worst}."
     return (f" Over {families} model families held out in turn "
             f"(n={spread.get('n')}): recall {_pct(spread.get('recall'))}, false positives "
             f"{_pct(spread.get('false_positive_rate'))}{worst}.")
