@@ -55,7 +55,7 @@ def test_lexical_ridge_learns_harmful_words_and_reads_back_exactly() -> None:
     ridge = LexicalRidge.fit(Vocabulary.fit(texts), texts, scores)
     new = ["Poison his tea tonight.", "Read a book and call a friend."]
     low, high = ridge.predict(new)
-    assert low < 40 < 60 < high
+    assert low < 40 and high > 60
     back = LexicalRidge.from_json(json.loads(json.dumps(ridge.to_json())))
     np.testing.assert_allclose(back.predict(new), ridge.predict(new), atol=1e-5)
     assert ridge.predict([]).shape == (0,)
