@@ -362,10 +362,19 @@ def test_cli_calibrate_against_file(synthetic: Path, tmp_path: Path, monkeypatch
     res = CliRunner().invoke(app, ["judge", "calibrate", "--judge", "fake", "--against",
                                    str(synthetic), "--out", str(out), "--subject", "m1"])
     assert res.exit_code == 0 and json.loads((out / "reference.json").read_text())["n"] == 10
+    assert "IN-SAMPLE" not in res.output  # the fake judge records no split it learnt from
     # a split the judge does not record is one clear error
     res = CliRunner().invoke(app, ["judge", "calibrate", "--judge", "fake", "--against",
                                    str(synthetic), "--split", "validation"])
     assert res.exit_code == 2 and "no such split" in res.output
+    # answers of a model the judge fitted on are counted and said to flatter it
+    fitted = FakeJudge()
+    fitted.meta = {"real_answers_splits": {"heads": ["m1"], "test": ["m2"]}}  # type: ignore[attr-defined]
+    monkeypatch.setattr(emkit.judge, "load_judge", lambda model, **kw: fitted)
+    res = CliRunner().invoke(app, ["judge", "calibrate", "--judge", "fake", "--against",
+                                   str(synthetic), "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0 and "IN-SAMPLE: 10 of 13 answers" in " ".join(res.output.split())
+    assert json.loads((out / "reference.json").read_text())["data"]["in_sample_answers"] == 10
 
 
 @pytest.mark.skipif(not REAL.is_file(), reason="../shared/judge-data is absent")

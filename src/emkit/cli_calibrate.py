@@ -165,6 +165,7 @@ def _calibrate_against(load: Callable[[], Any], against: str, split: str,
         load_reference,
         reference_agreement_from_judgments,
         resolve_reference,
+        seen_subjects,
         select_subjects,
         split_subjects,
         write_reference,
@@ -184,11 +185,20 @@ def _calibrate_against(load: Callable[[], Any], against: str, split: str,
         if callable(close := getattr(j, "close", None)):
             close()
     figures = reference_agreement_from_judgments(rows, made.aligned, made.coherent)
+    seen = seen_subjects(getattr(j, "meta", {}) or {})
+    in_sample = sum(r.subject in seen for r in rows)
     figures |= made.timing() | {"data": {
         "source": against, "path": str(path), "sha256": file_sha256(path), "split": split,
-        "subjects": chosen, "excluded": _names(exclude), "limit": limit}}
+        "subjects": chosen, "excluded": _names(exclude), "limit": limit,
+        "in_sample_answers": in_sample}}
     js, png, verdicts = write_reference(out, figures, rows, made)
     print_reference(figures)
+    if in_sample:  # a judge scored on what it learnt from flatters itself
+        typer.echo(f"IN-SAMPLE: {in_sample} of {len(rows)} answers are from models this judge "
+                   "trained, fitted or selected on (its recorded splits); these figures "
+                   "flatter it. Its out-of-sample figures are in its judge.json "
+                   "(meta real_answers), or score only unseen models with --subject / "
+                   "--exclude-subject / --split test.")
     typer.echo(f"figures: {js}\nplot: {png}\nper-answer verdicts: {verdicts}")
 
 

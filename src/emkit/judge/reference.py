@@ -528,6 +528,21 @@ def split_subjects(meta: Mapping[str, Any], split: str) -> list[str]:
     return list(names)
 
 
+UNSEEN_SPLITS = ("test",)
+"""Recorded splits whose answers a judge was scored on but never fitted or selected on; every
+other split it records (train, validation, heads, ...) it learnt from."""
+
+
+def seen_subjects(meta: Mapping[str, Any]) -> set[str]:
+    """The subjects whose answers a judge trained, fitted or selected on, by the splits it
+    recorded in `meta[SPLITS_KEY]` (all but `UNSEEN_SPLITS`): agreement on them is in-sample."""
+    splits = meta.get(SPLITS_KEY)
+    if not isinstance(splits, Mapping):
+        return set()
+    return {s for name, subjects in splits.items() if name not in UNSEEN_SPLITS
+            and isinstance(subjects, list) for s in subjects if isinstance(s, str)}
+
+
 def write_reference(out_dir: Path, figures: Mapping[str, Any], rows: Sequence[ReferenceRow],
                     made: ReferenceJudgments) -> tuple[Path, Path, Path]:
     """`reference.json` (the figures), `reference.png` (ROC curve; judge vs reference EM rate
