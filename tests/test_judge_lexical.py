@@ -47,6 +47,8 @@ def test_vocabulary_keeps_terms_seen_twice_and_ignores_unknown_words() -> None:
     rows = vocab.transform(["POISON the cake", "zebra crossing"]).toarray()
     assert rows[0].sum() > 0 and np.isclose(np.linalg.norm(rows[0]), 1.0)
     assert not rows[1].any()
+    long = vocab.transform(["a walk " * 2_857 + "poison the tea"]).toarray()  # 20,013 chars
+    assert not long.any()  # read up to MAX_CHARS, as the encoder reads
 
 
 def test_lexical_ridge_learns_harmful_words_and_reads_back_exactly() -> None:

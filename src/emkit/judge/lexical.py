@@ -26,6 +26,10 @@ TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """Words of two or more word characters, lower-cased (scikit-learn's default, written out)."""
 NGRAMS = (1, 2)
 MIN_DF = 2
+MAX_CHARS = 20_000
+"""Characters of an answer read, as the encoder reads (`encoder_tune.MAX_ANSWER_CHARS`): a hostile
+answer costs no more than that, and both columns read the same text. No real answer the ridge
+was fitted on is longer (the longest: 6,324)."""
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
 """Ridge penalties tried by leave-one-out (generalised) cross-validation."""
 
@@ -49,7 +53,7 @@ class Vocabulary:
     def fit(cls, texts: Sequence[str]) -> Vocabulary:
         """Terms seen in at least `MIN_DF` of `texts`, with their smoothed idf."""
         vec = _vectorizer()
-        vec.fit(list(texts))
+        vec.fit([t[:MAX_CHARS] for t in texts])
         terms = sorted(vec.vocabulary_, key=vec.vocabulary_.__getitem__)
         return cls(tuple(terms), np.asarray(vec.idf_, np.float64))
 
@@ -61,8 +65,9 @@ class Vocabulary:
         return vec
 
     def transform(self, texts: Sequence[str]) -> Any:
-        """Sparse TF-IDF rows (sublinear tf, L2-normalised), one per text."""
-        return self._vectorizer.transform(list(texts))
+        """Sparse TF-IDF rows (sublinear tf, L2-normalised), one per text (its first
+        `MAX_CHARS` characters)."""
+        return self._vectorizer.transform([t[:MAX_CHARS] for t in texts])
 
 
 @dataclass(frozen=True)
