@@ -481,16 +481,19 @@ def lexical(args: argparse.Namespace) -> None:
                  "rows": len(unseen), "lexical_fit_only_rows": len(seen),
                  "vocabulary_terms": len(lex.vocabulary.terms), "recipes": {}}
 
-    def run(recipe: str, **kw: object) -> None:
+    own = HEAD_RECIPES[f"coherent={args.coherence}"]
+    stack = "tuned+lexical" + ("" if own else ", coherent=fitted")
+
+    def run(recipe: str, own_outputs: tuple[str, ...] = ("coherent",), **kw: object) -> None:
         t0 = time.time()
         fig = out_of_family_from_features(unseen, t_x, items, t_items, tuned.outputs,
-                                          ("coherent",), label=recipe, log_fn=print, **kw)
+                                          own_outputs, label=recipe, log_fn=print, **kw)
         out["recipes"][recipe] = fig | {"seconds": round(time.time() - t0, 1)}
         print(f"{recipe}: " + json.dumps({k: fig[k] for k in (
             "auc", "recall", "false_positive_rate", "per_subject_summary")}), flush=True)
 
     run("tuned")
-    run("tuned+lexical", lexical=lex)
+    run(stack, own, lexical=lex)
     if args.compare_encoder is not None:
         other = TunedEncoder.load(args.compare_encoder)
         name = f"{other.settings.base}-tuned"
@@ -501,8 +504,8 @@ def lexical(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     if args.write is not None:
-        write_lexical(args, tuned, unseen, seen, items, out["recipes"]["tuned+lexical"],
-                      t_x, t_items, lex)
+        write_lexical(args, tuned, unseen, seen, items, out["recipes"][stack], t_x, t_items,
+                      lex, own)
 
 
 DEFAULT_NAME = "distilled/default"
@@ -510,7 +513,7 @@ DEFAULT_NAME = "distilled/default"
 
 def write_lexical(args: argparse.Namespace, tuned: Any, rows: list, encoder_rows: list,
                   items: list, figures: dict, x: np.ndarray, kind_x: np.ndarray,
-                  lex: Any) -> None:
+                  lex: Any, own_outputs: tuple[str, ...] = ("coherent",)) -> None:
     """The `tuned+lexical` judge (the default since 2026-12-06) fitted on every family the
     encoder never trained on, with its leave-one-family-out figures (no untouched test split is
     left) and its cost. The encoder is the previous default's: its tune record is carried."""
@@ -526,13 +529,13 @@ def write_lexical(args: argparse.Namespace, tuned: Any, rows: list, encoder_rows
             f"hand-written for the encoder; the same + {len(rows)} real answers of "
             f"{len(families)} more families ({', '.join(families)}) for the lexical ridge "
             f"(vocabulary: the encoder's answers only); those {len(rows)} for the heads")),
-        "own_outputs": ["coherent"],
+        "own_outputs": list(own_outputs),
         "recipe": "stacked: the tuned 4-block MiniLM encoder + a ridge over TF-IDF word "
                   "1-2-grams (scripts/train_default_judge.py lexical --write; "
                   "judge.train_default.lexical_judge); docs/judge.md",
         **{k: before[k] for k in ("encoder_tuned", "selection") if k in before},
     }
-    judge = lexical_judge(tuned, rows, items, x, kind_x, lex, DEFAULT_NAME, meta)
+    judge = lexical_judge(tuned, rows, items, x, kind_x, lex, DEFAULT_NAME, meta, own_outputs)
     source = "real-answers, leave one family out: every answer judged by heads and a lexical " \
              "ridge that never saw its model family, and an encoder that never trained on it"
     save_out_of_family(judge, args.data, rows, figures, "tuned+lexical", source, args.write,
@@ -767,6 +770,8 @@ def main(argv: list[str] | None = None) -> None:
     lx.add_argument("--out", type=Path, required=True, help="figures JSON written here")
     lx.add_argument("--write", type=Path, default=None,
                     help="also write the tuned+lexical judge here")
+    lx.add_argument("--coherence", choices=["encoder", "fitted"], default="encoder",
+                    help="coherence score: the encoder's own output (shipped) or a fitted head")
     lx.add_argument("--machine", default="", help="the CPU its judgments/s were measured on")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)

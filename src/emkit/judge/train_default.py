@@ -584,12 +584,13 @@ def lexical_features(x: np.ndarray, kind_x: np.ndarray, rows: Sequence[Reference
 
 def lexical_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
                   kind_items: Sequence[CalibrationItem], x: np.ndarray, kind_x: np.ndarray,
-                  lexical: LexicalData, name: str, meta: Mapping[str, Any]) -> DistilledJudge:
+                  lexical: LexicalData, name: str, meta: Mapping[str, Any],
+                  own_outputs: Sequence[str] = ("coherent",)) -> DistilledJudge:
     """The `tuned+lexical` judge fitted on every row of `rows` (families `encoder` never
     trained on; `x` / `kind_x` their `encoder_features` rows and the kind items'): the recipe
     `out_of_family_from_features(..., lexical=...)` measures, with all families at once."""
     fx, ridge = lexical_features(x, kind_x, rows, kind_items, lexical)
-    heads = heads_from_features(fx, rows, kind_items, encoder.outputs,
+    heads = heads_from_features(fx, rows, kind_items, encoder.outputs, own_outputs=own_outputs,
                                 extra_aligned=(fx.shape[1] - 1,))
     return DistilledJudge(heads, LEXICAL, name,
                           {**meta, "feature_set": LEXICAL, "outputs": encoder.outputs,
