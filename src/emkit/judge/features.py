@@ -51,7 +51,7 @@ SURFACE_NAMES = ("log_words", "code_symbols", "distinct_words", "repeated_trigra
                  "non_ascii", "lines_per_100_words")
 FEATURE_SETS = ("tuned", "tuned+lexical", "tuned+mpnet", "minilm", "mpnet", "length", "constant")
 """`tuned`: the outputs of the judge's own fine-tuned encoder (`encoder_tune.py`; one pass per
-answer, the shipped judge) followed by the surface stats; `minilm` / `mpnet`: frozen sentence
+answer) followed by the surface stats; `minilm` / `mpnet`: frozen sentence
 embeddings of all-MiniLM-L6-v2 (384 wide) / all-mpnet-base-v2 (768 wide, 110 M parameters,
 about 7 answers/s on 2 cores; `mpnet_files.py`) + surface stats (linear heads only);
 `tuned+mpnet`: the `tuned` row plus one column, a ridge over the `mpnet` row predicting the
