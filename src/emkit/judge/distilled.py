@@ -7,13 +7,12 @@ logistic classifier over {number, CODE, REFUSAL}. The classifier's probability o
 plays the role of the paper's integer mass: below 0.25 the score is missing and the label is the
 likelier word, exactly as `score_from_logprobs` treats an LLM judge.
 
-The heads read a feature row: with feature set `tuned` (the default until 2026-12-06) the outputs of the
-judge's own fine-tuned encoder (`encoder_tune.py`) plus surface statistics, with `minilm` /
-`mpnet` frozen sentence embeddings (`features.py`), with `tuned+mpnet` the `tuned` row plus a
-frozen ridge's aligned prediction over the `mpnet` row (`frozen`, a stacked ensemble), with
-`tuned+lexical` (the shipped default) the `tuned` row plus a TF-IDF ridge's aligned prediction
-(`lexical`, `lexical.py`). A judge
-directory holds one `judge.json`: the feature set, the heads as plain numbers (no pickle: a
+The heads read a feature row: with feature set `tuned` (the default until 2026-12-06) the
+outputs of the judge's own fine-tuned encoder (`encoder_tune.py`) plus surface statistics, with
+`minilm` / `mpnet` frozen sentence embeddings (`features.py`), with `tuned+mpnet` the `tuned`
+row plus a frozen ridge's aligned prediction over the `mpnet` row (`frozen`, a stacked
+ensemble), with `tuned+lexical` (the shipped default) the `tuned` row plus a TF-IDF ridge's
+aligned prediction (`lexical`, `lexical.py`). A judge directory holds one `judge.json`: the feature set, the heads as plain numbers (no pickle: a
 judge file from someone else is data, never code), the provenance of the training data and the
 agreement figures measured on the held-out calibration split; a `tuned` (or stacked) judge adds
 its encoder's adapter (`encoder/`, safetensors).
