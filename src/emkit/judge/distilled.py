@@ -12,10 +12,11 @@ outputs of the judge's own fine-tuned encoder (`encoder_tune.py`) plus surface s
 `minilm` / `mpnet` frozen sentence embeddings (`features.py`), with `tuned+mpnet` the `tuned`
 row plus a frozen ridge's aligned prediction over the `mpnet` row (`frozen`, a stacked
 ensemble), with `tuned+lexical` (the shipped default) the `tuned` row plus a TF-IDF ridge's
-aligned prediction (`lexical`, `lexical.py`). A judge directory holds one `judge.json`: the feature set, the heads as plain numbers (no pickle: a
-judge file from someone else is data, never code), the provenance of the training data and the
-agreement figures measured on the held-out calibration split; a `tuned` (or stacked) judge adds
-its encoder's adapter (`encoder/`, safetensors).
+aligned prediction (`lexical`, `lexical.py`). A judge directory holds one `judge.json`: the
+feature set, the heads as plain numbers (no pickle: a judge file from someone else is data,
+never code), the provenance of the training data and the agreement figures measured on the
+held-out calibration split; a `tuned` (or stacked) judge adds its encoder's adapter
+(`encoder/`, safetensors).
 Training uses scikit-learn; the heads run in numpy.
 """
 
