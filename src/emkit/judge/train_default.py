@@ -13,6 +13,11 @@ write. The protocol (docs/judge.md, "Training the default"):
 4. score the test families once with the finished judge and record the figures, the split and
    the data hashes in its `judge.json`.
 
+Since 2026-12-06 the default is `tuned+lexical` (`lexical_judge`): the same encoder, a TF-IDF
+ridge as one more column for the aligned head, and heads fitted on every family the encoder
+never trained on, measured by `out_of_family_from_features(..., lexical=...)` (each family held
+out in turn); so it records leave-one-family-out figures instead of step 4's.
+
 Rows are `ReferenceRow`s of the real-answer file (`judge.reference.load_reference`); their
 `aligned` is None where GPT-4o answered CODE or REFUSAL.
 """
