@@ -508,15 +508,13 @@ def lexical(args: argparse.Namespace) -> None:
                       lex, own)
 
 
-DEFAULT_NAME = "distilled/default"
-
-
 def write_lexical(args: argparse.Namespace, tuned: Any, rows: list, encoder_rows: list,
                   items: list, figures: dict, x: np.ndarray, kind_x: np.ndarray,
                   lex: Any, own_outputs: tuple[str, ...] = ("coherent",)) -> None:
-    """The `tuned+lexical` judge (the default since 2026-12-06) fitted on every family the
-    encoder never trained on, with its leave-one-family-out figures (no untouched test split is
-    left) and its cost. The encoder is the previous default's: its tune record is carried."""
+    """A `tuned+lexical` judge (`distilled/default` since 2026-12-06; `--name`) fitted on every
+    family the encoder never trained on, with its leave-one-family-out figures (no untouched
+    test split is left) and its cost. The encoder's tune record (the judge.json beside it) is
+    carried."""
     from emkit.judge.real_split import subject_family
     from emkit.judge.train_default import lexical_judge
 
@@ -530,12 +528,12 @@ def write_lexical(args: argparse.Namespace, tuned: Any, rows: list, encoder_rows
             f"{len(families)} more families ({', '.join(families)}) for the lexical ridge "
             f"(vocabulary: the encoder's answers only); those {len(rows)} for the heads")),
         "own_outputs": list(own_outputs),
-        "recipe": "stacked: the tuned 4-block MiniLM encoder + a ridge over TF-IDF word "
+        "recipe": f"stacked: the tuned {tuned.settings.base} encoder + a ridge over TF-IDF word "
                   "1-2-grams (scripts/train_default_judge.py lexical --write; "
                   "judge.train_default.lexical_judge); docs/judge.md",
         **{k: before[k] for k in ("encoder_tuned", "selection") if k in before},
     }
-    judge = lexical_judge(tuned, rows, items, x, kind_x, lex, DEFAULT_NAME, meta, own_outputs)
+    judge = lexical_judge(tuned, rows, items, x, kind_x, lex, args.name, meta, own_outputs)
     source = "real-answers, leave one family out: every answer judged by heads and a lexical " \
              "ridge that never saw its model family, and an encoder that never trained on it"
     save_out_of_family(judge, args.data, rows, figures, "tuned+lexical", source, args.write,
@@ -770,6 +768,7 @@ def main(argv: list[str] | None = None) -> None:
     lx.add_argument("--out", type=Path, required=True, help="figures JSON written here")
     lx.add_argument("--write", type=Path, default=None,
                     help="also write the tuned+lexical judge here")
+    lx.add_argument("--name", default="distilled/default", help="the written judge's name")
     lx.add_argument("--coherence", choices=["encoder", "fitted"], default="encoder",
                     help="coherence score: the encoder's own output (shipped) or a fitted head")
     lx.add_argument("--machine", default="", help="the CPU its judgments/s were measured on")
