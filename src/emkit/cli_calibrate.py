@@ -197,8 +197,8 @@ def _calibrate_against(load: Callable[[], Any], against: str, split: str,
         typer.echo(f"IN-SAMPLE: {in_sample} of {len(rows)} answers are from models this judge "
                    "trained, fitted or selected on (its recorded splits); these figures "
                    "flatter it. Its out-of-sample figures are in its judge.json "
-                   "(meta real_answers), or score only unseen models with --subject / "
-                   "--exclude-subject / --split test.")
+                   "(meta real_answers), or score only models it never saw with --subject / "
+                   "--exclude-subject (or --split test, where it records one).")
     typer.echo(f"figures: {js}\nplot: {png}\nper-answer verdicts: {verdicts}")
 
 
