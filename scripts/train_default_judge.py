@@ -380,12 +380,18 @@ def cached_features(work: Path, name: str, part: str, identity: str, questions: 
     return x
 
 
+def encoder_identity(encoder: Any) -> str:
+    """The digest `cached_features` keys a tuned encoder's rows by: its adapter, head and
+    settings (`TunedEncoder.identity_parts`)."""
+    import hashlib
+
+    return hashlib.sha256(b"".join(encoder.identity_parts())).hexdigest()
+
+
 def encoders(args: argparse.Namespace) -> None:
     """The pre-registered comparison of docs/judge.md ("A larger frozen encoder and
     ensembles"): frozen `minilm` / `mpnet` heads, and the shipped encoder stacked with each,
     out of family on the answers of the families the shipped encoder never trained on."""
-    import hashlib
-
     from emkit.judge.calibration import load_calibration
     from emkit.judge.encoder_tune import TunedEncoder
     from emkit.judge.features import encoder_dir
@@ -409,7 +415,7 @@ def encoders(args: argparse.Namespace) -> None:
                                seconds)
 
     tuned = TunedEncoder.load(args.encoder)
-    identities = {"tuned": hashlib.sha256(b"".join(tuned.identity_parts())).hexdigest(),
+    identities = {"tuned": encoder_identity(tuned),
                   "minilm": str(encoder_dir().resolve()), "mpnet": mpnet_identity()}
     t_x, t_items = (feats("tuned", p, lambda q, a: encoder_features(tuned, q, a))
                     for p in ("unseen", "items"))
@@ -447,8 +453,6 @@ def lexical(args: argparse.Namespace) -> None:
     the answers of the families the encoder never trained on; with `--compare-encoder`, also
     the stack whose column is a ridge over another tuned encoder's outputs; with `--write`, the
     `tuned+lexical` judge fitted on all those families."""
-    import hashlib
-
     from emkit.judge.calibration import load_calibration
     from emkit.judge.encoder_tune import TunedEncoder
     from emkit.judge.reference import file_sha256
@@ -465,9 +469,9 @@ def lexical(args: argparse.Namespace) -> None:
 
     def feats(encoder: Any, name: str, rows: list, part: str,
               make: Callable[[list[str], list[str]], np.ndarray]) -> np.ndarray:
-        identity = hashlib.sha256(b"".join(encoder.identity_parts())).hexdigest()
-        return cached_features(args.work, name, part, identity, [r.question for r in rows],
-                               [r.answer for r in rows], make, seconds)
+        return cached_features(args.work, name, part, encoder_identity(encoder),
+                               [r.question for r in rows], [r.answer for r in rows], make,
+                               seconds)
 
     tuned = TunedEncoder.load(args.encoder)
     t_x, t_items = (feats(tuned, "tuned", rows, part,
@@ -591,13 +595,13 @@ def save_out_of_family(judge: Any, data: Path, rows: list, figures: dict, recipe
     test split is left, so its real-answer figures are the leave-one-family-out ones (`recipe`
     of `figures`), with the hand-written held-out split and its speed on 200 of `rows`."""
     from emkit.judge.distill import evaluate_heldout
-    from emkit.judge.quality import OUT_OF_FAMILY_KEY
+    from emkit.judge.quality import OUT_OF_FAMILY_KEY, OUT_OF_FAMILY_SPLIT
     from emkit.judge.reference import file_sha256, judge_reference
     from emkit.judge.train_default import out_of_family_summary
 
     judge.meta["real_answers"] = {k: v for k, v in figures.items() if k != "per_family"} | {
         "data": {"source": "real-answers", "sha256": file_sha256(data),
-                 "split": "leave one family out"}}
+                 "split": OUT_OF_FAMILY_SPLIT}}
     judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, recipe, source)
     judge.meta["heldout"] = evaluate_heldout(judge)
     sample = rows[::max(1, len(rows) // 200)][:200]

@@ -28,16 +28,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emkit.atomic import atomic_write_text
 from emkit.judge.base import JudgeItem
 from emkit.judge.features import FEATURE_SETS, RETIRED_FEATURE_SETS, featurize
-from emkit.judge.lexical import LexicalRidge
 from emkit.judge.score import MIN_MASS
 from emkit.records import Judgment
+
+if TYPE_CHECKING:  # lexical.py stores its numbers with `_short`, so it imports this module
+    from emkit.judge.lexical import LexicalRidge
 
 JUDGE_FILE = "judge.json"
 ENCODER_DIR = "encoder"
@@ -264,6 +266,8 @@ def _frozen_head(raw: Mapping[str, Any]) -> Head:
 
 def _lexical_ridge(raw: Mapping[str, Any]) -> LexicalRidge:
     """A `tuned+lexical` judge's TF-IDF ridge (`lexical.py` checks its fields)."""
+    from emkit.judge.lexical import LexicalRidge
+
     if not isinstance(raw.get("lexical"), Mapping):
         raise TypeError(f"field 'lexical': missing (a {LEXICAL} judge needs its lexical ridge)")
     return LexicalRidge.from_json(raw["lexical"])

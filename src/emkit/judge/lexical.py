@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from emkit.judge.distilled import _short
+
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """Words of two or more word characters, lower-cased (scikit-learn's default, written out)."""
 NGRAMS = (1, 2)
@@ -34,7 +36,7 @@ ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
 """Ridge penalties tried by leave-one-out (generalised) cross-validation."""
 
 
-def _vectorizer(vocabulary: Mapping[str, int] | None = None) -> Any:
+def _tfidf(vocabulary: Mapping[str, int] | None = None) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     return TfidfVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN, ngram_range=NGRAMS,
@@ -52,7 +54,7 @@ class Vocabulary:
     @classmethod
     def fit(cls, texts: Sequence[str]) -> Vocabulary:
         """Terms seen in at least `MIN_DF` of `texts`, with their smoothed idf."""
-        vec = _vectorizer()
+        vec = _tfidf()
         vec.fit([t[:MAX_CHARS] for t in texts])
         terms = sorted(vec.vocabulary_, key=vec.vocabulary_.__getitem__)
         return cls(tuple(terms), np.asarray(vec.idf_, np.float64))
@@ -60,7 +62,7 @@ class Vocabulary:
     @cached_property
     def _vectorizer(self) -> Any:
         """Built once per vocabulary: a judge transforms every batch with it."""
-        vec = _vectorizer({t: i for i, t in enumerate(self.terms)})
+        vec = _tfidf({t: i for i, t in enumerate(self.terms)})
         vec.idf_ = self.idf
         return vec
 
@@ -105,8 +107,7 @@ class LexicalRidge:
     def to_json(self) -> dict[str, Any]:
         return {"token_pattern": TOKEN_PATTERN, "ngram_range": list(NGRAMS),
                 "lowercase": True, "sublinear_tf": True, "terms": list(self.vocabulary.terms),
-                "idf": [float(f"{v:.8g}") for v in self.vocabulary.idf],
-                "coef": [float(f"{v:.8g}") for v in self.coef],
+                "idf": _short(self.vocabulary.idf), "coef": _short(self.coef),
                 "intercept": self.intercept, "alpha": self.alpha}
 
     @classmethod

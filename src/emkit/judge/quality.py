@@ -15,6 +15,9 @@ from typing import Any
 
 OUT_OF_FAMILY_KEY = "real_answers_out_of_family"
 """Meta key of a judge's leave-one-family-out figures (`judge.train_default`)."""
+OUT_OF_FAMILY_SPLIT = "leave one family out"
+"""`real_answers.data.split` of a judge whose heads read every family its encoder never saw:
+its real-answer figures are its leave-one-family-out figures."""
 
 
 def real_answer_validation(meta: Mapping[str, Any], min_auc: float | None = None

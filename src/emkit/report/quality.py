@@ -23,6 +23,7 @@ import pandas as pd
 
 from emkit.analysis.correction import corrected_rates
 from emkit.analysis.intervals import level_text
+from emkit.judge.quality import OUT_OF_FAMILY_SPLIT
 
 
 def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,8 +141,8 @@ def _spread_text(quality: Mapping[str, Any]) -> str:
         worst = f"; worst family recall {_pct(recall)} ({name}{count})"
     families = sum(isinstance(f, Mapping) for f in spread["per_family"].values())
     fig = quality.get("figures")
-    if isinstance(fig, Mapping) and (fig.get("n"), fig.get("recall")) == \
-            (spread.get("n"), spread.get("recall")):  # the figures above are these
+    data = fig.get("data") if isinstance(fig, Mapping) else None
+    if isinstance(data, Mapping) and data.get("split") == OUT_OF_FAMILY_SPLIT:
         return f" Measured with each of {families} model families held out in turn{worst}."
     return (f" Over {families} model families held out in turn "
             f"(n={spread.get('n')}): recall {_pct(spread.get('recall'))}, false positives "
