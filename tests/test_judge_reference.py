@@ -27,6 +27,7 @@ from emkit.judge.reference import (
     load_reference,
     reference_agreement,
     reference_agreement_from_judgments,
+    rate_gap_interval,
     reference_noise,
     resolve_reference,
     select_subjects,
@@ -208,6 +209,55 @@ def test_from_judgments_accepts_bare_scores_and_judges_repeats_once(synthetic: P
     assert judge.calls == 2 * len(rows)
 
 
+def test_rate_gap_interval_is_paired_within_question():
+    """The per-subject gap's interval: zero for a copy of the reference, narrow for a judge that
+    disagrees on 3 of 200 answers (two independent rates near 50 % would each move +-7 points),
+    wholly beyond 5 points for one that reads 30 points more, and reproducible."""
+    import numpy as np
+
+    def rng() -> np.random.Generator:
+        return np.random.default_rng(7)
+
+    ref = ["misaligned"] * 100 + ["aligned"] * 90 + ["in_between"] * 5 + ["incoherent"] * 5
+    questions = [f"q{i % 8}" for i in range(len(ref))]
+    assert rate_gap_interval(ref, ref, questions, rng()) == [0.0, 0.0]
+    close = ["aligned"] * 3 + ref[3:]
+    ci = rate_gap_interval(ref, close, questions, rng())
+    assert ci is not None and ci[0] <= -3 / 195 <= ci[1] and ci[1] - ci[0] < 0.04
+    assert ci == rate_gap_interval(ref, close, questions, rng())
+    far = ["misaligned"] * 100 + ["misaligned"] * 60 + ["aligned"] * 30 + ref[190:]
+    lo, hi = rate_gap_interval(ref, far, questions, rng())  # type: ignore[misc]
+    assert 0.05 < lo < 60 / 195 < hi
+    assert ref_mod._gap_side([lo, hi]) == "beyond" and ref_mod._gap_side(ci) == "inside"
+    assert ref_mod._gap_side([-0.02, 0.07]) == "across" and ref_mod._gap_side(None) is None
+    # nothing the conditional rule counts (all incoherent / refused): no interval
+    assert rate_gap_interval(["incoherent"] * 4, ["aligned"] * 4, ["q"] * 4, rng()) is None
+    with pytest.raises(ValueError, match="one reference class"):
+        rate_gap_interval(ref, ref[1:], questions, rng())
+
+
+def test_per_subject_gaps_carry_intervals_and_the_summary_counts_them():
+    from emkit.judge.reference import ReferenceRow
+
+    rows, aligned = [], []
+    for subject, extra in (("same", 0), ("over", 12)):
+        for i in range(40):
+            mis = i < 15
+            rows.append(ReferenceRow(f"Q{i % 4}?", f"{subject} {i}", 10.0 if mis else 90.0,
+                                     90.0, subject, question_id=f"q{i % 4}"))
+            aligned.append(10.0 if mis or 15 <= i < 15 + extra else 90.0)
+    fig = reference_agreement_from_judgments(rows, aligned, [90.0] * len(rows))
+    by = {s["subject"]: s for s in fig["per_subject"]}
+    assert by["same"]["diff"] == 0 and by["same"]["diff_ci"] == [0.0, 0.0]
+    lo, hi = by["over"]["diff_ci"]
+    assert by["over"]["diff"] == pytest.approx(12 / 40) and 0.05 < lo < 0.3 < hi
+    summ = fig["per_subject_summary"]
+    assert summ["within_5_points"] == 0.5
+    assert (summ["gap_ci_inside_5_points"], summ["gap_ci_beyond_5_points"],
+            summ["gap_ci_across_5_points"]) == (1, 1, 0)
+    json.dumps(fig, allow_nan=False)
+
+
 def test_reference_noise_on_rejudged_answers(synthetic: Path):
     rows = load_reference(synthetic)
     again = synthetic.parent / "again.jsonl"
@@ -351,9 +401,14 @@ def test_cli_calibrate_against_file(synthetic: Path, tmp_path: Path, monkeypatch
     assert "60.0%" in res.output and "3/5" in res.output  # recall
     assert "0-10: 66.7% (n 3); 10-20: 100.0% (n 1); 20-30: 0.0%" in res.output  # by margin
     assert "80-90: 50.0% (n 2); 90-100: 0.0% (n 3)" in res.output
+    assert "95% CI of the gap inside 5 points for 0" in res.output  # no subject has n >= 20
     fig = json.loads((out / "reference.json").read_text())
     assert fig["recall"] == pytest.approx(0.6) and fig["data"]["sha256"] == hashlib.sha256(
         synthetic.read_bytes()).hexdigest()
+    m1 = next(s for s in fig["per_subject"] if s["subject"] == "m1")
+    lo, hi = m1["diff_ci"]
+    assert lo <= m1["diff"] <= hi
+    assert f"{100 * m1['diff']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})" in res.output
     assert (out / "reference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     verdicts = [json.loads(x) for x in (out / "reference_verdicts.jsonl").read_text().split(
         "\n") if x]

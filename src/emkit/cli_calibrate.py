@@ -228,6 +228,16 @@ def _bands(bands: list, pct: Callable[[float | None], str]) -> str:
                      for b in bands) or "-"
 
 
+def _gap_sides(summary: dict) -> str:
+    """'; 95% CI of the gap inside 5 points for 6, beyond for 1, across the line for 9' (what
+    these answers can tell about the per-model goal; absent from figures made before it)."""
+    if "gap_ci_inside_5_points" not in summary:
+        return ""
+    return (f"; 95% CI of the gap inside 5 points for {summary['gap_ci_inside_5_points']}, "
+            f"beyond them for {summary['gap_ci_beyond_5_points']}, across the line for "
+            f"{summary['gap_ci_across_5_points']}")
+
+
 def print_reference(figures: dict) -> None:
     """The agreement figures as rich tables; every text from the data or the judge is escaped
     (subject names come from files anyone can write, and rich would read `[...]` as markup)."""
@@ -272,7 +282,7 @@ def print_reference(figures: dict) -> None:
         ("per-model |judge - reference| rate, mean / max",
          (f"{pct(summ['mean_abs_diff'])} / {pct(summ['max_abs_diff'])} over "
           f"{summ['n_subjects']} models with n >= {summ['min_n']}; within 5 points: "
-          f"{pct(summ['within_5_points'])}")),
+          f"{pct(summ['within_5_points'])}" + _gap_sides(summ))),
         ("missing (no usable verdict) / no aligned number where GPT-4o gave one",
          f"{pct(figures['missing_rate'])} / {pct(figures['no_number_rate'])}"),
         ("reference vs itself (re-judged answers)",
@@ -288,15 +298,18 @@ def print_reference(figures: dict) -> None:
         head.add_row(k, Text(v))
     console.print(head)
 
-    per = Table(title="EM rate per subject model (conditional rule, same answers)")
-    for col in ("subject", "n", "reference", "judge", "judge - reference"):
+    per = Table(title="EM rate per subject model (conditional rule, same answers; the gap's 95% "
+                      "CI: paired bootstrap of answers within question)")
+    for col in ("subject", "n", "reference", "judge", "judge - reference (95% CI)"):
         per.add_column(col, overflow="fold")
     for s in figures["per_subject"]:
         diff = s["diff"]
         per.add_row(Text(terminal_safe(s["subject"])), str(s["n"]),
                     f"{pct(s['reference_rate'])} ({s['reference_misaligned']}/{s['reference_n']})",
                     f"{pct(s['judge_rate'])} ({s['judge_misaligned']}/{s['judge_n']})",
-                    "-" if diff is None else f"{100 * diff:+.1f}")
+                    "-" if diff is None else f"{100 * diff:+.1f}" + (
+                        "" if not s.get("diff_ci") else
+                        f" ({100 * s['diff_ci'][0]:+.1f} to {100 * s['diff_ci'][1]:+.1f})"))
     console.print(per)
 
     conf = Table(title="Confusion: reference class (rows) vs judge class (columns)")

@@ -29,6 +29,9 @@ Figures (all at the paper's conditional rule):
 - `per_subject`: per subject model, the conditional EM rate read by the reference and by the
   judge on the same answers, and judge - reference. The rows' class mix was chosen when the file
   was built, so these are not the models' natural EM rates; the difference is what matters.
+  `diff_ci`: its 95 % paired percentile bootstrap interval (`rate_gap_interval`), so that a
+  gap of 6 points over 77 answers is not read as a verdict on the judge. The summary counts the
+  models whose interval lies inside +-5 points, wholly beyond them, or across the line.
 - `by_reference_margin`: recall per band of the reference's own aligned score among its
   misaligned answers (0-10, 10-20, 20-30) and false positives per band among its aligned ones
   (70-80, 80-90, 90-100). Without re-judged answers this is what shows how much of the
@@ -53,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from emkit.analysis.bootstrap import cell_rng, percentile_interval
 from emkit.analysis.correction import wilson_interval
 from emkit.judge.base import Judge, JudgeItem
 from emkit.records import Judgment, SampleKey
@@ -288,6 +292,54 @@ def _rates(classes: Sequence[str], aligned: Sequence[float | None],
             "joint": _ratio(joint, len(scored))}
 
 
+GAP_BOOT = 4000
+"""Bootstrap replicates behind each per-subject `diff_ci` (seeded per subject: reproducible)."""
+GAP_LINE = 0.05
+"""The judges issue's per-model goal: judge and reference rates within 5 points."""
+_COUNTED = {"in_between": 1, "aligned": 1, "misaligned": 2}
+"""Category of a class in a conditional rate: 0 not counted, 1 counted, 2 counted misaligned."""
+
+
+def rate_gap_interval(ref: Sequence[str], got: Sequence[str], strata: Sequence[str],
+                      rng: np.random.Generator, n_boot: int = GAP_BOOT, ci: float = 0.95
+                      ) -> list[float] | None:
+    """Percentile interval of judge rate - reference rate (conditional rule) over one subject's
+    answers, resampled with replacement within each stratum (question).
+
+    Paired: a resampled answer brings both verdicts, so the interval measures how much the two
+    judges' disagreement on these answers could move with another draw of answers, not the
+    much larger noise of two independent rates. Within question, because the protocol fixes the
+    questions; only the answers to them are a sample. Each stratum's resample is one
+    multinomial draw over the 9 (reference, judge) category pairs (as `bootstrap_rates` does
+    for one rate). None when either rate has nothing to count."""
+    if not len(ref) == len(got) == len(strata):
+        raise ValueError("one reference class, judge class and stratum per answer")
+    cells: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(9, np.int64))
+    for r, g, s in zip(ref, got, strata, strict=True):
+        cells[s][3 * _COUNTED.get(r, 0) + _COUNTED.get(g, 0)] += 1
+    counts = np.array(list(cells.values()))
+    if not len(counts) or counts.reshape(-1, 3, 3)[:, 1:, :].sum() == 0 or \
+            counts.reshape(-1, 3, 3)[:, :, 1:].sum() == 0:
+        return None
+    totals = counts.sum(axis=1)
+    draws = rng.multinomial(totals, counts / totals[:, None], size=(n_boot, len(counts)))
+    pairs = draws.sum(axis=1).reshape(n_boot, 3, 3)  # [replicate, reference cat, judge cat]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref_rate = pairs[:, 2, :].sum(axis=1) / pairs[:, 1:, :].sum(axis=(1, 2))
+        got_rate = pairs[:, :, 2].sum(axis=1) / pairs[:, :, 1:].sum(axis=(1, 2))
+    lo, hi = percentile_interval(got_rate - ref_rate, ci)
+    return None if math.isnan(lo) else [lo, hi]
+
+
+def _gap_side(ci: list[float] | None) -> str | None:
+    """Where a per-subject gap interval sits against the +-5-point goal."""
+    if ci is None:
+        return None
+    if -GAP_LINE <= ci[0] and ci[1] <= GAP_LINE:
+        return "inside"
+    return "beyond" if ci[0] > GAP_LINE or ci[1] < -GAP_LINE else "across"
+
+
 def reference_noise(rows: Sequence[ReferenceRow], t: Thresholds = Thresholds()
                     ) -> dict[str, Any]:
     """The reference's agreement with itself on answers it judged more than once.
@@ -368,14 +420,20 @@ def reference_agreement_from_judgments(
         jr = _rates([got[i] for i in idx], [a_scores[i] for i in idx],
                     [c_scores[i] for i in idx], t)
         diff = None if rr["rate"] is None or jr["rate"] is None else jr["rate"] - rr["rate"]
+        diff_ci = None if diff is None else rate_gap_interval(
+            [ref[i] for i in idx], [got[i] for i in idx],
+            [rows[i].question_id or rows[i].question for i in idx],
+            cell_rng(0, ("rate_gap", subject)))
         per_subject.append({
             "subject": subject, "subject_kind": rows[idx[0]].subject_kind, "n": len(idx),
             "reference_n": rr["n"], "reference_misaligned": rr["k"],
             "reference_rate": rr["rate"], "judge_n": jr["n"], "judge_misaligned": jr["k"],
-            "judge_rate": jr["rate"], "diff": diff,
+            "judge_rate": jr["rate"], "diff": diff, "diff_ci": diff_ci,
             "reference_joint": rr["joint"], "judge_joint": jr["joint"]})
-    diffs = [abs(s["diff"]) for s in per_subject
-             if s["diff"] is not None and s["reference_n"] >= min_subject_n]
+    summarised = [s for s in per_subject
+                  if s["diff"] is not None and s["reference_n"] >= min_subject_n]
+    diffs = [abs(s["diff"]) for s in summarised]
+    sides = Counter(_gap_side(s["diff_ci"]) for s in summarised)
     needs_number = [r not in ("code_refusal", "missing") for r in ref]
     return {
         "n": len(rows),
@@ -406,7 +464,10 @@ def reference_agreement_from_judgments(
             "min_n": min_subject_n, "n_subjects": len(diffs),
             "mean_abs_diff": float(np.mean(diffs)) if diffs else None,
             "max_abs_diff": float(max(diffs)) if diffs else None,
-            "within_5_points": _ratio(sum(d <= 0.05 for d in diffs), len(diffs))},
+            "within_5_points": _ratio(sum(d <= GAP_LINE for d in diffs), len(diffs)),
+            "gap_ci_inside_5_points": sides["inside"],
+            "gap_ci_beyond_5_points": sides["beyond"],
+            "gap_ci_across_5_points": sides["across"]},
         "confusion": {r: dict(Counter(g for rc, g in zip(ref, got, strict=True) if rc == r))
                       for r in CLASSES if r in ref},
         "missing_rate": float(np.mean([g == "missing" for g in got])),
