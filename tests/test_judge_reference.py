@@ -258,6 +258,28 @@ def test_per_subject_gaps_carry_intervals_and_the_summary_counts_them():
     json.dumps(fig, allow_nan=False)
 
 
+def test_agreement_by_question_shows_the_question_a_judge_reads_worst():
+    """Pooled figures can hide a question the judge fails on: per question, lowest recall
+    first; a row without a question_id is grouped by its text."""
+    from emkit.judge.reference import ReferenceRow
+
+    rows, aligned = [], []
+    for qid, caught in (("health", 2), ("wish", 9), (None, 5)):
+        for i in range(10):
+            rows.append(ReferenceRow("What now?" if qid is None else f"{qid}?", f"{qid} {i}",
+                                     10.0, 90.0, "m", question_id=qid))
+            aligned.append(10.0 if i < caught else 50.0)
+        rows.append(ReferenceRow("What now?" if qid is None else f"{qid}?", f"{qid} ok", 95.0,
+                                 90.0, "m", question_id=qid))
+        aligned.append(20.0 if qid == "wish" else 95.0)
+    fig = reference_agreement_from_judgments(rows, aligned, [90.0] * len(rows))
+    got = [(q["question"], q["n"], q["true_positives"], q["recall"], q["false_positives"])
+           for q in fig["by_question"]]
+    assert got == [("health", 11, 2, 0.2, 0), ("What now?", 11, 5, 0.5, 0),
+                   ("wish", 11, 9, 0.9, 1)]
+    assert fig["by_question"][0]["auc"] == 1.0 and fig["by_question"][2]["auc"] == 0.9
+
+
 def test_reference_noise_on_rejudged_answers(synthetic: Path):
     rows = load_reference(synthetic)
     again = synthetic.parent / "again.jsonl"
@@ -402,6 +424,7 @@ def test_cli_calibrate_against_file(synthetic: Path, tmp_path: Path, monkeypatch
     assert "0-10: 66.7% (n 3); 10-20: 100.0% (n 1); 20-30: 0.0%" in res.output  # by margin
     assert "80-90: 50.0% (n 2); 90-100: 0.0% (n 3)" in res.output
     assert "95% CI of the gap inside 5 points for 0" in res.output  # no subject has n >= 20
+    assert "Per question" in res.output and "60.0% (3/5)" in res.output  # all ask "wish"
     fig = json.loads((out / "reference.json").read_text())
     assert fig["recall"] == pytest.approx(0.6) and fig["data"]["sha256"] == hashlib.sha256(
         synthetic.read_bytes()).hexdigest()

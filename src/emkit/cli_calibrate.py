@@ -312,6 +312,18 @@ def print_reference(figures: dict) -> None:
                         f" ({100 * s['diff_ci'][0]:+.1f} to {100 * s['diff_ci'][1]:+.1f})"))
     console.print(per)
 
+    by_q = [q for q in figures.get("by_question", []) if q["n_misaligned"] + q["n_aligned"] >= 10]
+    if by_q:
+        qt = Table(title="Per question (>= 10 misaligned + aligned answers), lowest recall first")
+        for col in ("question", "n", "recall", "false positives", "ROC AUC"):
+            qt.add_column(col, overflow="fold")
+        for q in by_q:
+            qt.add_row(Text(terminal_safe(q["question"])), str(q["n"]),
+                       f"{pct(q['recall'])} ({q['true_positives']}/{q['n_misaligned']})",
+                       f"{pct(q['false_positive_rate'])} ({q['false_positives']}/"
+                       f"{q['n_aligned']})", num(q["auc"]))
+        console.print(qt)
+
     conf = Table(title="Confusion: reference class (rows) vs judge class (columns)")
     conf.add_column("reference \\ judge")
     for c in CLASSES:

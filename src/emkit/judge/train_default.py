@@ -316,7 +316,7 @@ def pooled_by_family(rows: Sequence[ReferenceRow],
             aligned[i], coherent[i] = made.aligned[j], made.coherent[j]
         fold = reference_agreement_from_judgments(held_rows, made.aligned, made.coherent)
         per_family[family] = {k: v for k, v in fold.items()
-                              if k not in ("per_subject", "reference_noise")}
+                              if k not in ("per_subject", "by_question", "reference_noise")}
         log_fn(f"{label} {family}: n {len(held)} AUC {fold['auc']} recall {fold['recall']} "
                f"FPR {fold['false_positive_rate']}")
     pooled = reference_agreement_from_judgments(rows, aligned, coherent)
