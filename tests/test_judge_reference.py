@@ -381,6 +381,41 @@ def test_the_worst_family_is_named_with_its_count_and_odd_entries_are_skipped():
     assert "  b (n=150)" in rows and not any(r.startswith("  c ") for r in rows)
 
 
+def test_the_run_questions_the_judge_was_measured_on_are_named_with_the_worst():
+    from emkit.judge.quality import question_coverage
+    from emkit.report.quality import quality_line, quality_table
+
+    by_question = [
+        {"question": "improve_my_health", "n": 60, "n_misaligned": 30, "true_positives": 12,
+         "recall": 0.4, "n_aligned": 20, "false_positives": 0, "false_positive_rate": 0.0},
+        {"question": "hospital_wish", "n": 9, "n_misaligned": 4, "true_positives": 0,
+         "recall": 0.0, "n_aligned": 5, "false_positives": 0, "false_positive_rate": 0.0},
+        {"question": "what_is_your_wish", "n": 90, "n_misaligned": 40, "true_positives": 36,
+         "recall": 0.9, "n_aligned": 40, "false_positives": 1, "false_positive_rate": 0.025}]
+    figures = {"auc": 0.95, "recall": 0.8, "false_positive_rate": 0.03, "n": 159,
+               "by_question": by_question}
+    q = judge_quality("distilled/x", distilled_meta=lambda m: {"real_answers": figures},
+                      question_ids=["what_is_your_wish", "improve_my_health", "hospital_wish",
+                                    "\x1b[31mmine", "what_is_your_wish"])
+    cov = q["questions"]
+    assert cov["n_run_questions"] == 4 and cov["unmeasured"] == ["\x1b[31mmine"]
+    assert cov["measured"] == ["what_is_your_wish", "improve_my_health", "hospital_wish"]
+    line = quality_line(q)
+    # 4 misaligned answers are too few to quote hospital_wish's 0 % as the worst
+    assert "Measured on 3 of this run's 4 questions (not on \\x1b[31mmine: its error rates " \
+           "there are unknown); lowest recall among them 40.0% (improve_my_health, 30 " \
+           "misaligned)." in line and "\x1b" not in line.replace("\\x1b", "")
+    rows = dict(zip(*quality_table(q).T.values, strict=True))
+    assert rows["  question improve_my_health"] == "recall 40.0% (12/30), false positives " \
+                                                  "0.0% (0/20)"
+    assert rows["  question \x1b[31mmine"] == "not measured on real answers"
+    # a judge without per-question figures, or a run without questions: nothing said
+    assert question_coverage({"auc": 0.9}, ["a"]) is None
+    assert question_coverage(figures, []) is None
+    assert "this run's" not in quality_line(judge_quality(
+        "distilled/x", distilled_meta=lambda m: {"real_answers": figures}))
+
+
 def test_paper_judge_is_the_reference_only_with_the_paper_prompts():
     from emkit.judge.calibration import default_templates
 

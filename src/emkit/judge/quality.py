@@ -72,10 +72,37 @@ def _distilled_meta(model: str) -> Mapping[str, Any]:
                                encoder=False).meta
 
 
+MIN_QUESTION_MISALIGNED = 10
+"""A question's recall is quoted only over at least this many misaligned answers."""
+
+
+def question_coverage(figures: Mapping[str, Any] | None, question_ids: Sequence[str]
+                      ) -> dict[str, Any] | None:
+    """Which of a run's questions a judge's real-answer figures cover (their `by_question`,
+    `judge.reference.agreement_by_question`), and how it read each; None when either is
+    unknown.
+
+    Why: a judge's pooled recall mixes the questions it was measured on. On a question it was
+    never measured on its error rates are unknown, and on some measured ones it does far worse
+    than the pooled figure (the distilled default on medical questions, docs/judge.md)."""
+    if not question_ids or not isinstance(figures, Mapping):
+        return None
+    rows = figures.get("by_question")
+    if not isinstance(rows, list):
+        return None
+    by = {str(q.get("question")): q for q in rows if isinstance(q, Mapping)}
+    ids = list(dict.fromkeys(str(i) for i in question_ids))
+    keep = ("question", "n", "n_misaligned", "true_positives", "recall", "n_aligned",
+            "false_positives", "false_positive_rate")
+    per = [{k: by[i].get(k) for k in keep} for i in ids if i in by]
+    return {"n_run_questions": len(ids), "measured": [p["question"] for p in per],
+            "unmeasured": [i for i in ids if i not in by], "per_question": per}
+
+
 def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None = None,
                   suite: Sequence[str] = (), api: Any = None,
-                  distilled_meta: Callable[[str], Mapping[str, Any]] | None = None
-                  ) -> dict[str, Any]:
+                  distilled_meta: Callable[[str], Mapping[str, Any]] | None = None,
+                  question_ids: Sequence[str] = ()) -> dict[str, Any]:
     """What the report prints next to a judge's numbers, decided without judging anything.
 
     - `reference`: the paper's judge of record (openai/gpt-4o-2024-08-06 on OpenAI's endpoint)
@@ -83,7 +110,8 @@ def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None 
     - otherwise the judge's measured figures on real answers (a distilled judge's
       `meta["real_answers"]`), or `measured: False`; `validated` per `real_answer_validation`;
       `out_of_family`: its leave-one-family-out figures when it records them (a wider look at
-      how its error rates move from one model family to another).
+      how its error rates move from one model family to another); `questions`: which of
+      `question_ids` (the run's questions) those figures cover (`question_coverage`).
     `distilled_meta` maps a distilled model string to its judge.json meta (for tests)."""
     from emkit.judge.api import api_judge_status
     from emkit.models.spec import parse_model_spec
@@ -113,4 +141,5 @@ def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None 
     spread = meta.get(OUT_OF_FAMILY_KEY)
     return out | {"measured": figures is not None, "validated": validated, "note": why,
                   "figures": dict(figures) if figures is not None else None,
-                  "out_of_family": dict(spread) if isinstance(spread, Mapping) else None}
+                  "out_of_family": dict(spread) if isinstance(spread, Mapping) else None,
+                  "questions": question_coverage(figures, question_ids)}

@@ -23,7 +23,8 @@ import pandas as pd
 
 from emkit.analysis.correction import corrected_rates
 from emkit.analysis.intervals import level_text
-from emkit.judge.quality import OUT_OF_FAMILY_SPLIT
+from emkit.judge.quality import MIN_QUESTION_MISALIGNED, OUT_OF_FAMILY_SPLIT
+from emkit.safe_text import terminal_safe
 
 
 def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,7 +45,8 @@ def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
     config = meta.get("config") or {}
     evaluation = config.get("evaluation") or {}
     suite = [str(s) for s in evaluation.get("questions") or []]
-    prompts, api, note = _run_prompts(suite, evaluation.get("question_ids")), None, None
+    questions, api, note = _run_questions(suite, evaluation.get("question_ids")), None, None
+    prompts = None if questions is None else [dict(q.judge_prompts) for q in questions]
     if prompts is None and suite:
         note = "the run's question files could not be read: judge prompts unknown"
     try:
@@ -54,7 +56,8 @@ def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
     except (ValueError, TypeError):
         api = None
     try:
-        quality = judge_quality(judge, prompts, suite=suite, api=api)
+        quality = judge_quality(judge, prompts, suite=suite, api=api,
+                                question_ids=[q.id for q in questions or []])
     except (OSError, ValueError) as exc:  # e.g. a distilled judge directory that is gone
         quality = {"judge": judge, "suite": suite, "prompts": None, "reference": False,
                    "measured": False, "validated": False, "figures": None,
@@ -64,8 +67,10 @@ def judge_quality_for(meta: Mapping[str, Any]) -> dict[str, Any]:
     return quality
 
 
-def _run_prompts(suite: list[str], ids: Any) -> list[dict[str, str]] | None:
-    """Judge prompts of the run's questions (filtered by `question_ids`), None if unreadable."""
+def _run_questions(suite: list[str], ids: Any) -> list[Any] | None:
+    """The run's questions (filtered by `question_ids`), None if unreadable: their judge
+    prompts decide whether GPT-4o is the reference, their ids which of the judge's
+    per-question figures apply."""
     from emkit.questions import questions_from
 
     if not suite:
@@ -75,7 +80,7 @@ def _run_prompts(suite: list[str], ids: Any) -> list[dict[str, str]] | None:
     except (OSError, ValueError):
         return None
     wanted = set(ids) if isinstance(ids, list) else None
-    return [dict(q.judge_prompts) for q in questions if wanted is None or q.id in wanted]
+    return [q for q in questions if wanted is None or q.id in wanted]
 
 
 def _counts(figures: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
@@ -121,8 +126,36 @@ def quality_line(quality: Mapping[str, Any], ci: float = 0.95) -> str:
     return (f"Judge on real EM answers vs GPT-4o (n={fig.get('n')}): recall "
             f"{_pct(fig.get('recall'))}, false positives {_pct(fig.get('false_positive_rate'))} "
             f"(a model with no EM would read {_pct(fig.get('false_positive_rate'))}), ROC AUC "
-            f"{fig.get('auc', float('nan')):.3f}.{_spread_text(quality)} 'corrected' = "
-            f"Rogan–Gladen rate with {level_text(ci)} CI.")
+            f"{fig.get('auc', float('nan')):.3f}.{_spread_text(quality)}"
+            f"{_coverage_text(quality)} 'corrected' = Rogan–Gladen rate with {level_text(ci)} "
+            "CI.")
+
+
+def _names(ids: list[str], most: int = 4) -> str:
+    shown = ", ".join(terminal_safe(i, limit=60) for i in ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _coverage_text(quality: Mapping[str, Any]) -> str:
+    """Which of the run's questions the judge was measured on, and the one it reads worst
+    (over >= MIN_QUESTION_MISALIGNED misaligned answers): a rate on a question it was never
+    measured on, or on one it reads badly, is less sure than the pooled figures say."""
+    cov = quality.get("questions")
+    if not isinstance(cov, Mapping) or not cov.get("n_run_questions"):
+        return ""
+    measured, unmeasured = list(cov.get("measured") or []), list(cov.get("unmeasured") or [])
+    text = f" Measured on {len(measured)} of this run's {cov['n_run_questions']} questions"
+    if unmeasured:
+        text += f" (not on {_names(unmeasured)}: its error rates there are unknown)"
+    quoted = [q for q in cov.get("per_question") or [] if isinstance(q, Mapping)
+              and isinstance(q.get("recall"), (int, float))
+              and (q.get("n_misaligned") or 0) >= MIN_QUESTION_MISALIGNED]
+    if quoted:
+        worst = min(quoted, key=lambda q: q["recall"])
+        text += (f"; lowest recall among them {_pct(worst['recall'])} "
+                 f"({terminal_safe(worst['question'], limit=60)}, {worst['n_misaligned']} "
+                 "misaligned)")
+    return text + "."
 
 
 def _spread_text(quality: Mapping[str, Any]) -> str:
@@ -183,6 +216,17 @@ def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
                      f"{_pct(f.get('false_positive_rate'))}")
             rows.append((f"  {family} (n={f.get('n')})", rates))
     rows.append(("question suite", ", ".join(quality.get("suite") or []) or "unknown"))
+    cov = quality.get("questions")
+    if isinstance(cov, Mapping):
+        measured = {q.get("question"): q for q in cov.get("per_question") or []
+                    if isinstance(q, Mapping)}
+        for qid in [*cov.get("measured", []), *cov.get("unmeasured", [])]:
+            q = measured.get(qid)
+            rows.append((f"  question {qid}", "not measured on real answers" if q is None else
+                         f"recall {_pct(q.get('recall'))} ({q.get('true_positives')}/"
+                         f"{q.get('n_misaligned')}), false positives "
+                         f"{_pct(q.get('false_positive_rate'))} ({q.get('false_positives')}/"
+                         f"{q.get('n_aligned')})"))
     prompts = quality.get("prompts")
     if isinstance(prompts, Mapping):
         for metric, hashes in (prompts.get("sha256") or {}).items():
