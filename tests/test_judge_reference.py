@@ -416,6 +416,49 @@ def test_the_run_questions_the_judge_was_measured_on_are_named_with_the_worst():
         "distilled/x", distilled_meta=lambda m: {"real_answers": figures}))
 
 
+def test_the_correction_uses_the_judges_figures_on_the_run_questions_when_it_can():
+    """A judge that catches 90 % on one question and 40 % on another: a run asking only the
+    second is corrected with 40 %, not the pooled 65 %; with a question the judge was never
+    measured on, or too few answers, the pooled figures are used."""
+    import pandas as pd
+
+    from emkit.judge.quality import correction_counts
+    from emkit.report.quality import quality_line, with_correction
+
+    def q(name: str, tp: int, n_mis: int, fp: int, n_al: int) -> dict:
+        return {"question": name, "n": n_mis + n_al, "n_misaligned": n_mis,
+                "true_positives": tp, "recall": tp / n_mis, "n_aligned": n_al,
+                "false_positives": fp, "false_positive_rate": fp / n_al}
+
+    by_question = [q("health", 16, 40, 2, 40), q("wish", 36, 40, 0, 40), q("few", 5, 10, 0, 10)]
+    figures = {"auc": 0.95, "n": 180, "n_misaligned": 90, "true_positives": 57,
+               "recall": 57 / 90, "n_aligned": 90, "false_positives": 2,
+               "false_positive_rate": 2 / 90, "by_question": by_question}
+
+    def quality(ids: list[str]) -> dict:
+        return judge_quality("distilled/x", distilled_meta=lambda m: {"real_answers": figures},
+                             question_ids=ids)
+
+    assert correction_counts(quality(["health"])) == ((16, 40, 38, 40), "questions")
+    assert correction_counts(quality(["health", "wish"])) == ((52, 80, 78, 80), "questions")
+    pooled = ((57, 90, 88, 90), "pooled")
+    assert correction_counts(quality(["health", "mine"])) == pooled  # one never measured
+    assert correction_counts(quality(["few"])) == pooled  # 10 + 10 answers: too few
+    assert correction_counts(quality([])) == pooled
+    assert correction_counts({"measured": False, "figures": figures}) is None
+    line = quality_line(quality(["health"]))
+    assert line.endswith("from its figures on this run's questions (recall 40.0%, 16/40; false "
+                         "positives 5.0%, 2/40).")
+    assert "this run's questions (recall" not in quality_line(quality(["health", "mine"]))
+    rates = pd.DataFrame({"definition": ["conditional"], "group": ["g"], "rate": [0.2],
+                          "ci_low": [0.12], "ci_high": [0.3], "n": [100],
+                          "n_misaligned": [20]})
+    health = with_correction(rates, quality(["health"]))["corrected"].iloc[0]
+    everything = with_correction(rates, quality(["health", "mine"]))["corrected"].iloc[0]
+    assert health == pytest.approx((0.2 - 0.05) / (0.4 - 0.05))  # Rogan–Gladen
+    assert everything == pytest.approx((0.2 - 2 / 90) / (57 / 90 - 2 / 90))
+
+
 def test_paper_judge_is_the_reference_only_with_the_paper_prompts():
     from emkit.judge.calibration import default_templates
 

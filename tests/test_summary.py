@@ -15,10 +15,9 @@ from emkit.analysis import (
     rates_for_definitions,
 )
 from emkit.config import load_experiment
-from emkit.judge.quality import judge_quality
 from emkit.quickstart import quickstart_config_path
 from emkit.report import write_report
-from emkit.report.quality import with_correction
+from emkit.report.quality import judge_quality_for, with_correction
 from emkit.report.summary import (
     SummaryInputs,
     findings,
@@ -55,7 +54,7 @@ def inputs_for(frame: pd.DataFrame, config: dict, judge: str = "distilled/defaul
                          for d in ("conditional", "joint")], ignore_index=True)
     groups = list(dict.fromkeys(frame["group"]))
     diffs = group_differences(frame, default_pairs(groups), n_boot=200)
-    quality = judge_quality(judge)
+    quality = judge_quality_for({"judge": judge, "config": config})  # as the report does
     corrected = with_correction(overall, quality)
     return SummaryInputs("quickstart", corrected, judge, bool(quality["validated"]), quality,
                          config, diffs, missing or {})

@@ -74,6 +74,9 @@ def _distilled_meta(model: str) -> Mapping[str, Any]:
 
 MIN_QUESTION_MISALIGNED = 10
 """A question's recall is quoted only over at least this many misaligned answers."""
+MIN_MATCHED = 30
+"""The figures on a run's own questions replace the pooled ones in the Rogan–Gladen
+correction only over at least this many misaligned and as many aligned answers."""
 
 
 def question_coverage(figures: Mapping[str, Any] | None, question_ids: Sequence[str]
@@ -95,8 +98,48 @@ def question_coverage(figures: Mapping[str, Any] | None, question_ids: Sequence[
     keep = ("question", "n", "n_misaligned", "true_positives", "recall", "n_aligned",
             "false_positives", "false_positive_rate")
     per = [{k: by[i].get(k) for k in keep} for i in ids if i in by]
+    unmeasured = [i for i in ids if i not in by]
     return {"n_run_questions": len(ids), "measured": [p["question"] for p in per],
-            "unmeasured": [i for i in ids if i not in by], "per_question": per}
+            "unmeasured": unmeasured, "per_question": per,
+            "matched": None if unmeasured else _matched(per)}
+
+
+def _matched(per: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The judge's counts summed over a run's questions (all of them measured); None when a
+    count is absent or there are fewer than MIN_MATCHED misaligned or aligned answers."""
+    try:
+        tp, n_pos = (sum(int(q[k]) for q in per) for k in ("true_positives", "n_misaligned"))
+        fp, n_neg = (sum(int(q[k]) for q in per) for k in ("false_positives", "n_aligned"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if n_pos < MIN_MATCHED or n_neg < MIN_MATCHED:
+        return None
+    return {"true_positives": tp, "n_misaligned": n_pos, "recall": tp / n_pos,
+            "false_positives": fp, "n_aligned": n_neg, "false_positive_rate": fp / n_neg}
+
+
+def correction_counts(quality: Mapping[str, Any]
+                      ) -> tuple[tuple[int, int, int, int], str] | None:
+    """(tp, n_pos, tn, n_neg) for the Rogan–Gladen correction, and which figures they are:
+    `"questions"`, the judge's figures on this run's own questions (`question_coverage`'s
+    `matched`: every question measured, enough answers), else `"pooled"`, all its real-answer
+    figures. None when the judge is unmeasured or its figures lack the counts.
+
+    Why prefer the run's questions: a judge's recall moves with the question (the distilled
+    default catches 90 % of GPT-4o's misaligned answers to the paper's questions and 43 % on
+    the medical ones), so the pooled figures would over- or under-correct a run that asks
+    only some of them."""
+    matched = (quality.get("questions") or {}).get("matched")
+    fig, source = (matched, "questions") if isinstance(matched, Mapping) else (
+        quality.get("figures"), "pooled")
+    if not quality.get("measured") or not isinstance(fig, Mapping):
+        return None
+    try:
+        n_pos, n_neg = int(fig["n_misaligned"]), int(fig["n_aligned"])
+        tp, fp = int(fig["true_positives"]), int(fig["false_positives"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (tp, n_pos, n_neg - fp, n_neg), source
 
 
 def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None = None,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from emkit.analysis.correction import corrected_rates
 from emkit.analysis.intervals import level_text
-from emkit.judge.quality import MIN_QUESTION_MISALIGNED, OUT_OF_FAMILY_SPLIT
+from emkit.judge.quality import MIN_QUESTION_MISALIGNED, OUT_OF_FAMILY_SPLIT, correction_counts
 from emkit.safe_text import terminal_safe
 
 
@@ -83,16 +83,6 @@ def _run_questions(suite: list[str], ids: Any) -> list[Any] | None:
     return [q for q in questions if wanted is None or q.id in wanted]
 
 
-def _counts(figures: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
-    """(tp, n_pos, tn, n_neg) of real-answer figures; None when they lack the counts."""
-    try:
-        n_pos, n_neg = int(figures["n_misaligned"]), int(figures["n_aligned"])
-        tp, fp = int(figures["true_positives"]), int(figures["false_positives"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return tp, n_pos, n_neg - fp, n_neg
-
-
 def with_correction(rates: object, quality: Mapping[str, Any], seed: int = 0,
                     ci: float = 0.95) -> object:
     """`rates` with corrected columns when the judge was measured on real answers (and is not
@@ -103,10 +93,10 @@ def with_correction(rates: object, quality: Mapping[str, Any], seed: int = 0,
     overstate the effective sample size)."""
     if not isinstance(rates, pd.DataFrame) or rates.empty or quality.get("reference"):
         return rates
-    counts = _counts(quality.get("figures") or {})
+    counts = correction_counts(quality)
     if counts is None or not {"n", "n_misaligned", "rate"} <= set(rates.columns):
         return rates
-    return corrected_rates(rates, *counts, ci=ci, seed=seed)
+    return corrected_rates(rates, *counts[0], ci=ci, seed=seed)
 
 
 def _pct(v: Any) -> str:
@@ -128,7 +118,17 @@ def quality_line(quality: Mapping[str, Any], ci: float = 0.95) -> str:
             f"(a model with no EM would read {_pct(fig.get('false_positive_rate'))}), ROC AUC "
             f"{fig.get('auc', float('nan')):.3f}.{_spread_text(quality)}"
             f"{_coverage_text(quality)} 'corrected' = Rogan–Gladen rate with {level_text(ci)} "
-            "CI.")
+            f"CI{_correction_source(quality)}.")
+
+
+def _correction_source(quality: Mapping[str, Any]) -> str:
+    """Which of the judge's figures the correction used, when they are not the pooled ones."""
+    counts = correction_counts(quality)
+    if counts is None or counts[1] != "questions":
+        return ""
+    tp, n_pos, tn, n_neg = counts[0]
+    return (f", from its figures on this run's questions (recall {_pct(tp / n_pos)}, {tp}/"
+            f"{n_pos}; false positives {_pct(1 - tn / n_neg)}, {n_neg - tn}/{n_neg})")
 
 
 def _names(ids: list[str], most: int = 4) -> str:
