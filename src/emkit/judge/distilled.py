@@ -28,18 +28,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from emkit.atomic import atomic_write_text
 from emkit.judge.base import JudgeItem
 from emkit.judge.features import FEATURE_SETS, RETIRED_FEATURE_SETS, featurize
+from emkit.judge.json_numbers import short_floats
+from emkit.judge.lexical import LexicalRidge
 from emkit.judge.score import MIN_MASS
 from emkit.records import Judgment
-
-if TYPE_CHECKING:  # lexical.py stores its numbers with `_short`, so it imports this module
-    from emkit.judge.lexical import LexicalRidge
 
 JUDGE_FILE = "judge.json"
 ENCODER_DIR = "encoder"
@@ -64,12 +63,6 @@ class JudgeFileError(ValueError):
     """A judge directory that is missing, malformed or of an unknown format."""
 
 
-def _short(a: np.ndarray) -> Any:
-    """Nested lists of floats at 8 significant digits (float32 precision): a third of the
-    file size of full repr, identical predictions to ~1e-6."""
-    return np.vectorize(lambda v: float(f"{v:.8g}"), otypes=[float])(np.asarray(a)).tolist()
-
-
 @dataclass
 class Head:
     """Standardise, then a linear map; a regressor has one output, a classifier one per class."""
@@ -91,8 +84,8 @@ class Head:
         return z @ self.weights.T + self.bias
 
     def to_json(self) -> dict[str, Any]:
-        doc = {"mean": _short(self.mean), "scale": _short(self.scale),
-               "weights": _short(self.weights), "bias": _short(self.bias),
+        doc = {"mean": short_floats(self.mean), "scale": short_floats(self.scale),
+               "weights": short_floats(self.weights), "bias": short_floats(self.bias),
                "classes": self.classes}
         if self.columns is not None:
             doc["columns"] = list(self.columns)
@@ -266,8 +259,6 @@ def _frozen_head(raw: Mapping[str, Any]) -> Head:
 
 def _lexical_ridge(raw: Mapping[str, Any]) -> LexicalRidge:
     """A `tuned+lexical` judge's TF-IDF ridge (`lexical.py` checks its fields)."""
-    from emkit.judge.lexical import LexicalRidge
-
     if not isinstance(raw.get("lexical"), Mapping):
         raise TypeError(f"field 'lexical': missing (a {LEXICAL} judge needs its lexical ridge)")
     return LexicalRidge.from_json(raw["lexical"])

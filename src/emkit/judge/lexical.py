@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from emkit.judge.distilled import _short
+from emkit.judge.json_numbers import short_floats
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """Words of two or more word characters, lower-cased (scikit-learn's default, written out)."""
@@ -107,7 +107,7 @@ class LexicalRidge:
     def to_json(self) -> dict[str, Any]:
         return {"token_pattern": TOKEN_PATTERN, "ngram_range": list(NGRAMS),
                 "lowercase": True, "sublinear_tf": True, "terms": list(self.vocabulary.terms),
-                "idf": _short(self.vocabulary.idf), "coef": _short(self.coef),
+                "idf": short_floats(self.vocabulary.idf), "coef": short_floats(self.coef),
                 "intercept": self.intercept, "alpha": self.alpha}
 
     @classmethod
