@@ -208,8 +208,8 @@ def gate_from_frame(frame: pd.DataFrame, *, model: str, base: str, max_misaligne
     rates = {d: _group_rates(frame, d, kwargs) for d in ("conditional", "joint")}
     cand, ref = rates["conditional"][CANDIDATE], rates["conditional"][BASE]
     diff = _difference(frame, kwargs)
-    matched = correction_counts(quality)
-    counts = None if matched is None else matched[0]
+    chosen = correction_counts(quality)  # the run's questions' figures, else pooled ones
+    counts = None if chosen is None else chosen[0]
     corrected = None
     if counts is not None and not quality.get("reference") and cand.n:
         res = corrected_rate(cand.n_misaligned, cand.n, *counts, n_effective=_eff_n(cand, ci),
