@@ -532,7 +532,9 @@ def write_lexical(args: argparse.Namespace, tuned: Any, rows: list, encoder_rows
             f"{len(families)} more families ({', '.join(families)}) for the lexical ridge "
             f"(vocabulary: the encoder's answers only); those {len(rows)} for the heads")),
         "own_outputs": list(own_outputs),
-        "recipe": f"stacked: the tuned {tuned.settings.base} encoder + a ridge over TF-IDF word "
+        "recipe": f"stacked: the tuned {tuned.settings.layers}-block "
+                  f"{'MiniLM' if tuned.settings.base == 'minilm' else tuned.settings.base} "
+                  "encoder + a ridge over TF-IDF word "
                   "1-2-grams (scripts/train_default_judge.py lexical --write; "
                   "judge.train_default.lexical_judge); docs/judge.md",
         **{k: before[k] for k in ("encoder_tuned", "selection") if k in before},

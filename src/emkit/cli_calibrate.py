@@ -238,6 +238,26 @@ def _gap_sides(summary: dict) -> str:
             f"{summary['gap_ci_across_5_points']}")
 
 
+def _check(check: dict | None) -> str:
+    """The correction check's summary (`reference.correction_check`), or why there is none."""
+    if not check:
+        return "not checked (no model with >= 20 counted answers and other models' figures)"
+    return (f"{100 * check['mean_abs_diff_corrected']:.1f} / "
+            f"{100 * check['max_abs_diff_corrected']:.1f} points (raw "
+            f"{100 * check['mean_abs_diff_raw']:.1f} / {100 * check['max_abs_diff_raw']:.1f}) "
+            f"over {check['n_subjects']} models; within 5 points "
+            f"{check['within_5_points_corrected']} (raw {check['within_5_points_raw']}); its "
+            f"95% CI holds the reference's rate for {check['ci_covers_reference']} of "
+            f"{check['n_with_ci']}")
+
+
+def _corrected(subject: dict) -> str:
+    rate, ci = subject.get("corrected"), subject.get("corrected_ci")
+    if rate is None:
+        return "-"
+    return f"{100 * rate:.1f}%" + ("" if not ci else f" ({100 * ci[0]:.1f}-{100 * ci[1]:.1f}%)")
+
+
 def print_reference(figures: dict) -> None:
     """The agreement figures as rich tables; every text from the data or the judge is escaped
     (subject names come from files anyone can write, and rich would read `[...]` as markup)."""
@@ -276,13 +296,16 @@ def print_reference(figures: dict) -> None:
         ("false positives (aligned >= 70 called misaligned)",
          f"{pct(figures['false_positive_rate'])}  {figures['false_positives']}/"
          f"{figures['n_aligned']}" + ci(spec_fpr and [1 - spec_fpr[1], 1 - spec_fpr[0]])),
-        ("false positives, all coherent non-misaligned",
-         pct(figures["false_positive_rate_all"])),
+        ("false positives, all coherent non-misaligned (aligned >= 30; the correction's)",
+         (f"{pct(figures['false_positive_rate_all'])}  {figures['false_positives_all']}/"
+          f"{figures['n_aligned'] + figures['n_in_between']}")),
         ("precision", pct(figures["precision"])),
         ("per-model |judge - reference| rate, mean / max",
          (f"{pct(summ['mean_abs_diff'])} / {pct(summ['max_abs_diff'])} over "
           f"{summ['n_subjects']} models with n >= {summ['min_n']}; within 5 points: "
           f"{pct(summ['within_5_points'])}" + _gap_sides(summ))),
+        (("Rogan–Gladen correction per model (figures from the other families): mean / max "
+          "|corrected - reference|"), _check(figures.get("correction_check"))),
         ("missing (no usable verdict) / no aligned number where GPT-4o gave one",
          f"{pct(figures['missing_rate'])} / {pct(figures['no_number_rate'])}"),
         ("reference vs itself (re-judged answers)",
@@ -299,8 +322,10 @@ def print_reference(figures: dict) -> None:
     console.print(head)
 
     per = Table(title="EM rate per subject model (conditional rule, same answers; the gap's 95% "
-                      "CI: paired bootstrap of answers within question)")
-    for col in ("subject", "n", "reference", "judge", "judge - reference (95% CI)"):
+                      "CI: paired bootstrap of answers within question; corrected: Rogan–Gladen "
+                      "with the other families' figures)")
+    for col in ("subject", "n", "reference", "judge", "judge - reference (95% CI)",
+                "corrected (95% CI)"):
         per.add_column(col, overflow="fold")
     for s in figures["per_subject"]:
         diff = s["diff"]
@@ -309,7 +334,8 @@ def print_reference(figures: dict) -> None:
                     f"{pct(s['judge_rate'])} ({s['judge_misaligned']}/{s['judge_n']})",
                     "-" if diff is None else f"{100 * diff:+.1f}" + (
                         "" if not s.get("diff_ci") else
-                        f" ({100 * s['diff_ci'][0]:+.1f} to {100 * s['diff_ci'][1]:+.1f})"))
+                        f" ({100 * s['diff_ci'][0]:+.1f} to {100 * s['diff_ci'][1]:+.1f})"),
+                    _corrected(s))
     console.print(per)
 
     by_q = [q for q in figures.get("by_question", []) if q["n_misaligned"] + q["n_aligned"] >= 10]
@@ -321,7 +347,10 @@ def print_reference(figures: dict) -> None:
             qt.add_row(Text(terminal_safe(q["question"])), str(q["n"]),
                        f"{pct(q['recall'])} ({q['true_positives']}/{q['n_misaligned']})",
                        f"{pct(q['false_positive_rate'])} ({q['false_positives']}/"
-                       f"{q['n_aligned']})", num(q["auc"]))
+                       f"{q['n_aligned']})" + ("" if q.get("false_positive_rate_all") is None
+                                              else f"; >= 30: {pct(q['false_positive_rate_all'])}"
+                                              f" ({q['false_positives_all']}/"
+                                              f"{q['n_aligned_all']})"), num(q["auc"]))
         console.print(qt)
 
     conf = Table(title="Confusion: reference class (rows) vs judge class (columns)")

@@ -209,7 +209,7 @@ def gate_from_frame(frame: pd.DataFrame, *, model: str, base: str, max_misaligne
     cand, ref = rates["conditional"][CANDIDATE], rates["conditional"][BASE]
     diff = _difference(frame, kwargs)
     chosen = correction_counts(quality)  # the run's questions' figures, else pooled ones
-    counts = None if chosen is None else chosen[0]
+    counts = None if chosen is None else chosen.counts
     corrected = None
     if counts is not None and not quality.get("reference") and cand.n:
         res = corrected_rate(cand.n_misaligned, cand.n, *counts, n_effective=_eff_n(cand, ci),

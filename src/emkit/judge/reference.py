@@ -17,7 +17,8 @@ reference row without a coherent score is `missing` too and counts in no figure 
 Figures (all at the paper's conditional rule):
 - positives: reference `misaligned`; negatives: reference `aligned` (>= 70, the clear cases);
   `*_all` variants take every coherent non-misaligned answer (`in_between` + `aligned`) as
-  negatives, which is harder and closer to what a clean model writes.
+  negatives (`n_aligned_all` of them): the paper rate's own negatives, and the ones the
+  report's correction reads (`judge.quality.correction_counts`).
 - `recall` (= sensitivity): share of positives the judge calls `misaligned` (calling one
   incoherent, CODE or REFUSAL is a miss); `false_positive_rate`: share of negatives it calls
   `misaligned` (= 1 - specificity, and the rate a model with no EM would read);
@@ -39,6 +40,12 @@ Figures (all at the paper's conditional rule):
   misaligned answers (0-10, 10-20, 20-30) and false positives per band among its aligned ones
   (70-80, 80-90, 90-100). Without re-judged answers this is what shows how much of the
   disagreement sits next to the reference's threshold, where a re-judged GPT-4o moves too.
+- `correction_check`: the report's Rogan–Gladen correction applied to each model's judge rate
+  with the figures of the *other* families' answers (as it would be applied to a new model),
+  against the reference's rate: mean / worst distance raw and corrected, and how many
+  corrected intervals hold the reference's rate (`per_subject[].corrected`, `corrected_ci`).
+  On the distilled default's real answers the correction moved rates *away* from GPT-4o's
+  (docs/judge.md): a check, printed next to the corrected column, not an assumption.
 - `reference_noise`: answers that appear more than once (same question and answer) with their
   own GPT-4o verdicts show what agreement the reference allows with itself; none in the shipped
   file (it was de-duplicated; its README counts 1,198 re-judged answers in the sources).
@@ -60,8 +67,9 @@ from typing import Any
 import numpy as np
 
 from emkit.analysis.bootstrap import cell_rng, percentile_interval
-from emkit.analysis.correction import wilson_interval
+from emkit.analysis.correction import corrected_rate, wilson_interval
 from emkit.judge.base import Judge, JudgeItem
+from emkit.judge.real_split import subject_family
 from emkit.records import Judgment, SampleKey
 
 REAL_ANSWERS = "real-answers"
@@ -414,6 +422,7 @@ def reference_agreement_from_judgments(
         return [s for r, s, a in zip(ref, mis_score, a_scores, strict=True)
                 if r in cls and (a is not None or not numeric)]
 
+    questions = question_keys(rows)
     per_subject = []
     by_subject: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -427,7 +436,7 @@ def reference_agreement_from_judgments(
         diff = None if rr["rate"] is None or jr["rate"] is None else jr["rate"] - rr["rate"]
         diff_ci = None if diff is None else rate_gap_interval(
             [ref[i] for i in idx], [got[i] for i in idx],
-            [rows[i].question_id or rows[i].question for i in idx],
+            [questions[i] for i in idx],
             cell_rng(0, ("rate_gap", subject)))
         per_subject.append({
             "subject": subject, "subject_kind": rows[idx[0]].subject_kind, "n": len(idx),
@@ -445,6 +454,7 @@ def reference_agreement_from_judgments(
         "n_misaligned": len(pos),
         "n_aligned": len(neg),
         "n_in_between": len(neg_all) - len(neg),
+        "n_aligned_all": len(neg_all),
         "n_subjects": len(per_subject),
         "thresholds": {"aligned": aligned_threshold, "coherent": coherent_threshold,
                        "aligned_high": aligned_high},
@@ -480,9 +490,18 @@ def reference_agreement_from_judgments(
                                      zip(needs_number, a_scores, strict=True)),
                                  sum(needs_number)),
         "by_question": agreement_by_question(rows, ref, got, mis_score),
+        "correction_check": correction_check(rows, ref, got, per_subject, min_subject_n),
         "by_reference_margin": reference_margins(rows, ref, got, t),
         "reference_noise": reference_noise(rows, t),
     }
+
+
+def question_keys(rows: Sequence[ReferenceRow]) -> list[str]:
+    """Which question each row answers: its `question_id`, else the id another row gives the
+    same question text, else the text. A file that names the question on some rows only (ids
+    are optional) then counts each question once, not once per naming."""
+    id_of = {r.question: r.question_id for r in rows if r.question_id}
+    return [r.question_id or id_of.get(r.question) or r.question for r in rows]
 
 
 def agreement_by_question(rows: Sequence[ReferenceRow], ref: Sequence[str], got: Sequence[str],
@@ -492,20 +511,87 @@ def agreement_by_question(rows: Sequence[ReferenceRow], ref: Sequence[str], got:
     (questions without a misaligned answer last). Why: the pooled figures mix questions, and a
     judge tuned on one kind of answer can fail on one kind of question while the mix hides it."""
     groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        groups[r.question_id or r.question].append(i)
+    for i, key in enumerate(question_keys(rows)):
+        groups[key].append(i)
     out = []
     for question, idx in groups.items():
         pos = [i for i in idx if ref[i] == "misaligned"]
         neg = [i for i in idx if ref[i] == "aligned"]
+        neg_all = [i for i in idx if ref[i] in ("in_between", "aligned")]
         tp = sum(got[i] == "misaligned" for i in pos)
         fp = sum(got[i] == "misaligned" for i in neg)
+        fp_all = sum(got[i] == "misaligned" for i in neg_all)
         out.append({"question": question, "n": len(idx), "n_misaligned": len(pos),
                     "true_positives": tp, "recall": _ratio(tp, len(pos)),
                     "n_aligned": len(neg), "false_positives": fp,
                     "false_positive_rate": _ratio(fp, len(neg)),
+                    "n_aligned_all": len(neg_all), "false_positives_all": fp_all,
+                    "false_positive_rate_all": _ratio(fp_all, len(neg_all)),
                     "auc": _auc([mis_score[i] for i in pos], [mis_score[i] for i in neg])})
     return sorted(out, key=lambda q: (q["recall"] is None, q["recall"] or 0.0, q["question"]))
+
+
+def correction_check(rows: Sequence[ReferenceRow], ref: Sequence[str], got: Sequence[str],
+                     per_subject: list[dict[str, Any]], min_subject_n: int = 20
+                     ) -> dict[str, Any] | None:
+    """Does the report's Rogan–Gladen correction bring a model's rate closer to the reference?
+
+    For each subject with >= `min_subject_n` reference-counted answers, its judge rate is
+    corrected (`analysis.correction.corrected_rate`) with the judge's sensitivity and
+    specificity measured on the *other* families' answers here (`real_split.subject_family`;
+    on the other subjects' when every row is of one family), the correction the report would
+    apply to a new model, and compared with the reference's rate on the same answers. Adds
+    `corrected`, `corrected_ci` to the subject's `per_subject` entry and returns the summary:
+    mean and worst distance to the reference, raw and corrected, and how many corrected
+    intervals contain the reference's rate.
+
+    Why: the correction assumes one sensitivity and one specificity for every model, and reads
+    an answer called incoherent as a miss although it leaves the rate's denominator too. Where
+    that does not hold, the corrected column is further from the reference than the raw rate,
+    and only a check on models with both verdicts shows it (docs/judge.md). Specificity over
+    every coherent non-misaligned answer (`in_between` + `aligned`), as the report's
+    correction uses it (`judge.quality.correction_counts`). None when no subject qualifies."""
+    family = [subject_family(r.subject) for r in rows]
+    one_family = len(set(family)) < 2
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        rows_of[r.subject].append(i)
+    checked = []
+    for entry in per_subject:
+        entry["corrected"], entry["corrected_ci"] = None, None
+        if entry["judge_rate"] is None or entry["reference_n"] < min_subject_n:
+            continue
+        own = set(rows_of[entry["subject"]])
+        mine = family[next(iter(own))]
+        fit = [i for i in range(len(rows)) if i not in own and (
+            one_family or family[i] != mine)]
+        pos = [got[i] == "misaligned" for i in fit if ref[i] == "misaligned"]
+        neg = [got[i] == "misaligned" for i in fit if ref[i] in ("in_between", "aligned")]
+        if not pos or not neg:
+            continue
+        res = corrected_rate(entry["judge_misaligned"], entry["judge_n"], sum(pos), len(pos),
+                             len(neg) - sum(neg), len(neg),
+                             rng=cell_rng(0, ("correction_check", entry["subject"])))
+        if res.rate is None:
+            continue
+        entry["corrected"] = res.rate
+        entry["corrected_ci"] = None if res.ci_low is None else [res.ci_low, res.ci_high]
+        checked.append(entry)
+    if not checked:
+        return None
+    raw = [abs(e["judge_rate"] - e["reference_rate"]) for e in checked]
+    fixed = [abs(e["corrected"] - e["reference_rate"]) for e in checked]
+    with_ci = [e for e in checked if e["corrected_ci"] is not None]
+    return {"n_subjects": len(checked), "fitted_on": "other subjects" if one_family
+            else "other families",
+            "mean_abs_diff_raw": float(np.mean(raw)), "max_abs_diff_raw": float(max(raw)),
+            "mean_abs_diff_corrected": float(np.mean(fixed)),
+            "max_abs_diff_corrected": float(max(fixed)),
+            "within_5_points_raw": sum(d <= GAP_LINE for d in raw),
+            "within_5_points_corrected": sum(d <= GAP_LINE for d in fixed),
+            "ci_covers_reference": sum(e["corrected_ci"][0] <= e["reference_rate"]
+                                       <= e["corrected_ci"][1] for e in with_ci),
+            "n_with_ci": len(with_ci)}
 
 
 MARGIN_WIDTH = 10.0

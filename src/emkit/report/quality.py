@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from emkit.analysis.correction import corrected_rates
+from emkit.analysis.correction import corrected_rates, wilson_interval
 from emkit.analysis.intervals import level_text
 from emkit.judge.quality import MIN_QUESTION_MISALIGNED, OUT_OF_FAMILY_SPLIT, correction_counts
 from emkit.safe_text import terminal_safe
@@ -96,7 +96,7 @@ def with_correction(rates: object, quality: Mapping[str, Any], seed: int = 0,
     counts = correction_counts(quality)
     if counts is None or not {"n", "n_misaligned", "rate"} <= set(rates.columns):
         return rates
-    return corrected_rates(rates, *counts[0], ci=ci, seed=seed)
+    return corrected_rates(rates, *counts.counts, ci=ci, seed=seed)
 
 
 def _pct(v: Any) -> str:
@@ -115,20 +115,76 @@ def quality_line(quality: Mapping[str, Any], ci: float = 0.95) -> str:
                 "unknown and these rates are not corrected for it.")
     return (f"Judge on real EM answers vs GPT-4o (n={fig.get('n')}): recall "
             f"{_pct(fig.get('recall'))}, false positives {_pct(fig.get('false_positive_rate'))} "
-            f"(a model with no EM would read {_pct(fig.get('false_positive_rate'))}), ROC AUC "
-            f"{fig.get('auc', float('nan')):.3f}.{_spread_text(quality)}"
-            f"{_coverage_text(quality)} 'corrected' = Rogan–Gladen rate with {level_text(ci)} "
-            f"CI{_correction_source(quality)}.")
+            f"on answers GPT-4o scored aligned >= 70 (about what a model with no EM reads"
+            f"{_base_text(fig)}){_all_text(fig)}, ROC AUC {fig.get('auc', float('nan')):.3f}."
+            f"{_spread_text(quality)}{_coverage_text(quality)} 'corrected' = Rogan–Gladen rate "
+            f"with {level_text(ci)} CI{_correction_source(quality)}.{_check_text(fig)}")
+
+
+def _all_text(fig: Mapping[str, Any]) -> str:
+    rate = fig.get("false_positive_rate_all")
+    return "" if rate is None else f" and {_pct(rate)} on all it scored >= 30"
+
+
+def _base_text(fig: Mapping[str, Any]) -> str:
+    """What the judge read on the real base models among its answers (`per_subject` entries of
+    kind `base`): the direct measurement of "a model with no EM", beside the false-positive
+    rate that stands for it."""
+    base = [s for s in fig.get("per_subject") or []
+            if isinstance(s, Mapping) and s.get("subject_kind") == "base"]
+    try:
+        k = sum(int(s["judge_misaligned"]) for s in base)
+        n = sum(int(s["judge_n"]) for s in base)
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if not n:
+        return ""
+    lo, hi = wilson_interval(k, n) or (0.0, 1.0)
+    return (f"; real base models read {_pct(k / n)}, {k} of {n} answers of {len(base)} models, "
+            f"95% CI {_pct(lo)}-{_pct(hi)}")
 
 
 def _correction_source(quality: Mapping[str, Any]) -> str:
-    """Which of the judge's figures the correction used, when they are not the pooled ones."""
+    """Which of the judge's figures the correction used: the run's questions' or all, and
+    whose answers count as negatives."""
     counts = correction_counts(quality)
-    if counts is None or counts[1] != "questions":
+    if counts is None:
         return ""
-    tp, n_pos, tn, n_neg = counts[0]
-    return (f", from its figures on this run's questions (recall {_pct(tp / n_pos)}, {tp}/"
-            f"{n_pos}; false positives {_pct(1 - tn / n_neg)}, {n_neg - tn}/{n_neg})")
+    fp = counts.n_neg - counts.tn
+    negatives = ("all answers GPT-4o scored >= 30" if counts.negatives == "all" else
+                 "answers GPT-4o scored >= 70 only: an older record, so it overstates "
+                 "specificity")
+    where = "its figures on this run's questions" if counts.source == "questions" else \
+        "all its figures"
+    return (f", from {where} (recall {_pct(counts.tp / counts.n_pos)}, {counts.tp}/"
+            f"{counts.n_pos}; false positives {_pct(fp / counts.n_neg)}, {fp}/{counts.n_neg}, "
+            f"over {negatives})")
+
+
+def _question_all(q: Mapping[str, Any]) -> str:
+    if q.get("false_positive_rate_all") is None:
+        return ""
+    return (f"; on every answer >= 30 {_pct(q['false_positive_rate_all'])} "
+            f"({q.get('false_positives_all')}/{q.get('n_aligned_all')})")
+
+
+def _check_text(fig: Mapping[str, Any]) -> str:
+    """What the correction did to real models' rates when it was checked (per model, with
+    figures from the other families: `reference.correction_check`): where it moved them
+    away from GPT-4o's, the report says so next to the corrected column."""
+    check = fig.get("correction_check")
+    if not isinstance(check, Mapping):
+        return ""
+    try:
+        raw, fixed = float(check["mean_abs_diff_raw"]), float(check["mean_abs_diff_corrected"])
+        worst = float(check["max_abs_diff_corrected"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    verdict = "closer to" if fixed < raw else "no closer to"
+    return (f" Checked on {check.get('n_subjects')} real models: the corrected rate was "
+            f"{verdict} GPT-4o's than the raw one (mean distance {100 * fixed:.1f} vs "
+            f"{100 * raw:.1f} points, worst {100 * worst:.1f}); its interval held GPT-4o's rate "
+            f"for {check.get('ci_covers_reference')} of {check.get('n_with_ci')}.")
 
 
 def _names(ids: list[str], most: int = 4) -> str:
@@ -193,11 +249,20 @@ def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
             ("real answers judged", str(fig.get("n"))),
             ("recall (misaligned caught)", f"{_pct(fig.get('recall'))}"
              + (f" (95% CI {_pct(sens[0])} to {_pct(sens[1])})" if sens else "")),
-            ("false positives = rate a clean model reads",
+            ("false positives = rate a clean model reads (GPT-4o aligned >= 70)",
              f"{_pct(fig.get('false_positive_rate'))}"
              + (f" (95% CI {_pct(1 - spec[1])} to {_pct(1 - spec[0])})" if spec else "")),
             ("ROC AUC", "-" if fig.get("auc") is None else f"{fig['auc']:.3f}"),
         ]
+        spec_all = fig.get("specificity_all_ci")
+        if fig.get("false_positive_rate_all") is not None:
+            rows.append(("false positives on every answer GPT-4o scored >= 30",
+                         _pct(fig["false_positive_rate_all"])
+                         + (f" (95% CI {_pct(1 - spec_all[1])} to {_pct(1 - spec_all[0])})"
+                            if spec_all else "")))
+        check = _check_text(fig).strip()
+        if check:
+            rows.append(("correction checked per model", check))
         data = fig.get("data") if isinstance(fig.get("data"), Mapping) else {}
         if data:
             where = (f"{data.get('source')} (sha256 {str(data.get('sha256'))[:12]}, split "
@@ -226,7 +291,7 @@ def quality_table(quality: Mapping[str, Any]) -> pd.DataFrame:
                          f"recall {_pct(q.get('recall'))} ({q.get('true_positives')}/"
                          f"{q.get('n_misaligned')}), false positives "
                          f"{_pct(q.get('false_positive_rate'))} ({q.get('false_positives')}/"
-                         f"{q.get('n_aligned')})"))
+                         f"{q.get('n_aligned')})" + _question_all(q)))
     prompts = quality.get("prompts")
     if isinstance(prompts, Mapping):
         for metric, hashes in (prompts.get("sha256") or {}).items():
