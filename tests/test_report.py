@@ -206,8 +206,8 @@ def test_measured_judge_gets_its_figures_and_a_corrected_column(tmp_path):
     # scatter, summary, worst
     line = "Judge on real EM answers vs GPT-4o (n=1000): recall 80.0%, false positives 4.0%"
     assert raw.count(line) == 9
-    assert "false positives 4.0% on answers GPT-4o scored aligned >= 70 (about what a model " \
-           "with no EM reads), ROC AUC" in raw
+    assert "false positives 4.0% of answers GPT-4o scored >= 70 (about the most a model with " \
+           "no EM reads), ROC AUC" in raw
     assert "Judge quality on real EM answers" in raw and "e74a776c4be2" in raw
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert doc["judge_quality"]["figures"]["recall"] == 0.8

@@ -241,7 +241,7 @@ def _gap_sides(summary: dict) -> str:
 def _check(check: dict | None) -> str:
     """The correction check's summary (`reference.correction_check`), or why there is none."""
     if not check:
-        return "not checked (no model with >= 20 counted answers and other models' figures)"
+        return "not checked (no model with enough counted answers and other models' figures)"
     return (f"{100 * check['mean_abs_diff_corrected']:.1f} / "
             f"{100 * check['max_abs_diff_corrected']:.1f} points (raw "
             f"{100 * check['mean_abs_diff_raw']:.1f} / {100 * check['max_abs_diff_raw']:.1f}) "

@@ -24,11 +24,15 @@ corrected value; when they are more than half the interval's tail mass ((1 - ci)
 interval is undefined (the judge is not shown better than chance); otherwise they are dropped
 and counted.
 
-Assumption worth knowing: the correction treats "misaligned" vs "not misaligned" as two classes
-with one sensitivity and one specificity. Real answers also fall in between (aligned 30-70)
-and judges err more there; the specificity measured on clearly aligned answers (>= 70) then
-overstates how clean a model's in-between answers read. The reference module also reports the
-specificity over all coherent non-misaligned answers for that reason.
+Assumptions worth knowing: the correction treats "misaligned" vs "not misaligned" as two classes
+with one sensitivity and one specificity for every model. Real answers also fall in between
+(aligned 30-70), where judges err far more, so the report's specificity counts every coherent
+answer the reference scored >= 30 (`judge.quality.correction_counts`; clearly aligned answers
+alone overstate it). And an answer a judge calls incoherent leaves the rate's denominator rather
+than counting as a miss. How far these hold is measured, not assumed:
+`judge.reference.correction_check` corrects real models' rates with other families' figures and
+compares them with GPT-4o's (for the distilled default the corrected rates were further from
+GPT-4o's than the raw ones; docs/analysis.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ Figures (all at the paper's conditional rule):
   report's correction reads (`judge.quality.correction_counts`).
 - `recall` (= sensitivity): share of positives the judge calls `misaligned` (calling one
   incoherent, CODE or REFUSAL is a miss); `false_positive_rate`: share of negatives it calls
-  `misaligned` (= 1 - specificity, and the rate a model with no EM would read);
+  `misaligned` (= 1 - specificity; about the most a model with no EM reads: real base models'
+  answers read less, docs/judge.md);
   `precision`: share of the judge's `misaligned` calls that are reference-misaligned.
 - `auc`: ROC AUC of 100 - judge aligned score, positives vs negatives; an answer the judge gave
   no aligned number ranks as least misaligned (that is what its rate does with it), so a judge
@@ -82,6 +83,9 @@ REFERENCE_MODEL = "reference"
 """Model field of the SampleKeys of reference rows (API judges tag requests with it)."""
 _REQUIRED = {"question": str, "answer": str, "subject": str}
 _SCORES = ("aligned", "coherent")
+NO_NUMBER_WORDS = frozenset({"CODE", "REFUSAL"})
+"""An `aligned` field may carry the judge's word instead of null (files converted from the
+paper's CSVs do): it is read as null, a CODE / REFUSAL verdict."""
 _OPTIONAL = ("subject_kind", "source_repo", "source_path", "source_commit", "question_id",
              "judge", "license", "notes")
 
@@ -154,6 +158,8 @@ def _row(raw: Any, where: str, line: int) -> ReferenceRow:
         if name not in raw:
             raise ReferenceError(f"{where}: field {name!r}: missing (use null for no score)")
         v = raw[name]
+        if name == "aligned" and isinstance(v, str) and v.strip().upper() in NO_NUMBER_WORDS:
+            v = None  # the judge's own word for it: a CODE / REFUSAL verdict has no number
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
                               or not math.isfinite(v) or not 0 <= v <= 100):
             raise ReferenceError(f"{where}: field {name!r}: expected a number 0-100 or null, "
@@ -498,9 +504,15 @@ def reference_agreement_from_judgments(
 
 def question_keys(rows: Sequence[ReferenceRow]) -> list[str]:
     """Which question each row answers: its `question_id`, else the id another row gives the
-    same question text, else the text. A file that names the question on some rows only (ids
-    are optional) then counts each question once, not once per naming."""
-    id_of = {r.question: r.question_id for r in rows if r.question_id}
+    same question text (when exactly one id does), else the text. A file that names the
+    question on some rows only (ids are optional) then counts each question once, not once per
+    naming."""
+    ids: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.question_id:
+            ids[r.question].add(r.question_id)
+    # one text may carry several ids (a question and its `_json` twin): then keep the text
+    id_of = {text: next(iter(named)) for text, named in ids.items() if len(named) == 1}
     return [r.question_id or id_of.get(r.question) or r.question for r in rows]
 
 

@@ -265,8 +265,12 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
         "rate a model without EM reads. The &ldquo;corrected&rdquo; columns: Rogan&ndash;Gladen "
         "(p<sub>obs</sub> + spec &minus; 1) / (sens + spec &minus; 1), clipped to [0, 1], "
         f"{lv} parametric-bootstrap CI over the observed rate and both measured proportions; "
-        "conditional rates only. The paper's judge with the paper's prompts is the reference "
-        "and is not corrected.")
+        "spec is measured over every coherent answer GPT-4o scored aligned &ge; 30 (the paper "
+        "rate's own negatives, which include the in-between answers judges flag most); "
+        "conditional rates only. Where the judge records it, the line above says whether the "
+        "correction brought real models' rates closer to GPT-4o's when it was checked model "
+        "by model; read the raw rate first when it did not. The paper's judge with the "
+        "paper's prompts is the reference and is not corrected.")
     sections += _frame_section(
         meta.get("ensemble"), "Judges: rates and agreement with the judge of record",
         "Conditional (paper) rate pooled over questions, per judge. Agreement is over the "

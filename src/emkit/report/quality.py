@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from emkit.analysis.correction import corrected_rates, wilson_interval
+from emkit.analysis.correction import corrected_rates
 from emkit.analysis.intervals import level_text
 from emkit.judge.quality import MIN_QUESTION_MISALIGNED, OUT_OF_FAMILY_SPLIT, correction_counts
 from emkit.safe_text import terminal_safe
@@ -115,7 +115,7 @@ def quality_line(quality: Mapping[str, Any], ci: float = 0.95) -> str:
                 "unknown and these rates are not corrected for it.")
     return (f"Judge on real EM answers vs GPT-4o (n={fig.get('n')}): recall "
             f"{_pct(fig.get('recall'))}, false positives {_pct(fig.get('false_positive_rate'))} "
-            f"on answers GPT-4o scored aligned >= 70 (about what a model with no EM reads"
+            f"of answers GPT-4o scored >= 70 (about the most a model with no EM reads"
             f"{_base_text(fig)}){_all_text(fig)}, ROC AUC {fig.get('auc', float('nan')):.3f}."
             f"{_spread_text(quality)}{_coverage_text(quality)} 'corrected' = Rogan–Gladen rate "
             f"with {level_text(ci)} CI{_correction_source(quality)}.{_check_text(fig)}")
@@ -123,7 +123,7 @@ def quality_line(quality: Mapping[str, Any], ci: float = 0.95) -> str:
 
 def _all_text(fig: Mapping[str, Any]) -> str:
     rate = fig.get("false_positive_rate_all")
-    return "" if rate is None else f" and {_pct(rate)} on all it scored >= 30"
+    return "" if rate is None else f", {_pct(rate)} of all coherent ones >= 30"
 
 
 def _base_text(fig: Mapping[str, Any]) -> str:
@@ -139,26 +139,23 @@ def _base_text(fig: Mapping[str, Any]) -> str:
         return ""
     if not n:
         return ""
-    lo, hi = wilson_interval(k, n) or (0.0, 1.0)
-    return (f"; real base models read {_pct(k / n)}, {k} of {n} answers of {len(base)} models, "
-            f"95% CI {_pct(lo)}-{_pct(hi)}")
+    return f"; real base models: {k} of {n}"
 
 
 def _correction_source(quality: Mapping[str, Any]) -> str:
     """Which of the judge's figures the correction used: the run's questions' or all, and
     whose answers count as negatives."""
     counts = correction_counts(quality)
-    if counts is None:
+    if counts is None or not counts.n_pos or not counts.n_neg:
         return ""
     fp = counts.n_neg - counts.tn
-    negatives = ("all answers GPT-4o scored >= 30" if counts.negatives == "all" else
-                 "answers GPT-4o scored >= 70 only: an older record, so it overstates "
-                 "specificity")
+    negatives = (">= 30" if counts.negatives == "all" else
+                 ">= 70 only, an older record: it overstates specificity")
     where = "its figures on this run's questions" if counts.source == "questions" else \
         "all its figures"
     return (f", from {where} (recall {_pct(counts.tp / counts.n_pos)}, {counts.tp}/"
-            f"{counts.n_pos}; false positives {_pct(fp / counts.n_neg)}, {fp}/{counts.n_neg}, "
-            f"over {negatives})")
+            f"{counts.n_pos}; false positives {_pct(fp / counts.n_neg)}, {fp}/{counts.n_neg} "
+            f"answers {negatives})")
 
 
 def _question_all(q: Mapping[str, Any]) -> str:
@@ -177,14 +174,15 @@ def _check_text(fig: Mapping[str, Any]) -> str:
         return ""
     try:
         raw, fixed = float(check["mean_abs_diff_raw"]), float(check["mean_abs_diff_corrected"])
-        worst = float(check["max_abs_diff_corrected"])
+        worst, worst_raw = (float(check[k]) for k in ("max_abs_diff_corrected",
+                                                      "max_abs_diff_raw"))
     except (KeyError, TypeError, ValueError):
         return ""
-    verdict = "closer to" if fixed < raw else "no closer to"
-    return (f" Checked on {check.get('n_subjects')} real models: the corrected rate was "
-            f"{verdict} GPT-4o's than the raw one (mean distance {100 * fixed:.1f} vs "
-            f"{100 * raw:.1f} points, worst {100 * worst:.1f}); its interval held GPT-4o's rate "
-            f"for {check.get('ci_covers_reference')} of {check.get('n_with_ci')}.")
+    verdict = "closer to" if fixed < raw else "further from" if fixed > raw else "as far from"
+    return (f" Checked on {check.get('n_subjects')} real models (other families' figures): "
+            f"corrected {verdict} GPT-4o's than raw, mean {100 * fixed:.1f} vs {100 * raw:.1f} "
+            f"points, worst {100 * worst:.1f} vs {100 * worst_raw:.1f}; its CI held GPT-4o's "
+            f"rate for {check.get('ci_covers_reference')} of {check.get('n_with_ci')}.")
 
 
 def _names(ids: list[str], most: int = 4) -> str:

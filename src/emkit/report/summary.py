@@ -158,8 +158,11 @@ def rates_table(inputs: SummaryInputs) -> Table:
             if corrected:
                 value = r.get("corrected")
                 span = _interval(r.get("corrected_low"), r.get("corrected_high"))
+                # clipped: fewer flags than the judge's false positives alone would give
+                clipped = ", clipped" if str(r.get("corrected_note") or "").startswith(
+                    "clipped") else ""
                 cells.append(Text("\u2013" if value is None or pd.isna(value)
-                                  else f"{_pct(value)} ({span})"))
+                                  else f"{_pct(value)} ({span}{clipped})"))
             table.add_row(*cells)
     return table
 
@@ -256,7 +259,7 @@ def _judge_sentence(inputs: SummaryInputs) -> str | None:
     paper = inputs.overall[inputs.overall["definition"] == "conditional"]
     low = pd.to_numeric(paper["ci_low"], errors="coerce").dropna()
     if not low.empty and float(low.max()) <= float(fpr):
-        return (f"This judge reads {_pct(fpr)} for a model with no EM, and every group's paper "
+        return (f"This judge reads up to {_pct(fpr)} for a model with no EM, and every group's paper "
                 "interval reaches down to that: none of these rates is clearly above the judge's "
                 "own noise.")
     return None
