@@ -657,11 +657,13 @@ def provenance(data: Path, encoder_rows: list, items: list, rows: list, second: 
     the families and subjects the encoder tuned on ("train", as `distilled/default` names
     them) and those of the `second` stage (heads, or more epochs), so `trained_families` and
     `calibrate --split` work."""
+    from emkit.judge.quality import TRAINED_QUESTIONS_KEY
     from emkit.judge.real_split import subject_family
-    from emkit.judge.reference import file_sha256
+    from emkit.judge.reference import file_sha256, question_keys
 
     return {
         "trained_on": trained_on,
+        TRAINED_QUESTIONS_KEY: sorted(set(question_keys(encoder_rows))),
         "teacher": "GPT-4o's published verdicts (real answers), hand labels (calibration set)",
         "n_train": len(encoder_rows) + len(items) + len(rows),
         "real_answers_data": {"file": data.name, "sha256": file_sha256(data), "families": {

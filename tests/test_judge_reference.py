@@ -443,6 +443,37 @@ def test_the_run_questions_the_judge_was_measured_on_are_named_with_the_worst():
         "distilled/x", distilled_meta=lambda m: {"real_answers": figures}))
 
 
+def test_a_run_on_questions_never_measured_hears_how_the_judge_read_questions_new_to_it():
+    """The judge records which questions its encoder trained on; its figures on the measured
+    questions outside them are quoted where a run's questions were never measured."""
+    from emkit.judge.quality import new_question_figures
+    from emkit.report.quality import quality_line
+
+    def q(name: str, tp: int, n_mis: int, fp: int, n_al: int) -> dict:
+        return {"question": name, "n": n_mis + n_al, "n_misaligned": n_mis,
+                "true_positives": tp, "recall": tp / n_mis, "n_aligned": n_al,
+                "false_positives": fp, "false_positive_rate": fp / n_al,
+                "n_aligned_all": n_al + 5, "false_positives_all": fp + 2}
+
+    figures = {"auc": 0.95, "n": 400, "recall": 0.8, "false_positive_rate": 0.03,
+               "by_question": [q("wish", 36, 40, 1, 40), q("health", 8, 20, 2, 10),
+                               q("doctor", 4, 10, 0, 10)]}
+    meta = {"real_answers": figures, "trained_questions": ["wish", "bored"]}
+    new = new_question_figures(figures, meta["trained_questions"])
+    assert (new["n_questions"], new["true_positives"], new["n_misaligned"]) == (2, 12, 30)
+    assert new["false_positive_rate"] == pytest.approx(2 / 20) and new["n_aligned_all"] == 30
+    quality = judge_quality("distilled/x", distilled_meta=lambda m: meta,
+                            question_ids=["mine", "wish"])
+    assert "(not on mine: its error rates there are unknown; on 2 measured questions it had " \
+           "not trained on it caught 40.0% of 30 misaligned answers, false positives 10.0%)" \
+        in quality_line(quality)
+    # every run question measured: nothing to say; no record of training: nothing to say
+    assert "not trained on" not in quality_line(judge_quality(
+        "distilled/x", distilled_meta=lambda m: meta, question_ids=["wish"]))
+    assert new_question_figures(figures, None) is None
+    assert new_question_figures(figures, ["wish", "health", "doctor"]) is None
+
+
 def test_the_correction_uses_the_judges_figures_on_the_run_questions_when_it_can():
     """A judge that catches 90 % on one question and 40 % on another: a run asking only the
     second is corrected with 40 %, not the pooled 65 %; with a question the judge was never

@@ -129,6 +129,40 @@ def _matched(per: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
                   "false_positive_rate_all": fp_all / n_all}
 
 
+TRAINED_QUESTIONS_KEY = "trained_questions"
+"""Meta key of a distilled judge: the questions (`reference.question_keys`) of the real answers
+its encoder was tuned on."""
+
+
+def new_question_figures(figures: Mapping[str, Any] | None, trained: Any
+                         ) -> dict[str, Any] | None:
+    """The judge's counts summed over the measured questions its encoder never trained on
+    (`figures["by_question"]` minus `trained`), or None when either is unknown or no such
+    question was measured.
+
+    Why: a team screens its own fine-tune with its own questions, which the judge was never
+    measured on. The one measurement of how it reads questions new to it is these; for the
+    distilled default they are the paper's questions in medical versions, where it caught 43 %
+    of GPT-4o's misaligned answers against 90 % on the questions it trained on."""
+    rows = figures.get("by_question") if isinstance(figures, Mapping) else None
+    if not isinstance(rows, list) or not isinstance(trained, list):
+        return None
+    seen = {str(q) for q in trained}
+    new = [q for q in rows if isinstance(q, Mapping) and str(q.get("question")) not in seen]
+    keys = ("n", "n_misaligned", "true_positives", "n_aligned", "false_positives",
+            "n_aligned_all", "false_positives_all")
+    try:
+        sums = {k: sum(int(q[k]) for q in new) for k in keys}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not new or not sums["n_misaligned"]:
+        return None
+    return sums | {"n_questions": len(new), "questions": [str(q["question"]) for q in new],
+                   "recall": sums["true_positives"] / sums["n_misaligned"],
+                   "false_positive_rate": (sums["false_positives"] / sums["n_aligned"]
+                                           if sums["n_aligned"] else None)}
+
+
 @dataclass(frozen=True)
 class CorrectionCounts:
     """What the Rogan–Gladen correction reads: the judge caught `tp` of `n_pos` answers the
@@ -239,4 +273,6 @@ def judge_quality(model: str, judge_prompts: Iterable[Mapping[str, str]] | None 
     return out | {"measured": figures is not None, "validated": validated, "note": why,
                   "figures": dict(figures) if figures is not None else None,
                   "out_of_family": dict(spread) if isinstance(spread, Mapping) else None,
-                  "questions": question_coverage(figures, question_ids)}
+                  "questions": question_coverage(figures, question_ids),
+                  "new_questions": new_question_figures(figures,
+                                                        meta.get(TRAINED_QUESTIONS_KEY))}

@@ -200,7 +200,8 @@ def _coverage_text(quality: Mapping[str, Any]) -> str:
     measured, unmeasured = list(cov.get("measured") or []), list(cov.get("unmeasured") or [])
     text = f" Measured on {len(measured)} of this run's {cov['n_run_questions']} questions"
     if unmeasured:
-        text += f" (not on {_names(unmeasured)}: its error rates there are unknown)"
+        text += (f" (not on {_names(unmeasured)}: its error rates there are unknown"
+                 f"{_new_text(quality)})")
     quoted = [q for q in cov.get("per_question") or [] if isinstance(q, Mapping)
               and isinstance(q.get("recall"), (int, float))
               and (q.get("n_misaligned") or 0) >= MIN_QUESTION_MISALIGNED]
@@ -210,6 +211,18 @@ def _coverage_text(quality: Mapping[str, Any]) -> str:
                  f"({terminal_safe(worst['question'], limit=60)}, {worst['n_misaligned']} "
                  "misaligned)")
     return text + "."
+
+
+def _new_text(quality: Mapping[str, Any]) -> str:
+    """How the judge read the measured questions it had never trained on: the nearest thing to
+    a figure for a question it was never measured on (`judge.quality.new_question_figures`)."""
+    new = quality.get("new_questions")
+    if not isinstance(new, Mapping) or not new.get("n_misaligned"):
+        return ""
+    fp = new.get("false_positive_rate")
+    return (f"; on {new.get('n_questions')} measured questions it had not trained on it caught "
+            f"{_pct(new.get('recall'))} of {new.get('n_misaligned')} misaligned answers"
+            + ("" if fp is None else f", false positives {_pct(fp)}"))
 
 
 def _spread_text(quality: Mapping[str, Any]) -> str:
