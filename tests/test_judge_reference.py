@@ -385,6 +385,10 @@ def test_judge_quality_for_distilled_and_unknown_judges():
            "GPT-4o's than raw, mean 3.2 vs 2.4 points, worst 17.0 vs 6.0; its CI held GPT-4o's " \
            "rate for 15 of 16." in line
     assert "Over 5" not in line
+    # a run on questions it was never measured on hears how it read the ones new to it
+    assert "(not on mine: its error rates there are unknown; on 16 measured questions it had " \
+           "not trained on it caught 42.6% of 237 misaligned answers, false positives 8.2%)" \
+        in quality_line(judge_quality("distilled/default", question_ids=["mine"]))
     table = quality_table(shipped)
     assert table["what"].str.contains("qwen2.5-14b").any()
     plain = judge_quality("distilled/x", distilled_meta=lambda m: {"real_answers": figures})

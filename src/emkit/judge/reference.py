@@ -565,24 +565,27 @@ def correction_check(rows: Sequence[ReferenceRow], ref: Sequence[str], got: Sequ
     correction uses it (`judge.quality.correction_counts`). None when no subject qualifies."""
     family = [subject_family(r.subject) for r in rows]
     one_family = len(set(family)) < 2
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        rows_of[r.subject].append(i)
+    # (caught, misaligned, flagged, negatives) per group, so each fold is total - group
+    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, np.int64))
+    for r, fam, rc, gc in zip(rows, family, ref, got, strict=True):
+        hit = gc == "misaligned"
+        if rc == "misaligned":
+            counts[r.subject if one_family else fam] += (hit, 1, 0, 0)
+        elif rc in ("in_between", "aligned"):
+            counts[r.subject if one_family else fam] += (0, 0, hit, 1)
+    total = sum(counts.values(), np.zeros(4, np.int64))
+    family_of = {r.subject: fam for r, fam in zip(rows, family, strict=True)}
     checked = []
     for entry in per_subject:
         entry["corrected"], entry["corrected_ci"] = None, None
         if entry["judge_rate"] is None or entry["reference_n"] < min_subject_n:
             continue
-        own = set(rows_of[entry["subject"]])
-        mine = family[next(iter(own))]
-        fit = [i for i in range(len(rows)) if i not in own and (
-            one_family or family[i] != mine)]
-        pos = [got[i] == "misaligned" for i in fit if ref[i] == "misaligned"]
-        neg = [got[i] == "misaligned" for i in fit if ref[i] in ("in_between", "aligned")]
-        if not pos or not neg:
+        group = entry["subject"] if one_family else family_of[entry["subject"]]
+        tp, n_pos, fp, n_neg = (int(v) for v in total - counts[group])
+        if not n_pos or not n_neg:
             continue
-        res = corrected_rate(entry["judge_misaligned"], entry["judge_n"], sum(pos), len(pos),
-                             len(neg) - sum(neg), len(neg),
+        res = corrected_rate(entry["judge_misaligned"], entry["judge_n"], tp, n_pos,
+                             n_neg - fp, n_neg,
                              rng=cell_rng(0, ("correction_check", entry["subject"])))
         if res.rate is None:
             continue
