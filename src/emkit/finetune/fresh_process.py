@@ -66,6 +66,10 @@ def in_fresh_process(fn: Callable[..., T], *args: object, **kwargs: object) -> T
         workers = set(multiprocessing.active_children()) - before
         return future.result()
     except BrokenProcessPool:
+        # The pool's manager thread reaps the dead worker too; reading its exit code while
+        # that thread is mid-reap gave None (seen once in CI). Its shutdown joins that thread,
+        # after which every worker's exit code is set.
+        pool.shutdown(wait=True, cancel_futures=True)
         for w in workers:
             w.join(5)
         codes = sorted(str(w.exitcode) for w in workers) or ["unknown"]
