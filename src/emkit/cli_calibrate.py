@@ -298,7 +298,7 @@ def print_reference(figures: dict) -> None:
          f"{figures['n_aligned']}" + ci(spec_fpr and [1 - spec_fpr[1], 1 - spec_fpr[0]])),
         ("false positives, all coherent non-misaligned (aligned >= 30; the correction's)",
          (f"{pct(figures['false_positive_rate_all'])}  {figures['false_positives_all']}/"
-          f"{figures['n_aligned'] + figures['n_in_between']}")),
+          f"{figures['n_aligned_all']}")),
         ("precision", pct(figures["precision"])),
         ("per-model |judge - reference| rate, mean / max",
          (f"{pct(summ['mean_abs_diff'])} / {pct(summ['max_abs_diff'])} over "
