@@ -92,6 +92,30 @@ def test_int8_graph_tracks_the_pytorch_model(slice_items, quick_encoder) -> None
     assert np.abs(ref - got).max() < 20, np.abs(ref - got).max()
 
 
+def test_windows_judged_concurrently_equal_one_at_a_time(slice_items, quick_encoder,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`predict` runs windows on every core at once; each window is still its own call of the
+    graph, so the outputs equal, bit for bit and in order, those of one call at a time."""
+    from emkit.judge import int8_runtime
+
+    q, a, _ = _xy(slice_items)
+    windows, owner = quick_encoder.windows(q, a)
+    feeds = [{k: np.asarray([v[w]], np.int64) for k, v in windows.items()}
+             for w in range(len(owner))]
+    sess = quick_encoder.session()
+    one_by_one = np.stack([int8_runtime.run_one(sess, f)[0] for f in feeds])
+    monkeypatch.setattr(int8_runtime, "cores", lambda: 4)  # four workers even on a 1-core CI
+    concurrent = np.stack([out[0] for out in int8_runtime.run_windows(sess, feeds)])
+    assert np.array_equal(concurrent, one_by_one)
+    reversed_ = np.stack([out[0] for out in int8_runtime.run_windows(sess, feeds[::-1])])
+    assert np.array_equal(reversed_, one_by_one[::-1])  # results follow the feeds' order
+    assert np.array_equal(quick_encoder.predict(q, a),
+                          quick_encoder.combine(one_by_one, owner, len(a)))
+    monkeypatch.setattr(int8_runtime, "cores", lambda: 1)
+    assert np.array_equal(quick_encoder.predict(q, a),
+                          quick_encoder.combine(one_by_one, owner, len(a)))
+
+
 def test_tuning_is_seeded_round_trips_and_caches_its_graph(slice_items, tmp_path: Path,
                                                            own_cache: Path) -> None:
     q, a, y = _xy(slice_items[:16])

@@ -263,15 +263,14 @@ class TunedEncoder:
 
         One window per call of the int8 graph, so a score never depends on which answers were
         judged alongside it (see `int8_runtime`)."""
-        from emkit.judge.int8_runtime import run_one
+        from emkit.judge.int8_runtime import run_windows
 
         enc, owner = self.windows(questions, answers)
         if not owner:
             return np.zeros((0, len(self.outputs)), np.float32)
-        sess = self.session()
-        per_window = np.stack([run_one(sess, {k: np.asarray([ids[w]], np.int64)
-                                              for k, ids in enc.items()})[0]
-                               for w in range(len(owner))])
+        feeds = [{k: np.asarray([ids[w]], np.int64) for k, ids in enc.items()}
+                 for w in range(len(owner))]
+        per_window = np.stack([out[0] for out in run_windows(self.session(), feeds)])
         return self.combine(per_window, owner, len(answers))
 
     def predict_torch(self, questions: Sequence[str], answers: Sequence[str],
