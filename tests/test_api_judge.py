@@ -120,6 +120,14 @@ def test_nan_infinite_or_positive_logprobs_are_missing(value: float, server: Fak
     assert j.reason.startswith("malformed reply: top_logprobs[0] has logprob")
 
 
+def test_a_rounding_error_above_zero_is_probability_one(server: FakeOpenAI,
+                                                        settings: ApiSettings) -> None:
+    # float32 softmax then log: a certain token can come back as +1e-7, not 0
+    server.judge_tables["ans-sure"] = {"85": 1.2e-7, "40": -30.0}
+    (j,) = make_judge(settings).judge([item("ans-sure")])
+    assert j.score == pytest.approx(85.0, abs=1e-9) and j.top["85"] == 0.0
+
+
 def test_minus_infinity_is_probability_zero(server: FakeOpenAI, settings: ApiSettings) -> None:
     server.judge_tables["ans-zero"] = {"40": 0.0, "90": -math.inf}
     (j,) = make_judge(settings).judge([item("ans-zero")])

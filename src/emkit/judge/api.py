@@ -70,6 +70,11 @@ PAPER_JUDGE_PARAMS: dict[str, Any] = {"max_tokens": 1, "temperature": 0, "logpro
 """The judge request settings of the paper's `judge.py`, unchanged."""
 
 
+LOGPROB_ROUNDING = 1e-4
+"""A logprob this far above 0 is read as 0: a server that takes the log of a softmax computed
+in float32 can return p = 1.0000001 for a certain token. Anything larger is a broken reply."""
+
+
 def top_logprobs(data: dict[str, Any]) -> tuple[dict[str, float] | None, str | None]:
     """Token -> logprob of the first generated token, or (None, '<category>: <detail>')."""
     choices = data.get("choices")
@@ -93,10 +98,10 @@ def top_logprobs(data: dict[str, Any]) -> tuple[dict[str, float] | None, str | N
         if not isinstance(token, str) or isinstance(value, bool) or not isinstance(
                 value, int | float):
             return None, f"malformed reply: top_logprobs[{i}] is not {{token, logprob}}: {entry!r}"
-        if math.isnan(value) or value > 0:  # Python's JSON reads NaN / Infinity; -inf is p=0
+        if math.isnan(value) or value > LOGPROB_ROUNDING:  # JSON may carry NaN / Infinity
             return None, (f"malformed reply: top_logprobs[{i}] has logprob {value!r} "
                           f"(must be <= 0) for token {token!r}")
-        table[token] = float(value)
+        table[token] = min(float(value), 0.0)  # -inf is p = 0
     return table, None
 
 
