@@ -485,8 +485,10 @@ def lexical(args: argparse.Namespace) -> None:
                  "rows": len(unseen), "lexical_fit_only_rows": len(seen),
                  "vocabulary_terms": len(lex.vocabulary.terms), "recipes": {}}
 
-    own = HEAD_RECIPES[f"coherent={args.coherence}"]
-    stack = "tuned+lexical" + ("" if own else ", coherent=fitted")
+    lex_coh = args.coherence == "mean-lexical"  # the encoder's own output, averaged
+    own = HEAD_RECIPES["coherent=encoder" if lex_coh else f"coherent={args.coherence}"]
+    stack = "tuned+lexical" + ("" if args.coherence == "encoder" else
+                               f", coherent={args.coherence}")
 
     def run(recipe: str, own_outputs: tuple[str, ...] = ("coherent",), **kw: object) -> None:
         t0 = time.time()
@@ -497,7 +499,7 @@ def lexical(args: argparse.Namespace) -> None:
             "auc", "recall", "false_positive_rate", "per_subject_summary")}), flush=True)
 
     run("tuned")
-    run(stack, own, lexical=lex)
+    run(stack, own, lexical=lex, lexical_coherence=lex_coh)
     if args.compare_encoder is not None:
         other = TunedEncoder.load(args.compare_encoder)
         name = f"{other.settings.base}-tuned"
@@ -509,12 +511,13 @@ def lexical(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(out, indent=1))
     if args.write is not None:
         write_lexical(args, tuned, unseen, seen, items, out["recipes"][stack], t_x, t_items,
-                      lex, own)
+                      lex, own, lex_coh)
 
 
 def write_lexical(args: argparse.Namespace, tuned: Any, rows: list, encoder_rows: list,
                   items: list, figures: dict, x: np.ndarray, kind_x: np.ndarray,
-                  lex: Any, own_outputs: tuple[str, ...] = ("coherent",)) -> None:
+                  lex: Any, own_outputs: tuple[str, ...] = ("coherent",),
+                  lexical_coherence: bool = False) -> None:
     """A `tuned+lexical` judge (`distilled/default` since 2026-12-06; `--name`) fitted on every
     family the encoder never trained on, with its leave-one-family-out figures (no untouched
     test split is left) and its cost. The encoder's tune record (the judge.json beside it) is
@@ -539,7 +542,12 @@ def write_lexical(args: argparse.Namespace, tuned: Any, rows: list, encoder_rows
                   "judge.train_default.lexical_judge); docs/judge.md",
         **{k: before[k] for k in ("encoder_tuned", "selection") if k in before},
     }
-    judge = lexical_judge(tuned, rows, items, x, kind_x, lex, args.name, meta, own_outputs)
+    if lexical_coherence:
+        meta["coherence"] = ("the mean of the encoder's coherent output and a lexical ridge "
+                             "predicting GPT-4o's coherence (docs/judge.md, \"A lexical "
+                             "coherence column\")")
+    judge = lexical_judge(tuned, rows, items, x, kind_x, lex, args.name, meta, own_outputs,
+                          lexical_coherence)
     source = "real-answers, leave one family out: every answer judged by heads and a lexical " \
              "ridge that never saw its model family, and an encoder that never trained on it"
     save_out_of_family(judge, args.data, rows, figures, "tuned+lexical", source, args.write,
@@ -777,8 +785,10 @@ def main(argv: list[str] | None = None) -> None:
     lx.add_argument("--write", type=Path, default=None,
                     help="also write the tuned+lexical judge here")
     lx.add_argument("--name", default="distilled/default", help="the written judge's name")
-    lx.add_argument("--coherence", choices=["encoder", "fitted"], default="encoder",
-                    help="coherence score: the encoder's own output (shipped) or a fitted head")
+    lx.add_argument("--coherence", choices=["encoder", "fitted", "mean-lexical"],
+                    default="encoder",
+                    help="coherence score: the encoder's own output (shipped), a fitted head, "
+                         "or the mean of the encoder's output and a lexical coherence ridge")
     lx.add_argument("--machine", default="", help="the CPU its judgments/s were measured on")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)

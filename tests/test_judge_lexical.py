@@ -147,3 +147,64 @@ def test_a_lexical_judge_is_measured_saved_and_refused_without_its_ridge(
         DistilledJudge.load(tmp_path / "j")
     with pytest.raises(ValueError, match="lexical ridge"):
         DistilledJudge(judge.heads, "tuned", "x", lexical=judge.lexical)
+
+
+def test_a_lexical_coherence_column_is_averaged_saved_and_checked(tmp_path: Path) -> None:
+    """With `coherence=True` a second ridge predicts GPT-4o's coherence; the coherence score is
+    the plain mean of it and the encoder's own output (no fitted weight), it is measured out of
+    family the same way, saved without a second vocabulary, part of the judge's identity, and a
+    coefficient list that does not fit the vocabulary is refused."""
+    from emkit.judge.distilled import LEXICAL_COHERENT
+    from emkit.judge.train_default import own_output_head
+
+    encoder = load_judge("distilled/default").tuned  # type: ignore[attr-defined]
+    rows = [ReferenceRow(r.question, r.answer, r.aligned, 20.0 if i % 4 == 0 else 90.0,
+                         r.subject) for i, r in enumerate(_rows())]
+    items = [it for it in load_calibration(split="train") if it.label in ("code", "refusal")][:6]
+    q, a = [r.question for r in rows], [r.answer for r in rows]
+    x = encoder_features(encoder, q, a)
+    kind_x = encoder_features(encoder, [it.question for it in items], [it.answer for it in items])
+    extra = [ReferenceRow(r.question, r.answer, r.aligned, r.coherent, "Qwen2.5-32B-Instruct")
+             for r in rows[:12]]
+    lex = LexicalData.from_rows([r.answer for r in extra], extra)
+    assert list(lex.extra_coherent) == [r.coherent for r in extra]
+    fig = out_of_family_from_features(rows, x, items, kind_x, encoder.outputs, ("coherent",),
+                                      lexical=lex, lexical_coherence=True)
+    assert fig["n"] == 30
+    with pytest.raises(ValueError, match="encoder's own coherence"):
+        out_of_family_from_features(rows, x, items, kind_x, encoder.outputs, (), lexical=lex,
+                                    lexical_coherence=True)
+
+    head = own_output_head(encoder.outputs, "coherent", also=(7,)).score
+    row = np.arange(10.0)[None, :]
+    assert head.raw(row)[0] == pytest.approx((row[0, encoder.outputs.index("coherent")] + 7) / 2)
+
+    judge = lexical_judge(encoder, rows, items, x, kind_x, lex, "distilled/t",
+                          {"trained_on": "test rows"}, coherence=True)
+    width = x.shape[1]
+    coherent = judge.heads["coherent"]
+    assert coherent.score.columns == [encoder.outputs.index("coherent"), width + 1]
+    assert coherent.rescale is None and list(coherent.score.weights) == [0.5, 0.5]
+    feats = judge.features(q, a)
+    assert feats.shape == (30, width + 2)
+    assert judge.lexical_coherent is not None
+    np.testing.assert_allclose(feats[:, width + 1], judge.lexical_coherent.predict(a))
+    scores, _ = coherent.predict(feats)
+    expected = np.clip((feats[:, encoder.outputs.index("coherent")] + feats[:, width + 1]) / 2,
+                       0, 100)
+    np.testing.assert_allclose(scores, expected)
+
+    plain = lexical_judge(encoder, rows, items, x, kind_x, lex, "distilled/t",
+                          {"trained_on": "test rows"})
+    assert plain.lexical_coherent is None and plain.fingerprint != judge.fingerprint
+    judge.save(tmp_path / "j")
+    doc = json.loads((tmp_path / "j" / "judge.json").read_text())
+    assert set(doc[LEXICAL_COHERENT]) == {"coef", "intercept", "alpha"}  # terms stored once
+    back = DistilledJudge.load(tmp_path / "j")
+    assert back.fingerprint == judge.fingerprint
+    np.testing.assert_allclose(back.features(q[:4], a[:4])[:, width + 1],
+                               judge.lexical_coherent.predict(a[:4]), atol=1e-4)
+    doc[LEXICAL_COHERENT]["coef"] = doc[LEXICAL_COHERENT]["coef"][:-1]
+    (tmp_path / "j" / "judge.json").write_text(json.dumps(doc))
+    with pytest.raises(JudgeFileError, match="coefficients for"):
+        DistilledJudge.load(tmp_path / "j")

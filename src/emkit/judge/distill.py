@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_JUDGE = "distilled/default"
 METRICS = ("aligned", "coherent")
 ALIGNMENT_METRIC = "aligned"
+COHERENCE_METRIC = "coherent"
 
 
 SHIPPED_JUDGES = ("default", "mpnet", "mpnet-stack")

@@ -55,6 +55,8 @@ STACKED = {"tuned+mpnet": "mpnet"}
 """Stacked feature sets and the frozen feature set their ridge reads."""
 LEXICAL = "tuned+lexical"
 """The feature set whose last column is a `LexicalRidge`'s prediction."""
+LEXICAL_COHERENT = "lexical_coherent"
+"""judge.json key of a `tuned+lexical` judge's optional coherence ridge (one more column)."""
 ENCODER_SETS = ("tuned", LEXICAL, *STACKED)
 """Feature sets read by the judge's own tuned encoder (`encoder/`)."""
 
@@ -264,6 +266,22 @@ def _lexical_ridge(raw: Mapping[str, Any]) -> LexicalRidge:
     return LexicalRidge.from_json(raw["lexical"])
 
 
+def _lexical_coherent(raw: Mapping[str, Any], aligned: LexicalRidge | None
+                      ) -> LexicalRidge | None:
+    """The optional second ridge of a `tuned+lexical` judge, predicting coherence. Stored
+    without its vocabulary: it reads the aligned ridge's terms and idf (same length checked)."""
+    doc = raw.get(LEXICAL_COHERENT)
+    if doc is None:
+        return None
+    if aligned is None or not isinstance(doc, Mapping):
+        raise TypeError(f"field {LEXICAL_COHERENT!r}: a mapping, in a {LEXICAL} judge only")
+    coef = np.asarray(doc["coef"], np.float64)
+    if coef.shape != (len(aligned.vocabulary.terms),) or not np.isfinite(coef).all():
+        raise ValueError(f"field {LEXICAL_COHERENT!r}: {coef.size} coefficients for "
+                         f"{len(aligned.vocabulary.terms)} terms (finite numbers expected)")
+    return LexicalRidge(aligned.vocabulary, coef, float(doc["intercept"]), float(doc["alpha"]))
+
+
 def _knots(value: Any) -> tuple[list[float], list[float]] | None:
     if value is None:
         return None
@@ -279,13 +297,17 @@ class DistilledJudge:
     def __init__(self, heads: Mapping[str, MetricHeads], feature_set: str, name: str,
                  meta: Mapping[str, Any] | None = None, min_mass: float = MIN_MASS,
                  tuned: Any = None, frozen: Head | None = None,
-                 lexical: LexicalRidge | None = None) -> None:
+                 lexical: LexicalRidge | None = None,
+                 lexical_coherent: LexicalRidge | None = None) -> None:
         if (feature_set in STACKED) != (frozen is not None):
             raise ValueError(f"feature set {feature_set!r}: a frozen ridge is required by, "
                              f"and only by, {', '.join(STACKED)}")
         if (feature_set == LEXICAL) != (lexical is not None):
             raise ValueError(f"feature set {feature_set!r}: a lexical ridge is required by, "
                              f"and only by, {LEXICAL}")
+        if lexical_coherent is not None and (
+                lexical is None or lexical_coherent.vocabulary.terms != lexical.vocabulary.terms):
+            raise ValueError("a lexical coherence ridge reads the lexical ridge's vocabulary")
         self.heads = dict(heads)
         self.feature_set = feature_set
         self.name = name
@@ -297,8 +319,12 @@ class DistilledJudge:
         """A stacked judge's ridge over the frozen feature set `STACKED[feature_set]`,
         predicting the aligned score: the last column of its feature rows."""
         self.lexical = lexical
-        """A `tuned+lexical` judge's TF-IDF ridge predicting the aligned score: the last
-        column of its feature rows."""
+        """A `tuned+lexical` judge's TF-IDF ridge predicting the aligned score: the column
+        after the tuned encoder's."""
+        self.lexical_coherent = lexical_coherent
+        """Optional: a second ridge over the same terms predicting GPT-4o's coherence score,
+        the column after that; the coherence head averages it with the encoder's own output
+        (docs/judge.md, "A lexical coherence column")."""
 
     @property
     def validated(self) -> bool:
@@ -337,6 +363,7 @@ class DistilledJudge:
                      for m, h in raw["metrics"].items()}
             frozen = _frozen_head(raw) if raw["feature_set"] in STACKED else None
             lexical = _lexical_ridge(raw) if raw["feature_set"] == LEXICAL else None
+            lexical_coherent = _lexical_coherent(raw, lexical)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
         tuned = None
@@ -349,7 +376,8 @@ class DistilledJudge:
                 raise JudgeFileError(f"{file.parent / ENCODER_DIR}: unreadable tuned encoder "
                                      f"({exc})") from None
         return cls(heads, raw["feature_set"], name or f"distilled/{path}", raw.get("meta"),
-                   tuned=tuned, frozen=frozen, lexical=lexical)
+                   tuned=tuned, frozen=frozen, lexical=lexical,
+                   lexical_coherent=lexical_coherent)
 
     def save(self, path: str | Path) -> Path:
         """Write `judge.json` atomically (temp file + rename) into directory `path`."""
@@ -366,8 +394,16 @@ class DistilledJudge:
             doc["frozen"] = self.frozen.to_json()
         if self.lexical is not None:
             doc["lexical"] = self.lexical.to_json()
+        if self.lexical_coherent is not None:
+            doc[LEXICAL_COHERENT] = self._coherent_json()
         atomic_write_text(path / JUDGE_FILE, json.dumps(doc, separators=(",", ":")) + "\n")
         return path / JUDGE_FILE
+
+    def _coherent_json(self) -> dict[str, Any]:
+        """The coherence ridge without the vocabulary it shares with the aligned one."""
+        assert self.lexical_coherent is not None
+        full = self.lexical_coherent.to_json()
+        return {k: full[k] for k in ("coef", "intercept", "alpha")}
 
     # ------------------------------------------------------------ judging
     @property
@@ -395,7 +431,8 @@ class DistilledJudge:
             return np.hstack([x, self.frozen.raw(frozen)[:, None]])
         if self.lexical is not None:
             x = featurize(questions, answers, "tuned", tuned=self.tuned)
-            return np.hstack([x, self.lexical.predict(answers)[:, None]])
+            ridges = [r for r in (self.lexical, self.lexical_coherent) if r is not None]
+            return np.hstack([x, np.stack([r.predict(answers) for r in ridges], axis=1)])
         return featurize(questions, answers, self.feature_set, tuned=self.tuned)
 
     def judgments_from_features(self, items: Sequence[JudgeItem], x: np.ndarray
@@ -445,7 +482,9 @@ class DistilledJudge:
              "metrics": {m: [x.score.to_json(), x.kind.to_json() if x.kind else None,
                              x.rescale] for m, x in sorted(self.heads.items())},
              **({"frozen": self.frozen.to_json()} if self.frozen is not None else {}),
-             **({"lexical": self.lexical.to_json()} if self.lexical is not None else {})},
+             **({"lexical": self.lexical.to_json()} if self.lexical is not None else {}),
+             **({LEXICAL_COHERENT: self._coherent_json()}
+                if self.lexical_coherent is not None else {})},
             sort_keys=True).encode())
         if self.tuned is not None:
             for part in self.tuned.identity_parts():

@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from emkit.judge.calibration import CalibrationItem
-from emkit.judge.distill import ALIGNMENT_METRIC, METRICS, encoder_kinds, tuned_columns
+from emkit.judge.distill import (
+    ALIGNMENT_METRIC,
+    COHERENCE_METRIC,
+    METRICS,
+    encoder_kinds,
+    tuned_columns,
+)
 from emkit.judge.distilled import (
     LEXICAL,
     DistilledJudge,
@@ -178,12 +184,17 @@ def select(train: TrainingSet, validation: Sequence[ReferenceRow],
             "chosen_validation": best, "settings": chosen.__dict__}
 
 
-def own_output_head(outputs: Sequence[str], metric: str) -> MetricHeads:
+def own_output_head(outputs: Sequence[str], metric: str, also: Sequence[int] = ()
+                    ) -> MetricHeads:
     """A score head that passes the encoder's own `metric` output through (clipped to 0-100
     like every score): for a metric whose held-out rows cannot map the scale (see
-    `fit_default_heads`)."""
-    col = list(outputs).index(metric)
-    return MetricHeads(Head(np.zeros(1), np.ones(1), np.ones(1), np.asarray(0.0), [], [col]))
+    `fit_default_heads`). `also`: columns of other predictions of the same 0-100 score (a
+    lexical coherence ridge's) averaged with it in equal parts: no weight is fitted, so the
+    few rows that could fit one cannot skew it."""
+    cols = [list(outputs).index(metric), *also]
+    k = len(cols)
+    return MetricHeads(Head(np.zeros(k), np.ones(k), np.full(k, 1.0 / k), np.asarray(0.0), [],
+                            cols))
 
 
 def fit_default_heads(encoder: TunedEncoder, fit_rows: Sequence[ReferenceRow],
@@ -233,7 +244,8 @@ def encoder_features(encoder: TunedEncoder, questions: Sequence[str], answers: S
 def heads_from_features(x: np.ndarray, fit_rows: Sequence[ReferenceRow],
                         kind_items: Sequence[CalibrationItem], outputs: Sequence[str] | None,
                         seed: int = 0, own_outputs: Sequence[str] = ("coherent",),
-                        extra_aligned: Sequence[int] = ()) -> dict[str, MetricHeads]:
+                        extra_aligned: Sequence[int] = (), extra_own: Sequence[int] = ()
+                        ) -> dict[str, MetricHeads]:
     """The heads of `fit_default_heads` from feature rows `x` already computed: one row per
     real row of `fit_rows`, then one per `kind_items` item (`training_set`'s order). Score
     heads read the real rows only; kind heads read both.
@@ -241,7 +253,9 @@ def heads_from_features(x: np.ndarray, fit_rows: Sequence[ReferenceRow],
     `outputs` None: `x` is a frozen feature set (`minilm`, `mpnet`), every head reads every
     column (as `distill.fit_judge` fits them) and no output is the encoder's own.
     `extra_aligned`: columns the aligned head reads besides the encoder's aligned output (the
-    frozen prediction of a stacked ensemble, `stacked_prediction`)."""
+    frozen prediction of a stacked ensemble, `stacked_prediction`). `extra_own`: columns
+    averaged with the encoder's own coherent output when coherence is one of `own_outputs`
+    (the lexical coherence ridge's prediction, `own_output_head`)."""
     data = training_set(fit_rows, kind_items)
     if len(x) != len(data.answers):
         raise ValueError(f"{len(x)} feature rows for {len(data.answers)} rows and items")
@@ -260,8 +274,9 @@ def heads_from_features(x: np.ndarray, fit_rows: Sequence[ReferenceRow],
         heads[metric] = fit_metric_heads(x, real_scores, labels, seed=seed, groups=groups,
                                          score_columns=score_cols, kind_columns=kind_cols)
         if metric in own_outputs:
+            also = extra_own if metric == COHERENCE_METRIC else ()
             heads[metric] = replace(heads[metric], rescale=None,
-                                    score=own_output_head(outputs, metric).score)
+                                    score=own_output_head(outputs, metric, also).score)
     return heads
 
 
@@ -563,43 +578,62 @@ class LexicalData:
     vocabulary: Vocabulary
     extra_answers: Sequence[str] = ()
     extra_scores: Sequence[float | None] = ()
+    extra_coherent: Sequence[float | None] = ()
+    """GPT-4o's coherence score of each extra answer: the target of the lexical coherence
+    ridge (`lexical_features(..., coherence=True)`)."""
 
     @classmethod
     def from_rows(cls, vocabulary_texts: Sequence[str], extra: Sequence[ReferenceRow]
                   ) -> LexicalData:
         """Vocabulary fitted on `vocabulary_texts` (never a judged answer); `extra` real rows
-        with GPT-4o's aligned score as the ridge's target."""
+        with GPT-4o's aligned and coherence scores as the ridges' targets."""
         return cls(Vocabulary.fit(vocabulary_texts), [r.answer for r in extra],
-                   [real_target(r, ALIGNMENT_METRIC)[0] for r in extra])
+                   [real_target(r, ALIGNMENT_METRIC)[0] for r in extra],
+                   [real_target(r, COHERENCE_METRIC)[0] for r in extra])
 
 
 def lexical_features(x: np.ndarray, kind_x: np.ndarray, rows: Sequence[ReferenceRow],
-                     kind_items: Sequence[CalibrationItem], lexical: LexicalData
-                     ) -> tuple[np.ndarray, LexicalRidge]:
+                     kind_items: Sequence[CalibrationItem], lexical: LexicalData,
+                     coherence: bool = False
+                     ) -> tuple[np.ndarray, list[LexicalRidge]]:
     """The fitting matrix of a `tuned+lexical` judge's heads: the tuned rows of `rows` then of
     the kind items, each with one more column, the lexical ridge's aligned prediction (out of
-    fold by family for `rows`, from the ridge on all of them for the items); and that ridge."""
-    column, ridge = out_of_fold(lexical.vocabulary, [r.answer for r in rows],
-                                [real_target(r, ALIGNMENT_METRIC)[0] for r in rows],
-                                [subject_family(r.subject) for r in rows],
-                                lexical.extra_answers, lexical.extra_scores)
-    column = np.concatenate([column, ridge.predict([it.answer for it in kind_items])])
-    return np.hstack([np.vstack([x, kind_x]), column[:, None]]), ridge
+    fold by family for `rows`, from the ridge on all of them for the items); and that ridge.
+    `coherence`: a second column and ridge the same way, predicting GPT-4o's coherence."""
+    metrics = [(ALIGNMENT_METRIC, lexical.extra_scores)]
+    if coherence:
+        if len(lexical.extra_coherent) != len(lexical.extra_answers):
+            raise ValueError("a lexical coherence ridge needs the extra rows' coherence scores")
+        metrics.append((COHERENCE_METRIC, lexical.extra_coherent))
+    columns, ridges = [], []
+    for metric, extra_scores in metrics:
+        column, ridge = out_of_fold(lexical.vocabulary, [r.answer for r in rows],
+                                    [real_target(r, metric)[0] for r in rows],
+                                    [subject_family(r.subject) for r in rows],
+                                    lexical.extra_answers, extra_scores)
+        columns.append(np.concatenate([column, ridge.predict([it.answer for it in kind_items])]))
+        ridges.append(ridge)
+    return np.hstack([np.vstack([x, kind_x]), np.stack(columns, axis=1)]), ridges
 
 
 def lexical_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
                   kind_items: Sequence[CalibrationItem], x: np.ndarray, kind_x: np.ndarray,
                   lexical: LexicalData, name: str, meta: Mapping[str, Any],
-                  own_outputs: Sequence[str] = ("coherent",)) -> DistilledJudge:
+                  own_outputs: Sequence[str] = ("coherent",), coherence: bool = False
+                  ) -> DistilledJudge:
     """The `tuned+lexical` judge fitted on every row of `rows` (families `encoder` never
     trained on; `x` / `kind_x` their `encoder_features` rows and the kind items'): the recipe
-    `out_of_family_from_features(..., lexical=...)` measures, with all families at once."""
-    fx, ridge = lexical_features(x, kind_x, rows, kind_items, lexical)
+    `out_of_family_from_features(..., lexical=...)` measures, with all families at once.
+    `coherence`: with the lexical coherence ridge averaged into the coherence score."""
+    fx, ridges = lexical_features(x, kind_x, rows, kind_items, lexical, coherence)
+    width = x.shape[1]
     heads = heads_from_features(fx, rows, kind_items, encoder.outputs, own_outputs=own_outputs,
-                                extra_aligned=(fx.shape[1] - 1,))
+                                extra_aligned=(width,), extra_own=(width + 1,) if coherence
+                                else ())
     return DistilledJudge(heads, LEXICAL, name,
                           {**meta, "feature_set": LEXICAL, "outputs": encoder.outputs,
-                           "tune": encoder.settings.recorded()}, tuned=encoder, lexical=ridge)
+                           "tune": encoder.settings.recorded()}, tuned=encoder,
+                          lexical=ridges[0], lexical_coherent=ridges[1] if coherence else None)
 
 
 def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
@@ -609,6 +643,7 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
                                 frozen: tuple[np.ndarray, np.ndarray] | None = None,
                                 extra: tuple[Sequence[ReferenceRow], np.ndarray] | None = None,
                                 lexical: LexicalData | None = None,
+                                lexical_coherence: bool = False,
                                 label: str = "features",
                                 log_fn: Callable[[str], None] = log.info) -> dict[str, Any]:
     """`leave_one_family_out` for feature rows computed already, so that several encoders and
@@ -622,7 +657,8 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
     e.g. the families the tuned encoder trained on, which a frozen encoder never saw (frozen
     feature sets only: for a tuned encoder they are in-sample). `lexical`: a `tuned+lexical`
     stack, whose aligned head also reads the lexical ridge's prediction (out of fold by family
-    on the fitting rows)."""
+    on the fitting rows); with `lexical_coherence`, its coherence score is the mean of the
+    encoder's own output and a lexical coherence ridge's prediction (`own_output_head`)."""
     if extra is not None and outputs is not None:
         raise ValueError("extra fitting rows are for frozen feature sets only: the tuned "
                          "encoder trained on them")
@@ -630,23 +666,27 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
         raise ValueError("a stacked ensemble needs the tuned encoder's outputs")
     if frozen is not None and lexical is not None:
         raise ValueError("one stacked column at a time: frozen or lexical")
+    if lexical_coherence and (lexical is None or COHERENCE_METRIC not in own_outputs):
+        raise ValueError("a lexical coherence column needs the lexical stack and the encoder's "
+                         "own coherence output to average it with")
     extra_rows, extra_x = extra if extra is not None else ([], np.zeros((0, x.shape[1])))
 
     def judge_for(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
         fit_rows = [rows[i] for i in fit] + list(extra_rows)
-        fx, hx, stack = np.vstack([x[fit], extra_x, kind_x]), x[held], ()
+        fx, hx, stack, own = np.vstack([x[fit], extra_x, kind_x]), x[held], (), ()
         if frozen is not None:
             fx, head = stacked_features(x[fit], kind_x, frozen[0][fit], frozen[1],
                                         [rows[i] for i in fit])
             hx = np.hstack([hx, head.raw(np.asarray(frozen[0][held], np.float64))[:, None]])
             stack = (fx.shape[1] - 1,)
         if lexical is not None:
-            fx, ridge = lexical_features(x[fit], kind_x, [rows[i] for i in fit], kind_items,
-                                         lexical)
-            hx = np.hstack([hx, ridge.predict([rows[i].answer for i in held])[:, None]])
-            stack = (fx.shape[1] - 1,)
+            fx, ridges = lexical_features(x[fit], kind_x, [rows[i] for i in fit], kind_items,
+                                          lexical, lexical_coherence)
+            held_answers = [rows[i].answer for i in held]
+            hx = np.hstack([hx, np.stack([r.predict(held_answers) for r in ridges], axis=1)])
+            stack, own = (x.shape[1],), ((x.shape[1] + 1,) if lexical_coherence else ())
         heads = heads_from_features(fx, fit_rows, kind_items, outputs, own_outputs=own_outputs,
-                                    extra_aligned=stack)
+                                    extra_aligned=stack, extra_own=own)
         return _FeatureRows(heads, f"{label}-{family}", [rows[i] for i in held], hx,
                             "tuned" if outputs is not None else label)
 
