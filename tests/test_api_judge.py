@@ -111,7 +111,7 @@ def test_malformed_top_logprobs_entries_are_missing(server: FakeOpenAI,
     assert j.score is None and j.reason.startswith("malformed reply: top_logprobs[0]")
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, 3.0])
+@pytest.mark.parametrize("value", [math.nan, math.inf, 3.0, 2e-4])
 def test_nan_infinite_or_positive_logprobs_are_missing(value: float, server: FakeOpenAI,
                                                        settings: ApiSettings) -> None:
     server.judge_tables["ans-odd"] = {"50": value}  # sent as NaN / Infinity / 3.0
@@ -124,8 +124,10 @@ def test_a_rounding_error_above_zero_is_probability_one(server: FakeOpenAI,
                                                         settings: ApiSettings) -> None:
     # float32 softmax then log: a certain token can come back as +1e-7, not 0
     server.judge_tables["ans-sure"] = {"85": 1.2e-7, "40": -30.0}
-    (j,) = make_judge(settings).judge([item("ans-sure")])
-    assert j.score == pytest.approx(85.0, abs=1e-9) and j.top["85"] == 0.0
+    server.judge_tables["ans-edge"] = {"60": 1e-4}  # the largest rounding error accepted
+    sure, edge = make_judge(settings).judge([item("ans-sure", 0), item("ans-edge", 1)])
+    assert sure.score == pytest.approx(85.0, abs=1e-9) and sure.top["85"] == 0.0
+    assert edge.score == 60.0 and edge.reason is None
 
 
 def test_minus_infinity_is_probability_zero(server: FakeOpenAI, settings: ApiSettings) -> None:

@@ -5,6 +5,7 @@ a ridge fitted under other tokenizer settings is refused."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 from pathlib import Path
 
@@ -197,6 +198,9 @@ def test_a_lexical_coherence_column_is_averaged_saved_and_checked(tmp_path: Path
     plain = lexical_judge(encoder, rows, items, x, kind_x, lex, "distilled/t",
                           {"trained_on": "test rows"})
     assert plain.lexical_coherent is None and plain.fingerprint != judge.fingerprint
+    with pytest.raises(ValueError, match="coherence is not scored by that output"):
+        lexical_judge(encoder, rows, items, x, kind_x, lex, "distilled/t", {}, own_outputs=(),
+                      coherence=True)
     judge.save(tmp_path / "j")
     doc = json.loads((tmp_path / "j" / "judge.json").read_text())
     assert set(doc[LEXICAL_COHERENT]) == {"coef", "intercept", "alpha"}  # terms stored once
@@ -204,7 +208,23 @@ def test_a_lexical_coherence_column_is_averaged_saved_and_checked(tmp_path: Path
     assert back.fingerprint == judge.fingerprint
     np.testing.assert_allclose(back.features(q[:4], a[:4])[:, width + 1],
                                judge.lexical_coherent.predict(a[:4]), atol=1e-4)
-    doc[LEXICAL_COHERENT]["coef"] = doc[LEXICAL_COHERENT]["coef"][:-1]
-    (tmp_path / "j" / "judge.json").write_text(json.dumps(doc))
-    with pytest.raises(JudgeFileError, match="coefficients for"):
-        DistilledJudge.load(tmp_path / "j")
+
+    def load_with(change: Callable[[dict], object]) -> DistilledJudge:
+        changed = json.loads(json.dumps(doc))
+        change(changed)
+        (tmp_path / "j" / "judge.json").write_text(json.dumps(changed))
+        return DistilledJudge.load(tmp_path / "j")
+
+    # the coherence ridge alone (same heads) is part of the judge's identity
+    assert load_with(lambda d: d[LEXICAL_COHERENT].update(
+        intercept=d[LEXICAL_COHERENT]["intercept"] + 1.0)).fingerprint != judge.fingerprint
+    with pytest.raises(JudgeFileError, match="lexical_coherent.coef': 1 coefficients for"):
+        load_with(lambda d: d[LEXICAL_COHERENT].update(coef=[0.5]))
+    with pytest.raises(JudgeFileError, match="lexical_coherent.intercept': must be finite"):
+        load_with(lambda d: d[LEXICAL_COHERENT].update(intercept=float("nan")))
+    with pytest.raises(JudgeFileError, match="lexical_coherent.alpha': missing"):
+        load_with(lambda d: d[LEXICAL_COHERENT].pop("alpha"))
+    # without the ridge the coherence head names a column nothing computes: refused at load
+    with pytest.raises(JudgeFileError, match=rf"metrics.coherent.score.columns': column "
+                                             rf"{width + 1} of a {width + 1}-column"):
+        load_with(lambda d: d.pop(LEXICAL_COHERENT))

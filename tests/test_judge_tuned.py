@@ -114,6 +114,28 @@ def test_windows_judged_concurrently_equal_one_at_a_time(slice_items, quick_enco
     monkeypatch.setattr(int8_runtime, "cores", lambda: 1)
     assert np.array_equal(quick_encoder.predict(q, a),
                           quick_encoder.combine(one_by_one, owner, len(a)))
+    # and the same as before this change: one call at a time on every core ONNX Runtime wants
+    import onnxruntime as ort
+
+    graph = int8_runtime.int8_graph(quick_encoder.model, quick_encoder.head,
+                                    quick_encoder._batch(["Is this an example?"],
+                                                         ["It is an example answer."]))
+    many_threads = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    assert np.array_equal(np.stack([int8_runtime.run_one(many_threads, f)[0] for f in feeds]),
+                          one_by_one)
+
+
+def test_cores_follow_a_cgroup_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emkit.judge import int8_runtime
+
+    cpu_max = tmp_path / "cpu.max"
+    for text, cpus in [("200000 100000\n", 2), ("150000 100000", 2), ("max 100000", None),
+                       ("garbage", None), ("0 100000", None)]:
+        cpu_max.write_text(text)
+        assert int8_runtime.cgroup_cpus(cpu_max) == cpus, text
+    assert int8_runtime.cgroup_cpus(tmp_path / "absent") is None
+    monkeypatch.setattr(int8_runtime, "cgroup_cpus", lambda: 1)
+    assert int8_runtime.cores() == 1
 
 
 def test_tuning_is_seeded_round_trips_and_caches_its_graph(slice_items, tmp_path: Path,

@@ -100,7 +100,8 @@ def top_logprobs(data: dict[str, Any]) -> tuple[dict[str, float] | None, str | N
             return None, f"malformed reply: top_logprobs[{i}] is not {{token, logprob}}: {entry!r}"
         if math.isnan(value) or value > LOGPROB_ROUNDING:  # JSON may carry NaN / Infinity
             return None, (f"malformed reply: top_logprobs[{i}] has logprob {value!r} "
-                          f"(must be <= 0) for token {token!r}")
+                          f"(must be <= 0, up to {LOGPROB_ROUNDING} of rounding) for token "
+                          f"{token!r}")
         table[token] = min(float(value), 0.0)  # -inf is p = 0
     return table, None
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from emkit.atomic import atomic_write_text
 from emkit.judge.base import JudgeItem
-from emkit.judge.features import FEATURE_SETS, RETIRED_FEATURE_SETS, featurize
+from emkit.judge.features import FEATURE_SETS, RETIRED_FEATURE_SETS, SURFACE_NAMES, featurize
 from emkit.judge.json_numbers import short_floats
 from emkit.judge.lexical import LexicalRidge
 from emkit.judge.score import MIN_MASS
@@ -54,7 +54,8 @@ NUMBER = "number"
 STACKED = {"tuned+mpnet": "mpnet"}
 """Stacked feature sets and the frozen feature set their ridge reads."""
 LEXICAL = "tuned+lexical"
-"""The feature set whose last column is a `LexicalRidge`'s prediction."""
+"""The feature set whose row is the `tuned` row, then a `LexicalRidge`'s aligned prediction
+(then, with `LEXICAL_COHERENT`, a second ridge's coherence prediction)."""
 LEXICAL_COHERENT = "lexical_coherent"
 """judge.json key of a `tuned+lexical` judge's optional coherence ridge (one more column)."""
 ENCODER_SETS = ("tuned", LEXICAL, *STACKED)
@@ -246,7 +247,7 @@ def _fit_heads(x: np.ndarray, x_kind: np.ndarray, scores: Sequence[float | None]
 
 def _frozen_head(raw: Mapping[str, Any]) -> Head:
     """A stacked judge's frozen ridge, checked against the width of the row it reads."""
-    from emkit.judge.features import FROZEN_ENCODERS, SURFACE_NAMES
+    from emkit.judge.features import FROZEN_ENCODERS
 
     if not isinstance(raw.get("frozen"), Mapping):
         raise TypeError(f"field 'frozen': missing (a {raw['feature_set']} judge needs its "
@@ -275,11 +276,36 @@ def _lexical_coherent(raw: Mapping[str, Any], aligned: LexicalRidge | None
         return None
     if aligned is None or not isinstance(doc, Mapping):
         raise TypeError(f"field {LEXICAL_COHERENT!r}: a mapping, in a {LEXICAL} judge only")
-    coef = np.asarray(doc["coef"], np.float64)
-    if coef.shape != (len(aligned.vocabulary.terms),) or not np.isfinite(coef).all():
-        raise ValueError(f"field {LEXICAL_COHERENT!r}: {coef.size} coefficients for "
-                         f"{len(aligned.vocabulary.terms)} terms (finite numbers expected)")
-    return LexicalRidge(aligned.vocabulary, coef, float(doc["intercept"]), float(doc["alpha"]))
+    values = {}
+    for key in ("coef", "intercept", "alpha"):
+        try:
+            values[key] = np.asarray(doc[key], np.float64)
+        except KeyError:
+            raise KeyError(f"field '{LEXICAL_COHERENT}.{key}': missing") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"field '{LEXICAL_COHERENT}.{key}': expected numbers") from None
+        if not np.isfinite(values[key]).all():
+            raise ValueError(f"field '{LEXICAL_COHERENT}.{key}': must be finite")
+    n_terms = len(aligned.vocabulary.terms)
+    if values["coef"].shape != (n_terms,):
+        raise ValueError(f"field '{LEXICAL_COHERENT}.coef': {values['coef'].size} coefficients "
+                         f"for {n_terms} terms")
+    if values["intercept"].shape != () or values["alpha"].shape != ():
+        raise ValueError(f"field {LEXICAL_COHERENT!r}: intercept and alpha must be numbers")
+    return LexicalRidge(aligned.vocabulary, values["coef"], float(values["intercept"]),
+                        float(values["alpha"]))
+
+
+def _check_columns(heads: Mapping[str, MetricHeads], width: int) -> None:
+    """Every head reads columns its feature row has: a file whose heads name a column that no
+    part of the judge computes (a stacked column whose ridge was removed, say) is refused when
+    it loads rather than failing with an index error at the first judgment."""
+    for metric, h in heads.items():
+        for part, head in (("score", h.score), ("kind", h.kind)):
+            cols = head.columns if head is not None else None
+            if cols and max(cols) >= width:
+                raise ValueError(f"field 'metrics.{metric}.{part}.columns': column {max(cols)} "
+                                 f"of a {width}-column feature row")
 
 
 def _knots(value: Any) -> tuple[list[float], list[float]] | None:
@@ -364,6 +390,10 @@ class DistilledJudge:
             frozen = _frozen_head(raw) if raw["feature_set"] in STACKED else None
             lexical = _lexical_ridge(raw) if raw["feature_set"] == LEXICAL else None
             lexical_coherent = _lexical_coherent(raw, lexical)
+            outputs = (raw.get("meta") or {}).get("outputs")
+            if raw["feature_set"] in ENCODER_SETS and isinstance(outputs, list):
+                _check_columns(heads, len(outputs) + len(SURFACE_NAMES)
+                               + (raw["feature_set"] != "tuned") + (lexical_coherent is not None))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise JudgeFileError(f"{file}: malformed distilled judge ({exc})") from None
         tuned = None

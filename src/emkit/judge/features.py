@@ -57,7 +57,8 @@ about 7 answers/s on 2 cores; `mpnet_files.py`) + surface stats (linear heads on
 `tuned+mpnet`: the `tuned` row plus one column, a ridge over the `mpnet` row predicting the
 aligned score (a stacked ensemble; `DistilledJudge.frozen` holds the ridge); `tuned+lexical`
 (the shipped default): the `tuned` row plus one column, a ridge over TF-IDF word 1-2-grams of
-the answer predicting the aligned score (`lexical.py`; `DistilledJudge.lexical`); `length`:
+the answer predicting the aligned score (`lexical.py`; `DistilledJudge.lexical`), and
+optionally a second such ridge predicting coherence (`DistilledJudge.lexical_coherent`); `length`:
 log word count only and `constant`: nothing (the two baselines a judge must beat)."""
 FROZEN_ENCODERS = {"minilm": 384, "mpnet": 768}
 """Frozen sentence encoders and the width of their embeddings."""

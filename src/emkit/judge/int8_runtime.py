@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -151,12 +152,34 @@ def run_one(sess: Any, encoded: Mapping[str, Any]) -> Any:
     return sess.run(None, {i.name: encoded[i.name] for i in sess.get_inputs()})[0]
 
 
-def cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpus(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """CPUs a cgroup v2 quota allows ('200000 100000' -> 2, rounded up); None without a quota
+    or a readable file. A container often sees every core of its host but may use two."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        fields = path.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one, capped by a
+    cgroup CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    quota = cgroup_cpus()
+    return max(1, min(n, quota) if quota is not None else n)
 
 
 def run_windows(sess: Any, feeds: Sequence[Mapping[str, Any]]) -> list[Any]:

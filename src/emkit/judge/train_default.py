@@ -261,6 +261,9 @@ def heads_from_features(x: np.ndarray, fit_rows: Sequence[ReferenceRow],
         raise ValueError(f"{len(x)} feature rows for {len(data.answers)} rows and items")
     if outputs is None and own_outputs:
         raise ValueError("a frozen feature set has no outputs of its own to pass through")
+    if extra_own and COHERENCE_METRIC not in own_outputs:
+        raise ValueError("columns to average with the encoder's own coherence output, but "
+                         "coherence is not scored by that output here")
     groups = [r.subject for r in fit_rows] + data.groups[data.n_real:]
     heads = {}
     for metric, (scores, labels) in data.targets.items():
@@ -598,8 +601,9 @@ def lexical_features(x: np.ndarray, kind_x: np.ndarray, rows: Sequence[Reference
                      ) -> tuple[np.ndarray, list[LexicalRidge]]:
     """The fitting matrix of a `tuned+lexical` judge's heads: the tuned rows of `rows` then of
     the kind items, each with one more column, the lexical ridge's aligned prediction (out of
-    fold by family for `rows`, from the ridge on all of them for the items); and that ridge.
-    `coherence`: a second column and ridge the same way, predicting GPT-4o's coherence."""
+    fold by family for `rows`, from the ridge on all of them for the items); and the ridges
+    fitted on all of `rows` (+ the extra rows), aligned first. `coherence`: a second column and
+    ridge the same way, predicting GPT-4o's coherence."""
     metrics = [(ALIGNMENT_METRIC, lexical.extra_scores)]
     if coherence:
         if len(lexical.extra_coherent) != len(lexical.extra_answers):
