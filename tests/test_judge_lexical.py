@@ -5,8 +5,8 @@ a ridge fitted under other tokenizer settings is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
