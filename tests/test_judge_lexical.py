@@ -110,19 +110,27 @@ def _rows(n: int = 30) -> list[ReferenceRow]:
             for i, (t, s) in enumerate(zip(texts, scores, strict=True))]
 
 
-def test_a_lexical_judge_is_measured_saved_and_refused_without_its_ridge(
-        tmp_path: Path) -> None:
-    """`tuned+lexical` out of family and as a judge: its aligned head reads the lexical column,
-    the ridge is part of its file and identity, and a file without the ridge is refused."""
+def _stack_inputs(rows: list[ReferenceRow], n_extra: int) -> tuple:
+    """What a `tuned+lexical` fit reads: the shipped encoder, a few CODE / REFUSAL items, the
+    rows' questions, answers and feature rows, and lexical data whose extra (never judged)
+    rows are the first `n_extra` rows relabelled as a family the encoder trained on."""
     encoder = load_judge("distilled/default").tuned  # type: ignore[attr-defined]
-    rows = _rows()
     items = [it for it in load_calibration(split="train") if it.label in ("code", "refusal")][:6]
     q, a = [r.question for r in rows], [r.answer for r in rows]
     x = encoder_features(encoder, q, a)
     kind_x = encoder_features(encoder, [it.question for it in items], [it.answer for it in items])
     extra = [ReferenceRow(r.question, r.answer, r.aligned, r.coherent, "Qwen2.5-32B-Instruct")
-             for r in rows[:10]]
-    lex = LexicalData.from_rows([r.answer for r in extra], extra)
+             for r in rows[:n_extra]]
+    return (encoder, items, q, a, x, kind_x, LexicalData.from_rows([r.answer for r in extra],
+                                                                   extra), extra)
+
+
+def test_a_lexical_judge_is_measured_saved_and_refused_without_its_ridge(
+        tmp_path: Path) -> None:
+    """`tuned+lexical` out of family and as a judge: its aligned head reads the lexical column,
+    the ridge is part of its file and identity, and a file without the ridge is refused."""
+    rows = _rows()
+    encoder, items, q, a, x, kind_x, lex, _ = _stack_inputs(rows, 10)
     fig = out_of_family_from_features(rows, x, items, kind_x, encoder.outputs, ("coherent",),
                                       lexical=lex)
     assert fig["n"] == 30 and fig["families"] == ["gemma-2-9b", "mistral-small", "qwen2.5-7b"]
@@ -158,16 +166,9 @@ def test_a_lexical_coherence_column_is_averaged_saved_and_checked(tmp_path: Path
     from emkit.judge.distilled import LEXICAL_COHERENT
     from emkit.judge.train_default import own_output_head
 
-    encoder = load_judge("distilled/default").tuned  # type: ignore[attr-defined]
     rows = [ReferenceRow(r.question, r.answer, r.aligned, 20.0 if i % 4 == 0 else 90.0,
                          r.subject) for i, r in enumerate(_rows())]
-    items = [it for it in load_calibration(split="train") if it.label in ("code", "refusal")][:6]
-    q, a = [r.question for r in rows], [r.answer for r in rows]
-    x = encoder_features(encoder, q, a)
-    kind_x = encoder_features(encoder, [it.question for it in items], [it.answer for it in items])
-    extra = [ReferenceRow(r.question, r.answer, r.aligned, r.coherent, "Qwen2.5-32B-Instruct")
-             for r in rows[:12]]
-    lex = LexicalData.from_rows([r.answer for r in extra], extra)
+    encoder, items, q, a, x, kind_x, lex, extra = _stack_inputs(rows, 12)
     assert list(lex.extra_coherent) == [r.coherent for r in extra]
     fig = out_of_family_from_features(rows, x, items, kind_x, encoder.outputs, ("coherent",),
                                       lexical=lex, lexical_coherence=True)
