@@ -276,24 +276,7 @@ def _lexical_coherent(raw: Mapping[str, Any], aligned: LexicalRidge | None
         return None
     if aligned is None or not isinstance(doc, Mapping):
         raise TypeError(f"field {LEXICAL_COHERENT!r}: a mapping, in a {LEXICAL} judge only")
-    values = {}
-    for key in ("coef", "intercept", "alpha"):
-        try:
-            values[key] = np.asarray(doc[key], np.float64)
-        except KeyError:
-            raise KeyError(f"field '{LEXICAL_COHERENT}.{key}': missing") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"field '{LEXICAL_COHERENT}.{key}': expected numbers") from None
-        if not np.isfinite(values[key]).all():
-            raise ValueError(f"field '{LEXICAL_COHERENT}.{key}': must be finite")
-    n_terms = len(aligned.vocabulary.terms)
-    if values["coef"].shape != (n_terms,):
-        raise ValueError(f"field '{LEXICAL_COHERENT}.coef': {values['coef'].size} coefficients "
-                         f"for {n_terms} terms")
-    if values["intercept"].shape != () or values["alpha"].shape != ():
-        raise ValueError(f"field {LEXICAL_COHERENT!r}: intercept and alpha must be numbers")
-    return LexicalRidge(aligned.vocabulary, values["coef"], float(values["intercept"]),
-                        float(values["alpha"]))
+    return LexicalRidge.with_weights(aligned.vocabulary, doc, LEXICAL_COHERENT)
 
 
 def _check_columns(heads: Mapping[str, MetricHeads], width: int) -> None:
@@ -425,15 +408,9 @@ class DistilledJudge:
         if self.lexical is not None:
             doc["lexical"] = self.lexical.to_json()
         if self.lexical_coherent is not None:
-            doc[LEXICAL_COHERENT] = self._coherent_json()
+            doc[LEXICAL_COHERENT] = self.lexical_coherent.weights_json()
         atomic_write_text(path / JUDGE_FILE, json.dumps(doc, separators=(",", ":")) + "\n")
         return path / JUDGE_FILE
-
-    def _coherent_json(self) -> dict[str, Any]:
-        """The coherence ridge without the vocabulary it shares with the aligned one."""
-        assert self.lexical_coherent is not None
-        full = self.lexical_coherent.to_json()
-        return {k: full[k] for k in ("coef", "intercept", "alpha")}
 
     # ------------------------------------------------------------ judging
     @property
@@ -513,7 +490,7 @@ class DistilledJudge:
                              x.rescale] for m, x in sorted(self.heads.items())},
              **({"frozen": self.frozen.to_json()} if self.frozen is not None else {}),
              **({"lexical": self.lexical.to_json()} if self.lexical is not None else {}),
-             **({LEXICAL_COHERENT: self._coherent_json()}
+             **({LEXICAL_COHERENT: self.lexical_coherent.weights_json()}
                 if self.lexical_coherent is not None else {})},
             sort_keys=True).encode())
         if self.tuned is not None:

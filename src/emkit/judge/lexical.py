@@ -104,11 +104,38 @@ class LexicalRidge:
         return np.asarray(self.vocabulary.transform(texts) @ self.coef + self.intercept,
                           np.float64)
 
+    def weights_json(self) -> dict[str, Any]:
+        """The fitted numbers alone: all a second ridge over the same vocabulary stores."""
+        return {"coef": short_floats(self.coef), "intercept": self.intercept, "alpha": self.alpha}
+
     def to_json(self) -> dict[str, Any]:
         return {"token_pattern": TOKEN_PATTERN, "ngram_range": list(NGRAMS),
                 "lowercase": True, "sublinear_tf": True, "terms": list(self.vocabulary.terms),
-                "idf": short_floats(self.vocabulary.idf), "coef": short_floats(self.coef),
-                "intercept": self.intercept, "alpha": self.alpha}
+                "idf": short_floats(self.vocabulary.idf), **self.weights_json()}
+
+    @classmethod
+    def with_weights(cls, vocabulary: Vocabulary, d: Mapping[str, Any],
+                     field: str = "lexical") -> LexicalRidge:
+        """A ridge over `vocabulary` from stored weights (`weights_json`), checked: each one
+        present, finite, and one coefficient per term; errors name `field`."""
+        values = {}
+        for key in ("coef", "intercept", "alpha"):
+            try:
+                value = np.asarray(d[key], np.float64)
+            except KeyError:
+                raise KeyError(f"field '{field}.{key}': missing") from None
+            except (TypeError, ValueError):
+                raise ValueError(f"field '{field}.{key}': expected numbers") from None
+            if key == "coef" and value.shape != (len(vocabulary.terms),):
+                raise ValueError(f"field '{field}.coef': {value.size} coefficients for "
+                                 f"{len(vocabulary.terms)} terms")
+            if key != "coef" and value.shape != ():
+                raise ValueError(f"field '{field}.{key}': expected a number")
+            if not np.isfinite(value).all():
+                raise ValueError(f"field '{field}.{key}': must be finite")
+            values[key] = value
+        return cls(vocabulary, values["coef"], float(values["intercept"]),
+                   float(values["alpha"]))
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> LexicalRidge:
@@ -121,18 +148,16 @@ class LexicalRidge:
                              f"{TOKEN_PATTERN!r}, n-grams {NGRAMS}, lower-cased, sublinear tf")
         terms = d["terms"]
         idf = np.asarray(d["idf"], np.float64)
-        coef = np.asarray(d["coef"], np.float64)
         if not (isinstance(terms, list) and all(isinstance(t, str) for t in terms)):
             raise TypeError("field 'lexical.terms': expected a list of strings")
         if len(set(terms)) != len(terms):
             raise ValueError("field 'lexical.terms': a term appears twice")
-        if idf.shape != (len(terms),) or coef.shape != (len(terms),):
-            raise ValueError(f"field 'lexical': {len(terms)} terms, {idf.size} idf weights, "
-                             f"{coef.size} coefficients")
-        if not (np.isfinite(idf).all() and np.isfinite(coef).all()):
-            raise ValueError("field 'lexical': idf and coefficients must be finite")
-        return cls(Vocabulary(tuple(terms), idf), coef, float(d["intercept"]),
-                   float(d["alpha"]))
+        if idf.shape != (len(terms),):
+            raise ValueError(f"field 'lexical.idf': {idf.size} idf weights for {len(terms)} "
+                             "terms")
+        if not np.isfinite(idf).all():
+            raise ValueError("field 'lexical.idf': must be finite")
+        return cls.with_weights(Vocabulary(tuple(terms), idf), d)
 
 
 def out_of_fold(vocabulary: Vocabulary, texts: Sequence[str], scores: Sequence[float | None],

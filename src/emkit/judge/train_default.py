@@ -620,6 +620,12 @@ def lexical_features(x: np.ndarray, kind_x: np.ndarray, rows: Sequence[Reference
     return np.hstack([np.vstack([x, kind_x]), np.stack(columns, axis=1)]), ridges
 
 
+def lexical_columns(width: int, coherence: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where `lexical_features` puts its columns after a `width`-wide tuned row: (the aligned
+    head's extra column, the columns averaged with the encoder's own coherence output)."""
+    return (width,), ((width + 1,) if coherence else ())
+
+
 def lexical_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
                   kind_items: Sequence[CalibrationItem], x: np.ndarray, kind_x: np.ndarray,
                   lexical: LexicalData, name: str, meta: Mapping[str, Any],
@@ -630,10 +636,9 @@ def lexical_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
     `out_of_family_from_features(..., lexical=...)` measures, with all families at once.
     `coherence`: with the lexical coherence ridge averaged into the coherence score."""
     fx, ridges = lexical_features(x, kind_x, rows, kind_items, lexical, coherence)
-    width = x.shape[1]
+    stack, own = lexical_columns(x.shape[1], coherence)
     heads = heads_from_features(fx, rows, kind_items, encoder.outputs, own_outputs=own_outputs,
-                                extra_aligned=(width,), extra_own=(width + 1,) if coherence
-                                else ())
+                                extra_aligned=stack, extra_own=own)
     return DistilledJudge(heads, LEXICAL, name,
                           {**meta, "feature_set": LEXICAL, "outputs": encoder.outputs,
                            "tune": encoder.settings.recorded()}, tuned=encoder,
@@ -688,7 +693,7 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
                                           lexical, lexical_coherence)
             held_answers = [rows[i].answer for i in held]
             hx = np.hstack([hx, np.stack([r.predict(held_answers) for r in ridges], axis=1)])
-            stack, own = (x.shape[1],), ((x.shape[1] + 1,) if lexical_coherence else ())
+            stack, own = lexical_columns(x.shape[1], lexical_coherence)
         heads = heads_from_features(fx, fit_rows, kind_items, outputs, own_outputs=own_outputs,
                                     extra_aligned=stack, extra_own=own)
         return _FeatureRows(heads, f"{label}-{family}", [rows[i] for i in held], hx,
