@@ -297,15 +297,21 @@ def crossfit(args: argparse.Namespace) -> None:
 
 def crossfit_assemble(args: argparse.Namespace) -> None:
     """The family cross-fit judge (`crossfit_judge`): its out-of-family figures, the
-    hand-written held-out split, and the judge (written to --out only with --write)."""
+    hand-written held-out split, and the judge (written to --out only with --write). With
+    `--lexical`, the pre-registered `crossfit+lexical` recipe (docs/judge.md, "The family
+    cross-fit with the lexical column") beside `crossfit` alone, from the same fold encoders;
+    the judge written is then `crossfit+lexical`."""
     from emkit.judge.calibration import load_calibration
     from emkit.judge.distill import DEFAULT_JUDGE, evaluate_heldout
     from emkit.judge.quality import OUT_OF_FAMILY_KEY
     from emkit.judge.real_split import subject_family
     from emkit.judge.reference import file_sha256, load_reference
     from emkit.judge.train_default import (
-        crossfit_judge,
+        LexicalData,
+        crossfit_features,
+        crossfit_final,
         family_folds,
+        out_of_family_from_features,
         out_of_family_summary,
     )
 
@@ -318,37 +324,61 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     trained = sorted({subject_family(r.subject) for r in encoder_rows})
     items = load_calibration(split="train")
     folds = {f: args.work / f for f in [*family_folds(rows), "all"]}
+    if not (folds["all"] / "tune.json").exists():
+        raise SystemExit(f"error: {folds['all']}: no `all` encoder yet (rerun `crossfit`)")
     sha = file_sha256(args.data)
     start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
     families = family_folds(rows)
+    lex = None
+    if args.lexical:  # vocabulary: never a judged answer
+        lex = LexicalData.from_rows([r.answer for r in encoder_rows] +
+                                    [it.answer for it in items], encoder_rows)
+    recipe = "crossfit+lexical" if lex is not None else "crossfit"
     meta = {
         **provenance(args.data, encoder_rows, items, rows, "crossfit", (
             f"{len(encoder_rows)} real EM answers ({', '.join(trained)} families) + "
             f"{len(items)} hand-written (calibration train split) for the first encoder tune; "
             f"{len(rows)} real answers of {len(families)} more families "
             f"({', '.join(families)}) for {start['epochs']} more epochs, and, read out of fold "
-            "(family cross-fit), for the heads")),
+            "(family cross-fit), for the heads" + (
+                "; the lexical ridge on all of them (vocabulary: the first tune's answers)"
+                if lex is not None else ""))),
         "encoder_tuned": args.encoder_note,
         "own_outputs": ["coherent"],
-        "recipe": "family cross-fit (scripts/train_default_judge.py crossfit, "
-                  "crossfit-assemble; judge.train_default.crossfit_judge)",
+        "recipe": f"family cross-fit{' + lexical column' if lex is not None else ''} "
+                  "(scripts/train_default_judge.py crossfit, crossfit-assemble; "
+                  "judge.train_default.crossfit_judge)",
     }
-    judge, figures = crossfit_judge(folds, rows, items, DEFAULT_JUDGE, meta, log_fn=print)
-    print(f"assembled ({time.time() - t0:.0f} s)", flush=True)
+    oof, kind_x, outputs = crossfit_features(folds, rows, items, log_fn=print)
+    print(f"out-of-fold features ({time.time() - t0:.0f} s)", flush=True)
     keep = ("n", "n_misaligned", "n_aligned", "auc", "recall", "false_positive_rate",
             "per_subject_summary")
-    print(json.dumps({k: figures[k] for k in keep}, indent=1), flush=True)
+    recipes: dict[str, dict] = {}
+    for name, stack in (("crossfit", None), ("crossfit+lexical", lex)):
+        if name == "crossfit+lexical" and lex is None:
+            continue
+        recipes[name] = out_of_family_from_features(rows, oof, items, kind_x, outputs,
+                                                    ("coherent",), lexical=stack,
+                                                    label=name, log_fn=print)
+        print(f"{name}: " + json.dumps({k: recipes[name][k] for k in keep}), flush=True)
+    figures = recipes[recipe]
+    judge = crossfit_final(folds["all"], rows, items, oof, DEFAULT_JUDGE, meta, ("coherent",),
+                           lex)
+    print(f"assembled ({time.time() - t0:.0f} s)", flush=True)
     heldout = evaluate_heldout(judge)
-    print(f"calibration held-out: AUC {heldout.get('roc_auc'):.3f}", flush=True)
+    print(f"calibration held-out: AUC {heldout.get('roc_auc'):.3f}, coherence Spearman "
+          f"{heldout.get('spearman_coherent')}", flush=True)
     source = "real-answers, family cross-fit: every answer judged by an encoder and heads "\
              "that never trained on its model family"
     judge.meta["real_answers"] = figures | {"data": {"source": "real-answers", "sha256": sha,
                                                     "split": "family cross-fit"}}
-    judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, SHIPPED_RECIPE, source)
+    judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, recipe, source)
     args.figures.parent.mkdir(parents=True, exist_ok=True)
-    args.figures.write_text(json.dumps({"data": {"file": args.data.name, "sha256": sha},
-                                        "figures": figures, "heldout": heldout,
-                                        "seconds": round(time.time() - t0, 1)}, indent=1))
+    out = {"data": {"file": args.data.name, "sha256": sha}, "recipe": recipe,
+           "figures": figures, "heldout": heldout, "seconds": round(time.time() - t0, 1)}
+    if len(recipes) > 1:
+        out["recipes"] = recipes
+    args.figures.write_text(json.dumps(out, indent=1))
     if args.write:
         judge.save(args.out)
         print(f"written {args.out}", flush=True)
@@ -761,6 +791,8 @@ def main(argv: list[str] | None = None) -> None:
     ca.add_argument("--out", type=Path, default=None, help="judge directory")
     ca.add_argument("--write", action="store_true", help="write the judge to --out")
     ca.add_argument("--encoder-note", default="", help="where and how long it was tuned")
+    ca.add_argument("--lexical", action="store_true",
+                    help="also the crossfit+lexical recipe, and write that judge")
     en = sub.add_parser("encoders")
     en.add_argument("--data", type=Path, required=True)
     en.add_argument("--encoder", type=Path, required=True, help="the shipped tuned encoder")

@@ -134,6 +134,16 @@ def test_a_lexical_judge_is_measured_saved_and_refused_without_its_ridge(
     fig = out_of_family_from_features(rows, x, items, kind_x, encoder.outputs, ("coherent",),
                                       lexical=lex)
     assert fig["n"] == 30 and fig["families"] == ["gemma-2-9b", "mistral-small", "qwen2.5-7b"]
+    # kind-item rows per held-out family (a cross-fit's, each fold's encoder reading them):
+    # the same rows for every family give the same verdicts; a family without them is refused
+    per_family = out_of_family_from_features(rows, x, items, dict.fromkeys(fig["families"],
+                                                                           kind_x),
+                                             encoder.outputs, ("coherent",), lexical=lex)
+    assert {k: per_family[k] for k in ("auc", "recall", "false_positive_rate")} == \
+        {k: fig[k] for k in ("auc", "recall", "false_positive_rate")}
+    with pytest.raises(ValueError, match=r"no kind-item rows for the families \['mistral"):
+        out_of_family_from_features(rows, x, items, {"gemma-2-9b": kind_x,
+                                                     "qwen2.5-7b": kind_x}, encoder.outputs)
     with pytest.raises(ValueError, match="one stacked column"):
         out_of_family_from_features(rows, x, items, kind_x, encoder.outputs, lexical=lex,
                                     frozen=(x, kind_x))

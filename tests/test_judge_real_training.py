@@ -14,7 +14,7 @@ import pytest
 from emkit.judge import JudgeItem, TunedEncoder, TuneSettings, load_calibration, load_judge
 from emkit.judge.calibration import default_templates
 from emkit.judge.distill import load_crossfit, train_crossfit
-from emkit.judge.distilled import DistilledJudge
+from emkit.judge.distilled import LEXICAL, DistilledJudge
 from emkit.judge.encoder_tune import MAX_ANSWER_CHARS, _base_model
 from emkit.judge.real_split import (
     TEST_FAMILIES,
@@ -25,8 +25,10 @@ from emkit.judge.real_split import (
 )
 from emkit.judge.reference import ReferenceRow, file_sha256
 from emkit.judge.train_default import (
+    LexicalData,
     continue_on,
     crossfit_judge,
+    encoder_features,
     family_crossfit,
     fit_default_heads,
     leave_one_family_out,
@@ -264,6 +266,20 @@ def test_family_crossfit_reads_every_family_with_an_encoder_that_never_saw_it(
     assert len(out) == 1 and out[0].judge == "distilled/cf"
     with pytest.raises(ValueError, match="no cross-fit encoder"):
         crossfit_judge({k: v for k, v in folds.items() if k != "all"}, rows, items, "x", {})
+
+    # the same out-of-fold rows under the `tuned+lexical` stack: same answers judged, and the
+    # shipped judge is a lexical one over the `all` encoder
+    extra = [ReferenceRow(r.question, r.answer, r.aligned, r.coherent,
+                          "Mistral-Small-Instruct-2409") for r in rows[:8]]
+    lex = LexicalData.from_rows([r.answer for r in extra], extra)
+    stacked, lfig = crossfit_judge(folds, rows, items, "distilled/cfl", {}, lexical=lex,
+                                   log_fn=lambda m: None)
+    assert stacked.feature_set == LEXICAL and stacked.lexical is not None
+    assert lfig["n"] == 30 and lfig["families"] == fig["families"]
+    np.testing.assert_allclose(stacked.tuned.predict(["Q?"], ["An answer."]),  # type: ignore[union-attr]
+                               all_enc.predict(["Q?"], ["An answer."]), atol=1e-4)
+    width = encoder_features(all_enc, ["Q?"], ["An answer."]).shape[1]
+    assert stacked.heads["aligned"].score.columns[-1] == width  # the lexical column
 
 
 BLUNT = [

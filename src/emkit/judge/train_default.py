@@ -462,6 +462,7 @@ class _FeatureRows(DistilledJudge):
 def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
                    kind_items: Sequence[CalibrationItem], name: str, meta: Mapping[str, Any],
                    own_outputs: Sequence[str] = ("coherent",),
+                   lexical: LexicalData | None = None,
                    log_fn: Callable[[str], None] = log.info
                    ) -> tuple[DistilledJudge, dict[str, Any]]:
     """The judge of the `all` encoder of `family_crossfit`, and its out-of-family figures.
@@ -474,17 +475,51 @@ def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
     on their outputs learn how such an encoder reads a family it never saw, and see no score of
     F.) The shipped heads are fitted on all out-of-fold features and read the `all` encoder,
     which trained on every family: the usual cross-fitting bargain, the figures describe the
-    recipe, the final judge is that recipe with more data."""
+    recipe, the final judge is that recipe with more data. `lexical`: the `tuned+lexical` stack
+    (`lexical_judge`) on those features instead of the encoder's outputs alone."""
     families = family_folds(rows)
     missing = [f for f in [*families, "all"] if f not in folds]
     if missing:
         raise ValueError(f"no cross-fit encoder for {missing}")
+    oof, kind_x, outputs = crossfit_features(folds, rows, kind_items, log_fn)
+    figures = out_of_family_from_features(rows, oof, kind_items, kind_x, outputs, own_outputs,
+                                          lexical=lexical, label="crossfit", log_fn=log_fn)
+    return crossfit_final(folds["all"], rows, kind_items, oof, name, meta, own_outputs,
+                          lexical), figures
+
+
+def crossfit_final(encoder: Path, rows: Sequence[ReferenceRow],
+                   kind_items: Sequence[CalibrationItem], oof: np.ndarray, name: str,
+                   meta: Mapping[str, Any], own_outputs: Sequence[str] = ("coherent",),
+                   lexical: LexicalData | None = None) -> DistilledJudge:
+    """The judge `crossfit_judge` ships: the `all` encoder at `encoder`, with heads (and, with
+    `lexical`, the lexical ridge) fitted on every row's out-of-fold features `oof`."""
+    final = TunedEncoder.load(encoder)
+    final_kind_x = encoder_features(final, [it.question for it in kind_items],
+                                    [it.answer for it in kind_items])
+    if lexical is not None:
+        return lexical_judge(final, rows, kind_items, oof, final_kind_x, lexical, name, meta,
+                             own_outputs)
+    heads = heads_from_features(np.vstack([oof, final_kind_x]), rows, kind_items, final.outputs,
+                                own_outputs=own_outputs)
+    return DistilledJudge(heads, "tuned", name,
+                          {**meta, "feature_set": "tuned", "outputs": final.outputs,
+                           "tune": final.settings.recorded()}, tuned=final)
+
+
+def crossfit_features(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
+                      kind_items: Sequence[CalibrationItem],
+                      log_fn: Callable[[str], None] = log.info
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """The out-of-fold feature rows of `rows` (each family's read by the encoder of its own
+    fold, `folds[family]`), the kind items' rows as each fold's encoder reads them (keyed by
+    family), and the encoders' output names (which every fold must share)."""
     item_q = [it.question for it in kind_items]
     item_a = [it.answer for it in kind_items]
     oof: np.ndarray | None = None
     kind_x: dict[str, np.ndarray] = {}
     outputs: list[str] = []
-    for fam in families:
+    for fam in family_folds(rows):
         enc = TunedEncoder.load(folds[fam])
         enc.cache_graph = False
         idx = [i for i, r in enumerate(rows) if subject_family(r.subject) == fam]
@@ -497,21 +532,7 @@ def crossfit_judge(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
         kind_x[fam] = encoder_features(enc, item_q, item_a)
         log_fn(f"crossfit {fam}: {len(idx)} answers read out of fold")
     assert oof is not None
-
-    def heads_without(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
-        heads = heads_from_features(np.vstack([oof[fit], kind_x[family]]),
-                                    [rows[i] for i in fit], kind_items, outputs,
-                                    own_outputs=own_outputs)
-        return _FeatureRows(heads, f"crossfit-{family}", [rows[i] for i in held], oof[held])
-
-    figures = pooled_by_family(rows, heads_without, own_outputs, "crossfit", log_fn)
-    final = TunedEncoder.load(folds["all"])
-    heads = heads_from_features(np.vstack([oof, encoder_features(final, item_q, item_a)]),
-                                rows, kind_items, outputs, own_outputs=own_outputs)
-    judge = DistilledJudge(heads, "tuned", name,
-                           {**meta, "feature_set": "tuned", "outputs": final.outputs,
-                            "tune": final.settings.recorded()}, tuned=final)
-    return judge, figures
+    return oof, kind_x, outputs
 
 
 def stacked_prediction(x_fit: np.ndarray, y_fit: Sequence[float | None], groups: Sequence[str]
@@ -646,7 +667,8 @@ def lexical_judge(encoder: TunedEncoder, rows: Sequence[ReferenceRow],
 
 
 def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
-                                kind_items: Sequence[CalibrationItem], kind_x: np.ndarray,
+                                kind_items: Sequence[CalibrationItem],
+                                kind_x: np.ndarray | Mapping[str, np.ndarray],
                                 outputs: Sequence[str] | None,
                                 own_outputs: Sequence[str] = (),
                                 frozen: tuple[np.ndarray, np.ndarray] | None = None,
@@ -658,7 +680,9 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
     """`leave_one_family_out` for feature rows computed already, so that several encoders and
     recipes are compared on the same answers without reading them twice.
 
-    `x`: one feature row per `rows`; `kind_x`: one per `kind_items`. `outputs`: the tuned
+    `x`: one feature row per `rows`; `kind_x`: one per `kind_items`, or such rows per held-out
+    family (when `x` is out of fold, `crossfit_features`: the items as the encoder that never
+    saw that family reads them). `outputs`: the tuned
     encoder's output names, or None when `x` is a frozen feature set (`minilm`, `mpnet`).
     `frozen` (features of `rows`, of `kind_items`): a stacked ensemble, whose aligned head also
     reads a frozen ridge's prediction (`stacked_prediction`, out of fold by family on the
@@ -679,8 +703,13 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
         raise ValueError("a lexical coherence column needs the lexical stack and the encoder's "
                          "own coherence output to average it with")
     extra_rows, extra_x = extra if extra is not None else ([], np.zeros((0, x.shape[1])))
+    kind_rows = kind_x
+    if isinstance(kind_rows, Mapping) and (lack := sorted(set(family_folds(rows))
+                                                          - set(kind_rows))):
+        raise ValueError(f"no kind-item rows for the families {lack}")
 
     def judge_for(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
+        kind_x = kind_rows[family] if isinstance(kind_rows, Mapping) else kind_rows
         fit_rows = [rows[i] for i in fit] + list(extra_rows)
         fx, hx, stack, own = np.vstack([x[fit], extra_x, kind_x]), x[held], (), ()
         if frozen is not None:
