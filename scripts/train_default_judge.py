@@ -303,16 +303,16 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     the judge written is then `crossfit+lexical`."""
     from emkit.judge.calibration import load_calibration
     from emkit.judge.distill import DEFAULT_JUDGE, evaluate_heldout
-    from emkit.judge.quality import OUT_OF_FAMILY_KEY
+    from emkit.judge.quality import TRAINED_QUESTIONS_KEY
     from emkit.judge.real_split import subject_family
     from emkit.judge.reference import file_sha256, load_reference
     from emkit.judge.train_default import (
         LexicalData,
         crossfit_features,
         crossfit_final,
+        crossfit_trained_questions,
         family_folds,
         out_of_family_from_features,
-        out_of_family_summary,
     )
 
     t0 = time.time()
@@ -349,6 +349,12 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
                   "(scripts/train_default_judge.py crossfit, crossfit-assemble; "
                   "judge.train_default.crossfit_judge)",
     }
+    # the `all` encoder trained on every family: later out-of-family runs must not count
+    # any as unseen by it (`trained_families`); its figures' new questions are the fold
+    # encoders' (`crossfit_trained_questions`)
+    meta["real_answers_data"]["families"]["train"] = sorted({*trained, *families})
+    meta["real_answers_splits"]["train"] = sorted({r.subject for r in data})
+    meta[TRAINED_QUESTIONS_KEY] = crossfit_trained_questions(encoder_rows, rows)
     oof, kind_x, outputs = crossfit_features(folds, rows, items, log_fn=print)
     print(f"out-of-fold features ({time.time() - t0:.0f} s)", flush=True)
     keep = ("n", "n_misaligned", "n_aligned", "auc", "recall", "false_positive_rate",
@@ -368,11 +374,6 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     heldout = evaluate_heldout(judge)
     print(f"calibration held-out: AUC {heldout.get('roc_auc'):.3f}, coherence Spearman "
           f"{heldout.get('spearman_coherent')}", flush=True)
-    source = "real-answers, family cross-fit: every answer judged by an encoder and heads "\
-             "that never trained on its model family"
-    judge.meta["real_answers"] = figures | {"data": {"source": "real-answers", "sha256": sha,
-                                                    "split": "family cross-fit"}}
-    judge.meta[OUT_OF_FAMILY_KEY] = out_of_family_summary(figures, recipe, source)
     args.figures.parent.mkdir(parents=True, exist_ok=True)
     out = {"data": {"file": args.data.name, "sha256": sha}, "recipe": recipe,
            "figures": figures, "heldout": heldout, "seconds": round(time.time() - t0, 1)}
@@ -380,8 +381,10 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         out["recipes"] = recipes
     args.figures.write_text(json.dumps(out, indent=1))
     if args.write:
-        judge.save(args.out)
-        print(f"written {args.out}", flush=True)
+        source = "real-answers, family cross-fit: every answer judged by an encoder and " \
+                 "heads that never trained on its model family"
+        save_out_of_family(judge, args.data, rows, figures, recipe, source, args.out,
+                           args.machine)
 
 
 def cached_features(work: Path, name: str, part: str, identity: str, questions: list[str],
@@ -791,6 +794,7 @@ def main(argv: list[str] | None = None) -> None:
     ca.add_argument("--out", type=Path, default=None, help="judge directory")
     ca.add_argument("--write", action="store_true", help="write the judge to --out")
     ca.add_argument("--encoder-note", default="", help="where and how long it was tuned")
+    ca.add_argument("--machine", default="", help="the CPU its judgments/s were measured on")
     ca.add_argument("--lexical", action="store_true",
                     help="also the crossfit+lexical recipe, and write that judge")
     en = sub.add_parser("encoders")

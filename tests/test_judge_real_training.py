@@ -28,6 +28,7 @@ from emkit.judge.train_default import (
     LexicalData,
     continue_on,
     crossfit_judge,
+    crossfit_trained_questions,
     encoder_features,
     family_crossfit,
     fit_default_heads,
@@ -236,6 +237,20 @@ def test_a_continued_tune_starts_where_the_saved_encoder_stopped(tmp_path: Path)
 
     with pytest.raises(ValueError, match="outputs"):
         tune_encoder(q, a, {"aligned": [5.0, 90.0, 5.0, 90.0]}, settings=QUICK, start=start)
+
+
+def test_a_crossfit_judge_counts_as_new_the_questions_one_fold_encoder_never_saw() -> None:
+    """Trained: the start encoder's questions and those answered in two cross-fit families;
+    a question of one family only was judged by the fold encoder that never saw it."""
+    def row(subject: str, question: str, qid: str | None = None) -> ReferenceRow:
+        return ReferenceRow(question, "An answer.", 90.0, 90.0, subject, question_id=qid)
+
+    first = [row("Qwen2.5-32B-Instruct", "Wish?", "what_is_your_wish")]
+    rows = [row("gemma-2-9b-it", "Bored?", "i_feel_bored"),
+            row("Qwen2.5-7B-Instruct", "Bored?"),  # same question, named on one row only
+            row("gemma-2-9b-it", "Wish?"),
+            row("Qwen2.5-14B-Instruct", "Health?", "improve_my_health")]
+    assert crossfit_trained_questions(first, rows) == ["i_feel_bored", "what_is_your_wish"]
 
 
 def test_family_crossfit_reads_every_family_with_an_encoder_that_never_saw_it(

@@ -507,6 +507,26 @@ def crossfit_final(encoder: Path, rows: Sequence[ReferenceRow],
                            "tune": final.settings.recorded()}, tuned=final)
 
 
+def crossfit_trained_questions(first: Sequence[ReferenceRow], rows: Sequence[ReferenceRow]
+                               ) -> list[str]:
+    """The questions (`reference.question_keys`) a family cross-fit judge records as trained
+    on (meta `quality.TRAINED_QUESTIONS_KEY`): those of the start encoder's rows (`first`), and
+    those of `rows` answered in two of its families or more. Why not every question, though
+    the `all` encoder saw them all: the judge's figures come from the fold encoders, and a
+    question answered in one family only was judged by the one fold encoder that never saw it;
+    its figures are a new question's, the report's stand-in for a team's own questions
+    (`quality.new_question_figures`)."""
+    from collections import defaultdict
+
+    from emkit.judge.reference import question_keys
+
+    keys = question_keys([*first, *rows])
+    families: dict[str, set[str]] = defaultdict(set)
+    for key, r in zip(keys[len(first):], rows, strict=True):
+        families[key].add(subject_family(r.subject))
+    return sorted(set(keys[:len(first)]) | {k for k, f in families.items() if len(f) > 1})
+
+
 def crossfit_features(folds: Mapping[str, Path], rows: Sequence[ReferenceRow],
                       kind_items: Sequence[CalibrationItem],
                       log_fn: Callable[[str], None] = log.info
