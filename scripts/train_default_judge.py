@@ -360,9 +360,8 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     keep = ("n", "n_misaligned", "n_aligned", "auc", "recall", "false_positive_rate",
             "per_subject_summary")
     recipes: dict[str, dict] = {}
-    for name, stack in (("crossfit", None), ("crossfit+lexical", lex)):
-        if name == "crossfit+lexical" and lex is None:
-            continue
+    stacks = {"crossfit": None} | ({"crossfit+lexical": lex} if lex is not None else {})
+    for name, stack in stacks.items():
         recipes[name] = out_of_family_from_features(rows, oof, items, kind_x, outputs,
                                                     ("coherent",), lexical=stack,
                                                     label=name, log_fn=print)

@@ -25,6 +25,7 @@ Rows are `ReferenceRow`s of the real-answer file (`judge.reference.load_referenc
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,7 +60,7 @@ from emkit.judge.encoder_tune import (
 from emkit.judge.features import surface_matrix
 from emkit.judge.lexical import LexicalRidge, Vocabulary, out_of_fold
 from emkit.judge.real_split import looks_like_code, split_of, subject_family
-from emkit.judge.reference import ReferenceRow, reference_class
+from emkit.judge.reference import ReferenceRow, question_keys, reference_class
 
 log = logging.getLogger(__name__)
 
@@ -516,10 +517,6 @@ def crossfit_trained_questions(first: Sequence[ReferenceRow], rows: Sequence[Ref
     question answered in one family only was judged by the one fold encoder that never saw it;
     its figures are a new question's, the report's stand-in for a team's own questions
     (`quality.new_question_figures`)."""
-    from collections import defaultdict
-
-    from emkit.judge.reference import question_keys
-
     keys = question_keys([*first, *rows])
     families: dict[str, set[str]] = defaultdict(set)
     for key, r in zip(keys[len(first):], rows, strict=True):
@@ -723,13 +720,13 @@ def out_of_family_from_features(rows: Sequence[ReferenceRow], x: np.ndarray,
         raise ValueError("a lexical coherence column needs the lexical stack and the encoder's "
                          "own coherence output to average it with")
     extra_rows, extra_x = extra if extra is not None else ([], np.zeros((0, x.shape[1])))
-    kind_rows = kind_x
-    if isinstance(kind_rows, Mapping) and (lack := sorted(set(family_folds(rows))
-                                                          - set(kind_rows))):
+    kinds = (kind_x if isinstance(kind_x, Mapping)
+             else dict.fromkeys(family_folds(rows), kind_x))  # a held-out family's rows
+    if lack := sorted(set(family_folds(rows)) - set(kinds)):
         raise ValueError(f"no kind-item rows for the families {lack}")
 
     def judge_for(family: str, held: list[int], fit: list[int]) -> DistilledJudge:
-        kind_x = kind_rows[family] if isinstance(kind_rows, Mapping) else kind_rows
+        kind_x = kinds[family]
         fit_rows = [rows[i] for i in fit] + list(extra_rows)
         fx, hx, stack, own = np.vstack([x[fit], extra_x, kind_x]), x[held], (), ()
         if frozen is not None:
