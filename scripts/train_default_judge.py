@@ -19,9 +19,9 @@ Usage:
   #    the other families, one encoder per held-out family, heads on out-of-fold outputs
   #    (docs/judge.md, "Family cross-fit"; tried, not shipped).
   python scripts/train_default_judge.py crossfit --data real-em-answers.jsonl \
-      --start src/emkit/data/judges/default/encoder --work build/crossfit
+      --start src/emkit/data/judges/default/encoder --work build/crossfit [--hand-written]
   python scripts/train_default_judge.py crossfit-assemble --data real-em-answers.jsonl \
-      --work build/crossfit --figures docs/judge_crossfit.json [--write --out DIR]
+      --work build/crossfit --figures docs/judge_crossfit.json [--lexical] [--write --out DIR]
 
   # 5. encoders (CPU: about 25 min, mostly all-mpnet-base-v2 reading 6,486 answers): frozen
   #    MiniLM / mpnet heads and the shipped encoder stacked with each, out of family
@@ -283,15 +283,19 @@ SHIPPED_RECIPE = "coherent=encoder"
 
 def crossfit(args: argparse.Namespace) -> None:
     """The family cross-fit encoders (`family_crossfit`): the start encoder continued on
-    every family but one, for each family the start never trained on, and on all of them."""
+    every family but one, for each family the start never trained on, and on all of them.
+    `--hand-written`: the calibration train split joins every tune (docs/judge.md, "The
+    family cross-fit with the hand-written set")."""
+    from emkit.judge.calibration import load_calibration
     from emkit.judge.train_default import CONTINUE_EPOCHS, family_crossfit
 
     unseen = unseen_by(args.data, args.start, args.trained)
     start = json.loads((args.start / "tune.json").read_text())["settings"]
     settings = TuneSettings(**{**start, "epochs": args.epochs or CONTINUE_EPOCHS})
+    items = load_calibration(split="train") if args.hand_written else []
     t0 = time.time()
     family_crossfit(args.start, unseen, args.work, settings,
-                    device=args.device, log_fn=print)
+                    device=args.device, log_fn=print, items=items)
     print(f"cross-fit encoders ready in {args.work} ({time.time() - t0:.0f} s)", flush=True)
 
 
@@ -300,7 +304,8 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     hand-written held-out split, and the judge (written to --out only with --write). With
     `--lexical`, the pre-registered `crossfit+lexical` recipe (docs/judge.md, "The family
     cross-fit with the lexical column") beside `crossfit` alone, from the same fold encoders;
-    the judge written is then `crossfit+lexical`."""
+    the judge written is then `crossfit+lexical`. Encoders tuned with `crossfit --hand-written`
+    name their recipes `crossfit-hw` and `crossfit-hw+lexical`."""
     from emkit.judge.calibration import load_calibration
     from emkit.judge.distill import DEFAULT_JUDGE, evaluate_heldout
     from emkit.judge.quality import TRAINED_QUESTIONS_KEY
@@ -328,18 +333,23 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: {folds['all']}: no `all` encoder yet (rerun `crossfit`)")
     sha = file_sha256(args.data)
     start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
+    record = args.work / "crossfit.json"  # absent in folders tuned before it was written
+    hand = json.loads(record.read_text())["hand_written_items"] if record.is_file() else 0
     families = family_folds(rows)
     lex = None
     if args.lexical:  # vocabulary: never a judged answer
         lex = LexicalData.from_rows([r.answer for r in encoder_rows] +
                                     [it.answer for it in items], encoder_rows)
-    recipe = "crossfit+lexical" if lex is not None else "crossfit"
+    plain = "crossfit-hw" if hand else "crossfit"  # recipe names as docs/judge.md gives them
+    recipe = f"{plain}+lexical" if lex is not None else plain
     meta = {
         **provenance(args.data, encoder_rows, items, rows, "crossfit", (
             f"{len(encoder_rows)} real EM answers ({', '.join(trained)} families) + "
             f"{len(items)} hand-written (calibration train split) for the first encoder tune; "
             f"{len(rows)} real answers of {len(families)} more families "
-            f"({', '.join(families)}) for {start['epochs']} more epochs, and, read out of fold "
+            f"({', '.join(families)})"
+            + (f" and the {hand} hand-written again" if hand else "")
+            + f" for {start['epochs']} more epochs, and, read out of fold "
             "(family cross-fit), for the heads" + (
                 "; the lexical ridge on all of them (vocabulary: the first tune's answers)"
                 if lex is not None else ""))),
@@ -360,7 +370,7 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
     keep = ("n", "n_misaligned", "n_aligned", "auc", "recall", "false_positive_rate",
             "per_subject_summary")
     recipes: dict[str, dict] = {}
-    stacks = {"crossfit": None} | ({"crossfit+lexical": lex} if lex is not None else {})
+    stacks = {plain: None} | ({f"{plain}+lexical": lex} if lex is not None else {})
     for name, stack in stacks.items():
         recipes[name] = out_of_family_from_features(rows, oof, items, kind_x, outputs,
                                                     ("coherent",), lexical=stack,
@@ -786,6 +796,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--work", type=Path, required=True, help="one encoder per fold goes here")
     c.add_argument("--epochs", type=int, default=None)
     c.add_argument("--device", default=None)
+    c.add_argument("--hand-written", action="store_true",
+                   help="train every fold on the calibration train split too")
     ca = sub.add_parser("crossfit-assemble")
     ca.add_argument("--data", type=Path, required=True)
     ca.add_argument("--work", type=Path, required=True, help="the `crossfit` encoders")

@@ -400,12 +400,16 @@ def family_folds(rows: Sequence[ReferenceRow]) -> list[str]:
 
 
 def continue_on(start: Path, rows: Sequence[ReferenceRow], settings: TuneSettings,
-                device: str | None = None) -> TunedEncoder:
+                device: str | None = None, items: Sequence[CalibrationItem] = ()
+                ) -> TunedEncoder:
     """The encoder saved at `start`, tuned further on real `rows` (GPT-4o's scores and the
-    CODE / REFUSAL reading of `real_target`), its outputs unchanged."""
+    CODE / REFUSAL reading of `real_target`), its outputs unchanged. `items`: hand-written
+    calibration items (train split only) trained on beside them, as in the first tune: on
+    real answers alone the encoder learns GPT-4o's coherence and loses the hand-written
+    coherence bands (docs/judge.md, "The family cross-fit with the lexical column")."""
     import json
 
-    data = training_set(rows)
+    data = training_set(rows, items)
     outputs = json.loads((Path(start) / "tune.json").read_text(encoding="utf-8"))["outputs"]
     classes = [o[len(KIND_PREFIX):] for o in outputs if o.startswith(KIND_PREFIX)]
     kinds = encoder_kinds(data.targets)
@@ -417,7 +421,8 @@ def continue_on(start: Path, rows: Sequence[ReferenceRow], settings: TuneSetting
 
 def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
                     settings: TuneSettings, device: str | None = None,
-                    log_fn: Callable[[str], None] = log.info) -> dict[str, Path]:
+                    log_fn: Callable[[str], None] = log.info,
+                    items: Sequence[CalibrationItem] = ()) -> dict[str, Path]:
     """One encoder per family F of `rows`, continued from `start` on every other family's
     rows, plus `all` on every row; saved under `work/<F>` as each finishes (a rerun reuses
     them, so a long CPU run can be resumed). Returns {fold: directory}.
@@ -427,19 +432,38 @@ def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
     "Out of family"). Teaching it the other families leaves no family it never saw to fit the
     heads on or to test on; cross-fitting by family gives both: fold F's encoder never saw F,
     so its outputs on F are out of fold, and the heads of the final encoder (`all`) are
-    fitted on those (`crossfit_judge`), as `distill.train_crossfit` does within one file."""
+    fitted on those (`crossfit_judge`), as `distill.train_crossfit` does within one file.
+
+    `items` (hand-written, train split) join every fold's tune; how many is written to
+    `work/crossfit.json`, and a work folder tuned with other items is refused, so that a
+    resumed run never mixes two recipes."""
+    import hashlib
+    import json
     import time
 
     folds = family_folds(rows)
     if len(folds) < 2:
         raise ValueError(f"family cross-fitting needs two families or more, got {folds}")
+    ids = "\n".join(sorted(it.id for it in items)).encode()
+    recipe = {"hand_written_items": len(items),
+              "hand_written_ids_sha256": hashlib.sha256(ids).hexdigest()[:16]}
+    record = Path(work) / "crossfit.json"
+    if record.is_file():
+        if (before := json.loads(record.read_text(encoding="utf-8"))) != recipe:
+            raise ValueError(f"{work}: tuned with {before}, not {recipe}; use another folder")
+    elif items and any((Path(work) / f / "tune.json").is_file() for f in [*folds, "all"]):
+        raise ValueError(f"{work}: holds encoders tuned without hand-written items; "
+                         "use another folder")
+    else:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(recipe), encoding="utf-8")
     out: dict[str, Path] = {}
     for fold in [*folds, "all"]:
         path = Path(work) / fold
         if not (path / "tune.json").is_file():
             t0 = time.time()
             train = [r for r in rows if subject_family(r.subject) != fold]
-            continue_on(start, train, settings, device).save(path)
+            continue_on(start, train, settings, device, items).save(path)
             log_fn(f"crossfit {fold}: {len(train)} rows, {time.time() - t0:.0f} s")
         out[fold] = path
     return out
