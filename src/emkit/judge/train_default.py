@@ -464,7 +464,9 @@ def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
             t0 = time.time()
             train = [r for r in rows if subject_family(r.subject) != fold]
             continue_on(start, train, settings, device, items).save(path)
-            log_fn(f"crossfit {fold}: {len(train)} rows, {time.time() - t0:.0f} s")
+            log_fn(f"crossfit {fold}: {len(train)} rows"
+                   + (f" + {len(items)} hand-written" if items else "")
+                   + f", {time.time() - t0:.0f} s")
         out[fold] = path
     return out
 
