@@ -434,9 +434,9 @@ def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
     so its outputs on F are out of fold, and the heads of the final encoder (`all`) are
     fitted on those (`crossfit_judge`), as `distill.train_crossfit` does within one file.
 
-    `items` (hand-written, train split) join every fold's tune; how many is written to
-    `work/crossfit.json`, and a work folder tuned with other items is refused, so that a
-    resumed run never mixes two recipes."""
+    `items` (hand-written, train split) join every fold's tune; how many, and a digest of
+    their texts, go to `work/crossfit.json`, and a work folder tuned with other items is
+    refused, so that a resumed run never mixes two recipes."""
     import hashlib
     import json
     import time
@@ -444,9 +444,9 @@ def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
     folds = family_folds(rows)
     if len(folds) < 2:
         raise ValueError(f"family cross-fitting needs two families or more, got {folds}")
-    ids = "\n".join(sorted(it.id for it in items)).encode()
+    texts = json.dumps(sorted([it.id, it.question, it.answer] for it in items)).encode()
     recipe = {"hand_written_items": len(items),
-              "hand_written_ids_sha256": hashlib.sha256(ids).hexdigest()[:16]}
+              "hand_written_sha256": hashlib.sha256(texts).hexdigest()[:16]}
     record = Path(work) / "crossfit.json"
     if record.is_file():
         if (before := json.loads(record.read_text(encoding="utf-8"))) != recipe:
