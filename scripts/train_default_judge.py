@@ -315,6 +315,7 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         LexicalData,
         crossfit_features,
         crossfit_final,
+        crossfit_record,
         crossfit_trained_questions,
         family_folds,
         out_of_family_from_features,
@@ -333,8 +334,7 @@ def crossfit_assemble(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: {folds['all']}: no `all` encoder yet (rerun `crossfit`)")
     sha = file_sha256(args.data)
     start = json.loads((args.work / "all" / "tune.json").read_text())["settings"]
-    record = args.work / "crossfit.json"  # absent in folders tuned before it was written
-    hand = json.loads(record.read_text())["hand_written_items"] if record.is_file() else 0
+    hand = (crossfit_record(args.work) or {}).get("hand_written_items", 0)
     families = family_folds(rows)
     lex = None
     if args.lexical:  # vocabulary: never a judged answer

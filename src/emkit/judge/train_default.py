@@ -419,6 +419,20 @@ def continue_on(start: Path, rows: Sequence[ReferenceRow], settings: TuneSetting
                         start=start)
 
 
+CROSSFIT_RECORD = "crossfit.json"
+"""What `family_crossfit` tuned a work folder's encoders on, beside them."""
+
+
+def crossfit_record(work: Path) -> dict[str, Any] | None:
+    """The recipe `family_crossfit` recorded in `work` (hand-written items: how many, and a
+    digest of their texts); None for a folder tuned before the record existed (real answers
+    only)."""
+    import json
+
+    path = Path(work) / CROSSFIT_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
                     settings: TuneSettings, device: str | None = None,
                     log_fn: Callable[[str], None] = log.info,
@@ -435,8 +449,8 @@ def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
     fitted on those (`crossfit_judge`), as `distill.train_crossfit` does within one file.
 
     `items` (hand-written, train split) join every fold's tune; how many, and a digest of
-    their texts, go to `work/crossfit.json`, and a work folder tuned with other items is
-    refused, so that a resumed run never mixes two recipes."""
+    their texts, go to `work/crossfit.json` (`crossfit_record`), and a work folder tuned
+    with other items is refused, so that a resumed run never mixes two recipes."""
     import hashlib
     import json
     import time
@@ -447,16 +461,15 @@ def family_crossfit(start: Path, rows: Sequence[ReferenceRow], work: Path,
     texts = json.dumps(sorted([it.id, it.question, it.answer] for it in items)).encode()
     recipe = {"hand_written_items": len(items),
               "hand_written_sha256": hashlib.sha256(texts).hexdigest()[:16]}
-    record = Path(work) / "crossfit.json"
-    if record.is_file():
-        if (before := json.loads(record.read_text(encoding="utf-8"))) != recipe:
+    if (before := crossfit_record(work)) is not None:
+        if before != recipe:
             raise ValueError(f"{work}: tuned with {before}, not {recipe}; use another folder")
     elif items and any((Path(work) / f / "tune.json").is_file() for f in [*folds, "all"]):
         raise ValueError(f"{work}: holds encoders tuned without hand-written items; "
                          "use another folder")
     else:
         Path(work).mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(recipe), encoding="utf-8")
+        (Path(work) / CROSSFIT_RECORD).write_text(json.dumps(recipe), encoding="utf-8")
     out: dict[str, Path] = {}
     for fold in [*folds, "all"]:
         path = Path(work) / fold
