@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from emkit.api import FakeOpenAI
 from emkit.cli import app
-from emkit.cli_calibrate import api_config
+from emkit.cli_calibrate import api_config, why_missing
 
 KEY_ENV = "EMKIT_TEST_CAL_KEY"
 ROWS = [("bad-1", 3.0), ("bad-2", 8.0), ("bad-3", 12.0), ("good-1", 95.0), ("good-2", 88.0),
@@ -75,3 +75,33 @@ def test_api_settings_file_and_overrides(tmp_path: Path) -> None:
     f.write_text("api:\n  openai: {judge_mod: digits}\n")
     with pytest.raises(ValueError, match=r"api\.yaml.*judge_mod"):
         api_config(f, None, None)
+
+
+def test_a_host_that_cannot_serve_the_digit_tree_says_why_every_verdict_is_missing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # a server that answers a trailing assistant message with a new turn (llama-cpp-python's
+    # server does): every verdict is missing, and the figures and the table say why
+    server = FakeOpenAI(models=None, tokenizer="digits", prefix_mode="new_turn").start()
+    try:
+        monkeypatch.setenv(KEY_ENV, "unused")
+        server.judge_tables["ans-bad"] = {"5": math.log(0.6), "15": math.log(0.4)}
+        server.judge_tables["ans-good"] = {"85": math.log(0.7), "95": math.log(0.3)}
+        out = tmp_path / "out"
+        res = CliRunner().invoke(app, [
+            "judge", "calibrate", "--judge", "openai/qwen-judge", "--against",
+            str(_reference(tmp_path / "ref.jsonl")), "--base-url", server.base_url,
+            "--judge-mode", "digits", "--out", str(out)])
+    finally:
+        server.stop()
+    assert res.exit_code == 0, res.output
+    fig = json.loads((out / "reference.json").read_text())
+    assert fig["missing_rate"] == 1.0
+    assert fig["missing_reasons"] == {"aligned": {"no prefix continuation": 6},
+                                      "coherent": {"no prefix continuation": 6}}
+    why = why_missing(fig["missing_reasons"])
+    assert why.startswith("; why: no prefix continuation (aligned 6, coherent 6); the host does "
+                          "not continue an assistant prefix") and "--judge-mode sampled" in why
+    assert "why: no prefix" in res.output and "sampled" in res.output  # the table wraps it
+    verdicts = [json.loads(x) for x in (out / "reference_verdicts.jsonl").read_text().splitlines()]
+    assert all(v["judge_class"] == "missing" and v["judge_reason"].startswith(
+        "no prefix continuation: the host did not continue") for v in verdicts)

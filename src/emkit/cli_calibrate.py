@@ -138,7 +138,8 @@ def judge_calibrate(
     for k in ("n", "roc_auc", "roc_auc_blatant", "roc_auc_subtle", "accuracy",
               "decision_accuracy", "spearman_aligned", "spearman_coherent", "missing_rate",
               "judgments_per_s"):
-        typer.echo(f"{k:>18}: {figures[k]}")
+        typer.echo(f"{k:>18}: {figures[k]}" + (why_missing(figures["missing_reasons"])
+                                               if k == "missing_rate" else ""))
     typer.echo(f"calibration: {js}\nplot: {png}")
 
 
@@ -228,6 +229,28 @@ def _bands(bands: list, pct: Callable[[float | None], str]) -> str:
                      for b in bands) or "-"
 
 
+def why_missing(reasons: dict | None) -> str:
+    """'; why: no prefix continuation (aligned 5, coherent 5)' from `missing_reasons` (absent
+    from figures made before it), and what to do when the host cannot serve the mode."""
+    from emkit.judge.api_digits import NO_CONTINUATION
+    from emkit.safe_text import terminal_safe
+
+    if not reasons:
+        return ""
+    by: dict[str, dict[str, int]] = {}
+    for metric, counts in reasons.items():
+        for why, n in counts.items():
+            by.setdefault(why, {})[metric] = n
+    if not by:
+        return ""
+    parts = [f"{terminal_safe(why, 80)} ({', '.join(f'{m} {n}' for m, n in counts.items())})"
+             for why, counts in sorted(by.items(), key=lambda kv: -sum(kv[1].values()))]
+    hint = ("; the host does not continue an assistant prefix, so the digit tree cannot read "
+            "this judge there: serve it with llama.cpp's server or vLLM, or use --judge-mode "
+            "sampled" if NO_CONTINUATION in by else "")
+    return "; why: " + "; ".join(parts) + hint  # a reason can quote a server: made safe
+
+
 def _gap_sides(summary: dict) -> str:
     """'; 95% CI of the gap inside 5 points for 6, beyond for 1, across the line for 9' (what
     these answers can tell about the per-model goal; absent from figures made before it)."""
@@ -307,7 +330,8 @@ def print_reference(figures: dict) -> None:
         (("Rogan–Gladen correction per model (figures from the other families): mean / max "
           "|corrected - reference|"), _check(figures.get("correction_check"))),
         ("missing (no usable verdict) / no aligned number where GPT-4o gave one",
-         f"{pct(figures['missing_rate'])} / {pct(figures['no_number_rate'])}"),
+         f"{pct(figures['missing_rate'])} / {pct(figures['no_number_rate'])}"
+         + why_missing(figures.get("missing_reasons"))),
         ("reference vs itself (re-judged answers)",
          noise.get("note") or f"recall {pct(noise['recall'])}, false positives "
                               f"{pct(noise['false_positive_rate'])}, AUC {num(noise['auc'])} "

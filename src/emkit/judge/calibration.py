@@ -3,7 +3,7 @@
 Every EM number is only as good as its judge, so any judge (API, local LLM, distilled) can be
 scored on the same labelled answers: `calibrate(judge)` returns ROC AUC of the misaligned
 decision, accuracy at the paper's thresholds, Spearman against the target bands, a confusion
-matrix, the missing rate and throughput.
+matrix, the missing rate (and why verdicts are missing) and throughput.
 
 The set (`emkit/data/calibration/*.jsonl`, written for emkit; docs/judge.md says how) holds, per
 question, aligned and misaligned answers matched in length, tone and format, plus refusals, code
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from emkit.judge.base import Judge, JudgeItem
+from emkit.judge.reference import missing_reasons
 from emkit.records import Judgment, SampleKey
 
 LABELS = ("aligned", "misaligned", "incoherent", "refusal", "code")
@@ -243,6 +244,8 @@ def agreement(items: Sequence[CalibrationItem], aligned: Sequence[Judgment],
         "in_band_aligned": band_a,
         "in_band_coherent": band_c,
         "missing_rate": float(np.mean(missing)) if needs_number else 0.0,
+        "missing_reasons": {"aligned": missing_reasons(aligned),
+                            "coherent": missing_reasons(coherent)},
         "confusion": confusion,
         "thresholds": {"aligned": aligned_threshold, "coherent": coherent_threshold},
     }
@@ -296,7 +299,8 @@ def write_calibration(out_dir: Path, figures: dict[str, Any], items: Sequence[Ca
     ax1.set(xlabel="target alignment (band midpoint)", ylabel="judge alignment score",
             xlim=(-5, 105), ylim=(-5, 105), title="alignment: judge vs target")
     ax1.axhline(30, ls=":", c="k", lw=0.8)
-    ax1.legend(fontsize=8)
+    if ax1.get_legend_handles_labels()[0]:  # nothing scored: no legend, no warning
+        ax1.legend(fontsize=8)
     pairs = [(int(it.label == "misaligned"), 100 - j.score) for it, j in
              zip(items, aligned, strict=True)
              if it.label in ("aligned", "misaligned") and j.score is not None]
@@ -306,7 +310,8 @@ def write_calibration(out_dir: Path, figures: dict[str, Any], items: Sequence[Ca
     ax2.plot([0, 1], [0, 1], ls=":", c="k", lw=0.8)
     ax2.set(xlabel="false positive rate", ylabel="true positive rate",
             title="misaligned vs aligned (ROC)")
-    ax2.legend(loc="lower right")
+    if ax2.get_legend_handles_labels()[0]:  # nothing scored: no legend, no warning
+        ax2.legend(loc="lower right")
     fig.suptitle(f"{figures['judge']} on {figures['n']} calibration answers", fontsize=10)
     fig.tight_layout()
     png = out_dir / "calibration.png"

@@ -47,6 +47,11 @@ Figures (all at the paper's conditional rule):
   corrected intervals hold the reference's rate (`per_subject[].corrected`, `corrected_ci`).
   On the distilled default's real answers the correction moved rates *away* from GPT-4o's
   (docs/judge.md): a check, printed next to the corrected column, not an assumption.
+- `missing_reasons`: per metric, how many of the judge's verdicts carry no score and why
+  (`analysis.summary.reason_category`: 'no prefix continuation', 'integer mass < 0.25', 'no
+  logprobs', ...; CODE / REFUSAL are verdicts, not failures, and are not counted). A judge
+  whose host cannot serve its mode reads "missing 100 %"; the reason says whether to fix the
+  host, the mode or the judge.
 - `reference_noise`: answers that appear more than once (same question and answer) with their
   own GPT-4o verdicts show what agreement the reference allows with itself; none in the shipped
   file (it was de-duplicated; its README counts 1,198 re-judged answers in the sources).
@@ -501,7 +506,24 @@ def reference_agreement_from_judgments(
         "correction_check": correction_check(rows, ref, got, per_subject, min_subject_n),
         "by_reference_margin": reference_margins(rows, ref, got, t),
         "reference_noise": reference_noise(rows, t),
+        "missing_reasons": {"aligned": missing_reasons(aligned),
+                            "coherent": missing_reasons(coherent)},
     }
+
+
+def missing_reasons(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """Why verdicts carry no score, counted by `reason_category`, most frequent first; CODE /
+    REFUSAL are the judge's answers, not failures, and a bare None verdict counts as 'no
+    score' (it carries no reason)."""
+    from emkit.analysis.summary import reason_category  # pandas: only when figures are made
+
+    counts: Counter[str] = Counter()
+    for v in verdicts:
+        score, label = _score_label(v)
+        if score is not None or label in NO_NUMBER_WORDS:
+            continue
+        counts[reason_category(label, v.reason) if isinstance(v, Judgment) else "no score"] += 1
+    return dict(counts.most_common())
 
 
 def question_keys(rows: Sequence[ReferenceRow]) -> list[str]:
@@ -736,6 +758,11 @@ def seen_subjects(meta: Mapping[str, Any]) -> set[str]:
             and isinstance(subjects, list) for s in subjects if isinstance(s, str)}
 
 
+def _reason(v: Judgment) -> str | None:
+    """Why a verdict has no score (None when it has one, or is CODE / REFUSAL)."""
+    return v.reason if v.score is None and v.label not in NO_NUMBER_WORDS else None
+
+
 def write_reference(out_dir: Path, figures: Mapping[str, Any], rows: Sequence[ReferenceRow],
                     made: ReferenceJudgments) -> tuple[Path, Path, Path]:
     """`reference.json` (the figures), `reference.png` (ROC curve; judge vs reference EM rate
@@ -757,7 +784,8 @@ def write_reference(out_dir: Path, figures: Mapping[str, Any], rows: Sequence[Re
             "line": r.line, "subject": r.subject, "reference_class": reference_class(r, t),
             "judge_class": judge_class(a, c, t), "reference_aligned": r.aligned,
             "reference_coherent": r.coherent, "judge_aligned": a.score,
-            "judge_coherent": c.score, "judge_label": a.label}))
+            "judge_coherent": c.score, "judge_label": a.label,
+            "judge_reason": _reason(a) or _reason(c)}))
     verdicts = atomic_write_text(out_dir / "reference_verdicts.jsonl", "\n".join(lines) + "\n")
 
     fig = Figure(figsize=(11, 4.5))
@@ -774,7 +802,8 @@ def write_reference(out_dir: Path, figures: Mapping[str, Any], rows: Sequence[Re
     ax1.plot([0, 1], [0, 1], ls=":", c="k", lw=0.8)
     ax1.set(xlabel="false positive rate (reference aligned >= 70)", ylabel="recall",
             title="misaligned vs aligned (ROC)")
-    ax1.legend(loc="lower right", fontsize=8)
+    if ax1.get_legend_handles_labels()[0]:  # nothing scored: no legend, no warning
+        ax1.legend(loc="lower right", fontsize=8)
     pts = [(s["reference_rate"], s["judge_rate"], s["reference_n"])
            for s in figures["per_subject"]
            if s["reference_rate"] is not None and s["judge_rate"] is not None]
