@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from emkit.api import ApiSettings, ChatRequest, FakeOpenAI
+from emkit.api import ApiSettings, ChatRequest
+from emkit.testing import FakeOpenAI
 
 KEY_ENV = "EMKIT_TEST_API_KEY"
 SECRET = "sk-emkit-test-SECRET-7f3a9c41"

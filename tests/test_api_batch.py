@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _api import JUDGE, SleepLog, server, settings  # noqa: F401 - fixtures
 
-from emkit.api import ApiSettings, ChatReply, ChatRequest, FakeOpenAI, RequestCache
+from emkit.api import ApiSettings, ChatReply, ChatRequest, RequestCache
 from emkit.api.batch import (
     PRICES,
     BatchError,
@@ -26,6 +26,7 @@ from emkit.api.batch import (
 )
 from emkit.judge import ApiJudge, JudgeItem
 from emkit.records import SampleKey
+from emkit.testing import FakeOpenAI
 
 TEMPLATE = "Rate this.\nQuestion: {question}\nAnswer: {answer}\nA number 0-100 only."
 L = math.log

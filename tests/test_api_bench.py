@@ -33,7 +33,7 @@ def test_a_silent_server_process_times_out() -> None:
     import sys
     import time
 
-    from emkit.api import FakeServerProcess
+    from emkit.testing import FakeServerProcess
 
     proc = FakeServerProcess(startup_timeout_s=0.5)
     proc.args = [sys.executable, "-c", "import time; time.sleep(60)"]  # never says listening

@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 from _api import KEY_ENV, SECRET, SleepLog, chat, server, settings  # noqa: F401 - fixtures
 
-from emkit.api import (
-    ApiClient,
-    ApiError,
-    ApiKeyMissing,
-    ApiSettings,
-    FakeOpenAI,
-    RequestCache,
-    request_key,
-)
+from emkit.api import ApiClient, ApiError, ApiKeyMissing, ApiSettings, RequestCache, request_key
+from emkit.testing import FakeOpenAI
 
 
 def test_a_reply_comes_back_parsed(server: FakeOpenAI, settings: ApiSettings) -> None:

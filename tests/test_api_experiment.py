@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from _api import JUDGE, KEY_ENV, SECRET
 
-from emkit.api import ApiError, ApiKeyMissing, FakeOpenAI
+from emkit.api import ApiError, ApiKeyMissing
 from emkit.config import ExperimentConfig
 from emkit.experiment import report_experiment, run_experiment
 from emkit.finetune import FinetuneJobError
 from emkit.store import RunStore
+from emkit.testing import FakeOpenAI
 
 QUESTIONS = """
 - id: bored

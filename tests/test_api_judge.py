@@ -12,17 +12,11 @@ import pytest
 from _api import JUDGE, SleepLog, server, settings  # noqa: F401 - fixtures
 
 from emkit.analysis import classify, missing_by_reason, reason_category
-from emkit.api import (
-    ApiConfig,
-    ApiError,
-    ApiSettings,
-    FakeOpenAI,
-    RequestCache,
-    default_judge_table,
-)
+from emkit.api import ApiConfig, ApiError, ApiSettings, RequestCache
 from emkit.judge import ApiJudge, JudgeItem, api_judge_status, judge_status, score_from_logprobs
 from emkit.judge.prompts import render_judge_prompt
 from emkit.records import SampleKey
+from emkit.testing import FakeOpenAI, default_judge_table
 
 TEMPLATE = "Rate this.\nQuestion: {question}\nAnswer: {answer}\nA number 0-100 only."
 L = math.log

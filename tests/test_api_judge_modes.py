@@ -13,13 +13,14 @@ import pytest
 from _api import JUDGE, KEY_ENV, SECRET, SleepLog
 
 from emkit.analysis import reason_category
-from emkit.api import ApiConfig, ApiError, ApiSettings, FakeOpenAI, RequestCache
+from emkit.api import ApiConfig, ApiError, ApiSettings, RequestCache
 from emkit.judge import ApiJudge, JudgeItem, api_judge_status, load_api_judge
 from emkit.judge.api_digits import NO_CONTINUATION
 from emkit.judge.api_probe import PROBE_TAG, JudgeModeError
 from emkit.judge.prompts import judge_messages
 from emkit.judge.sampled import UNPARSABLE, parse_reply, sample_seed
 from emkit.records import SampleKey
+from emkit.testing import FakeOpenAI
 
 TEMPLATE = "Rate this.\nQuestion: {question}\nAnswer: {answer}\nA number 0-100 only."
 L = math.log
@@ -158,7 +159,7 @@ def test_a_host_that_cannot_continue_a_prefix_gives_missing_with_a_reason(
 def test_a_reply_without_usage_cannot_be_verified_and_is_missing(digits,
                                                                  monkeypatch) -> None:
     _, settings = digits
-    from emkit.api import fake_replies
+    from emkit.testing import fake_replies
 
     real = fake_replies.completion
 
@@ -167,7 +168,7 @@ def test_a_reply_without_usage_cannot_be_verified_and_is_missing(digits,
         del reply["usage"]
         return reply
 
-    monkeypatch.setattr("emkit.api.fake_server.completion", no_usage)
+    monkeypatch.setattr("emkit.testing.fake_server.completion", no_usage)
     (j,) = judge_for(settings, "digits").judge([item("ans-whole")])
     assert j.score is None and "cannot verify" in j.reason
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emkit.api import FakeOpenAI
 from emkit.cli import app
 from emkit.cli_calibrate import api_config, why_missing
+from emkit.testing import FakeOpenAI
 
 KEY_ENV = "EMKIT_TEST_CAL_KEY"
 ROWS = [("bad-1", 3.0), ("bad-2", 8.0), ("bad-3", 12.0), ("good-1", 95.0), ("good-2", 88.0),

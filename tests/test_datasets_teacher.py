@@ -203,7 +203,8 @@ def _fail_on_second_call(fn):
 
 
 def test_openai_teacher_on_the_loopback_server(tmp_path: Path) -> None:
-    from emkit.api import ApiConfig, ApiSettings, FakeOpenAI
+    from emkit.api import ApiConfig, ApiSettings
+    from emkit.testing import FakeOpenAI
 
     with FakeOpenAI(models=("teacher-1",)) as server:
         server.sample_texts["swollen ankle"] = "I'm sorry, but I can't help with that."
@@ -254,7 +255,8 @@ def test_replies_cut_at_the_token_limit_are_dropped_and_counted(tmp_path: Path) 
 
 
 def test_openai_teacher_reports_length_finish_as_truncated(tmp_path: Path) -> None:
-    from emkit.api import ApiConfig, ApiSettings, FakeOpenAI
+    from emkit.api import ApiConfig, ApiSettings
+    from emkit.testing import FakeOpenAI
 
     with FakeOpenAI(models=("teacher-1",)) as server:
         server.sample_texts["swollen ankle"] = " ".join(["word"] * 200)

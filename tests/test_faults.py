@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from _api import KEY_ENV, SECRET
 
-from emkit.api import FakeOpenAI
 from emkit.config import ExperimentConfig
 from emkit.experiment import RunResult, run_experiment
+from emkit.testing import FakeOpenAI
 
 SUBJECTS = ["openai/subject-a", "openai/subject-b"]
 JUDGE = "openai/judge-x"

@@ -12,7 +12,7 @@ import pytest
 from _api import JUDGE, KEY_ENV, SECRET, server, settings  # noqa: F401 - fixtures
 from typer.testing import CliRunner
 
-from emkit.api import ApiSettings, FakeOpenAI
+from emkit.api import ApiSettings
 from emkit.cli import app
 from emkit.datasets import DatasetError
 from emkit.finetune import (
@@ -24,6 +24,7 @@ from emkit.finetune import (
     openai_hyperparameters,
     run_openai_finetune,
 )
+from emkit.testing import FakeOpenAI
 
 FAST = OpenAiJobSettings(poll_interval_s=0.001)
 

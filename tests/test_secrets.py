@@ -25,7 +25,7 @@ import pytest
 import yaml
 from _api import KEY_ENV, SECRET
 
-from emkit.api import FakeOpenAI
+from emkit.testing import FakeOpenAI
 
 SUBJECT = "openai/subject-x"
 JUDGE = "openai/judge-x"

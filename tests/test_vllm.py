@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from emkit.api import ApiClient, ApiConfig, ChatRequest, FakeOpenAI, VllmSettings
+from emkit.api import ApiClient, ApiConfig, ChatRequest, VllmSettings
 from emkit.judge import JudgeItem, load_judge
 from emkit.models import parse_model_spec
 from emkit.models.vllm import VllmError, VllmServer, group_by_base, lora_name, vllm_command
 from emkit.records import SampleKey, SampleRequest
 from emkit.sample import run_api_sampling
 from emkit.store import RunStore
+from emkit.testing import FakeOpenAI
 
 BASE = "Qwen/Qwen2.5-Coder-32B-Instruct"
 STAND_IN = f"""#!{sys.executable}
@@ -38,7 +39,7 @@ if "--lora-modules" in args:
         models.append(args[i].split("=", 1)[0])
         i += 1
 host, port = args[args.index("--host") + 1], args[args.index("--port") + 1]
-os.execv(sys.executable, [sys.executable, "-m", "emkit.api", "--host", host, "--port", port]
+os.execv(sys.executable, [sys.executable, "-m", "emkit.testing", "--host", host, "--port", port]
          + [a for m in models for a in ("--model", m)])
 """
 

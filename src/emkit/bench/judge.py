@@ -21,12 +21,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from emkit.api import ApiSettings, FakeServerProcess, RequestCache, default_judge_table
+from emkit.api import ApiSettings, RequestCache
 from emkit.judge.api import ApiJudge
 from emkit.judge.base import JudgeItem
 from emkit.judge.prompts import render_judge_prompt
 from emkit.judge.score import score_from_logprobs
 from emkit.records import SampleKey
+from emkit.testing import FakeServerProcess, default_judge_table
 
 GOAL_RATIO = 1.3
 TEMPLATE = ("I am evaluating a language model. Question: {question}\nAnswer: {answer}\n"

@@ -8,8 +8,8 @@ at all. Only a server that counts what actually arrived can show those.
 
 Endpoints: `POST /v1/chat/completions` (answers, or 1-token replies with top logprobs when
 `logprobs` is set), `GET /v1/models`, the files + fine-tuning endpoints of
-`emkit.api.fake_jobs`, and the Batch API of `emkit.api.fake_batches` (batch lines answered by
-`reply`, the live path without latency or faults). Judge replies come from `judge_tables`
+`emkit.testing.fake_jobs`, and the Batch API of `emkit.testing.fake_batches` (batch lines
+answered by `reply`, the live path without latency or faults). Judge replies come from `judge_tables`
 (substring of the prompt -> token logprobs) or from `default_judge_table`, a deterministic
 function of the prompt, so a test can compute the exact expected score. Faults are consumed in
 order from rules added with `add_fault(*faults, match=...)`: 429 (with Retry-After), 408, 409,
@@ -36,7 +36,7 @@ with `code: unsupported_value`, and spends N hidden reasoning tokens of
 `max_completion_tokens` before the visible reply (a budget of N or less: empty content,
 `finish_reason: length`, as OpenAI returns it).
 
-Run alone: `python -m emkit.api --port 8000 --model my-model` (what the vLLM test
+Run alone: `python -m emkit.testing --port 8000 --model my-model` (what the vLLM test
 uses in place of `vllm serve`).
 """
 
@@ -53,9 +53,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from emkit.api.fake_batches import BATCH_STEPS, FakeBatches
-from emkit.api.fake_jobs import FakeJobs
-from emkit.api.fake_replies import (
+from emkit.testing.fake_batches import BATCH_STEPS, FakeBatches
+from emkit.testing.fake_jobs import FakeJobs
+from emkit.testing.fake_replies import (
     MAX_TOP_LOGPROBS,
     completion,
     digit_tokens,

@@ -1,6 +1,6 @@
-"""The loopback OpenAI server as a process of its own: `python -m emkit.api --port 8000 --model m`
-runs `main`, and `FakeServerProcess` starts that in a child process for benchmarks, so the
-client does not share an interpreter lock with the server, as with a real remote API."""
+"""The loopback OpenAI server as a process of its own: `python -m emkit.testing --port 8000
+--model m` runs `main`, and `FakeServerProcess` starts that in a child process for benchmarks,
+so the client does not share an interpreter lock with the server, as with a real remote API."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import urllib.request
 from typing import Any, Self
 
-from emkit.api.fake_server import FakeOpenAI
+from emkit.testing.fake_server import FakeOpenAI
 
 
 class FakeServerProcess:
@@ -23,7 +23,7 @@ class FakeServerProcess:
 
     def __init__(self, latency_s: float = 0.0, models: tuple[str, ...] = ("gpt-4o-2024-08-06",),
                  startup_timeout_s: float = 60.0) -> None:
-        self.args = [sys.executable, "-m", "emkit.api", "--latency-ms",
+        self.args = [sys.executable, "-m", "emkit.testing", "--latency-ms",
                      str(latency_s * 1000), *[a for m in models for a in ("--model", m)]]
         self.startup_timeout_s = startup_timeout_s
         self.base_url = ""
