@@ -342,12 +342,33 @@ def test_auto_probes_once_and_the_cache_keeps_the_decision(
             assert j.score == pytest.approx(EXPECTED, rel=1e-9)
         judge.judge([item("ans-whole", 1)])
         probes = [b for b in server.requests if "Repeat this number" in str(b["messages"])]
-        assert len(probes) == 1 and probes[0]["max_tokens"] == 1
+        # digits: a second probe checks that the host continues an assistant prefix
+        assert len(probes) == (2 if mode == "digits" else 1)
+        assert all(b["max_tokens"] == 1 for b in probes)
         assert any(r["tag"] == PROBE_TAG for r in _rows(cache))
         calls = server.chat_calls()
         again = judge_for(settings, "auto", cache)
         again.judge([item("ans-whole")])
         assert again.mode == mode and server.chat_calls() == calls  # probe and tree cached
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("prefix_mode, says", [
+    ("new_turn", "did not continue the assistant prefix '7' (the prompt grew by"),
+    ("reject", "refused a request that continues an assistant prefix")])
+def test_auto_chooses_sampled_for_a_digit_wise_judge_whose_host_cannot_continue_a_prefix(
+        prefix_mode: str, says: str, monkeypatch) -> None:
+    # llama-cpp-python's server answers a trailing assistant message with a new turn: the
+    # digit tree would give nothing but missing verdicts there, sampling still reads the judge
+    server, settings = start(monkeypatch, tokenizer="digits", prefix_mode=prefix_mode)
+    try:
+        server.judge_samples["ans-s"] = by_seed("ans-s", ["40", "60"])
+        judge = judge_for(settings, "auto", samples=2)
+        (j,) = judge.judge([item("ans-s")])
+        assert judge.mode == "sampled" and j.score == pytest.approx(50.0)
+        assert "'73' starts with the token '7'" in judge.mode_evidence
+        assert says in judge.mode_evidence
     finally:
         server.stop()
 

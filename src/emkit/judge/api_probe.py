@@ -6,7 +6,12 @@ settings, to repeat a two-digit number:
 - the most probable first token is the whole number ('73'): numbers are single tokens (GPT-4o,
   Llama-3 for 0..100) and the paper's one-token rule reads them -> `logprobs`;
 - it is the first digit ('7'): the tokenizer writes numbers digit by digit (Qwen, Llama-2) and
-  the one-token rule would read 85 as 8 -> `digits` (the digit tree over the API);
+  the one-token rule would read 85 as 8 -> `digits` (the digit tree over the API), if the host
+  continues an assistant prefix: a second probe sends the same request with '7' as a trailing
+  assistant message, and its prompt must grow by exactly that one token (the check every
+  continuation of the tree passes). A host that answers a new turn instead (llama-cpp-python's
+  server), refuses the request, or reports no `usage` cannot serve the tree -> `sampled`, which
+  estimates the same expected score from replies at temperature 1, and the evidence says why;
 - the reply carries no logprobs, or the server answers logprobs requests with HTTP 400 ->
   `sampled`;
 - anything else (the model did not repeat the number): the probe cannot tell, and judging stops
@@ -82,4 +87,35 @@ def probe_mode(client: ApiClient, name: str, served: str,
         raise JudgeModeError(f"{name}: cannot tell how to read this judge's scores: {evidence}. "
                              "Set judge_mode to logprobs, digits or sampled under api: for "
                              "this model.")
+    if mode == "digits" and reply.data is not None:
+        why_not = cannot_continue(client, request, reply.data)
+        if why_not is not None:
+            return "sampled", (f"{evidence}, but {why_not}: the digit tree cannot be read "
+                               "there")
     return mode, evidence
+
+
+def cannot_continue(client: ApiClient, request: ChatRequest,
+                    first: dict[str, Any]) -> str | None:
+    """None when the host continues an assistant prefix as the digit tree needs; else why not.
+    Sends (or reads from the cache) the probe continued by its first digit."""
+    from emkit.judge.api import top_logprobs
+    from emkit.judge.api_digits import continuation, prompt_tokens
+
+    prefix = PROBE_NUMBER[0]
+    try:
+        (reply,) = client.chat_many([continuation(request, prefix)],
+                                    check=lambda data: top_logprobs(data)[1])
+    except ApiError as exc:
+        if exc.status == 400:
+            return f"the host refused a request that continues an assistant prefix ({exc})"
+        raise
+    if reply.data is None:
+        return f"the reply continuing an assistant prefix is unreadable ({reply.error})"
+    before, after = prompt_tokens(first), prompt_tokens(reply.data)
+    if before is None or after is None:
+        return "its replies carry no usage.prompt_tokens, so no continuation can be verified"
+    if after - before != 1:
+        return (f"the host did not continue the assistant prefix {prefix!r} (the prompt grew "
+                f"by {after - before} tokens, the prefix has 1)")
+    return None
