@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
+from emkit.analysis import ensemble_table, misalignment_rates, overall_rates, repeated_answers
 from emkit.analysis.suites import question_table
 from emkit.api import cache_stats
 from emkit.config import ExperimentConfig
@@ -354,6 +354,9 @@ def analyse_and_report(cfg: ExperimentConfig, run_dir: Path, store: RunStore, pl
             judge=cfg.judge.model, description=description),
         "overall": overall,
         "api_requests": pd.DataFrame([s.__dict__ for s in cache_stats(store.db_path)]),
+        "repeated_answers": repeated_answers(frame, {astuple(r.key): r.temperature
+                                                     for reqs in plan.requests.values()
+                                                     for r in reqs}),
     }
     audits = dataset_audits(cfg, run_dir)
     if not audits.empty:

@@ -479,7 +479,12 @@ def aggregate(cfg: ExperimentConfig, jobs: Sequence[SweepJob], sweep_dir: Path
     top level), per question and format variant, suites, judge ensemble, self-reports,
     monitor curves, dataset audits. The EM frame is also written as `experiment_frame.csv`.
     Loads no model."""
-    from emkit.analysis import ensemble_table, misalignment_rates, overall_rates
+    from emkit.analysis import (
+        ensemble_table,
+        misalignment_rates,
+        overall_rates,
+        repeated_answers,
+    )
     from emkit.experiment import UNVALIDATED_JUDGE_WARNING
     from emkit.judge import judge_status
     from emkit.judge_assign import verdict_judge
@@ -504,6 +509,8 @@ def aggregate(cfg: ExperimentConfig, jobs: Sequence[SweepJob], sweep_dir: Path
             judge=cfg.judge.model, description=description),
         "overall": overall,
     }
+    if cfg.evaluation.temperature > 0:  # (a question may set its own; the sweep has no plan)
+        meta["repeated_answers"] = repeated_answers(frame)
     if not frames.audits.empty:
         meta["audits"] = frames.audits
     if frames.also:

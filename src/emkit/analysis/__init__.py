@@ -1,6 +1,7 @@
 """Misalignment rates (two definitions) with intervals that respect the exact binomial floor and
-seed variation, per-seed rates, between-group differences, per-group summaries, and the
-Rogan–Gladen correction for a judge of measured sensitivity and specificity.
+seed variation, per-seed rates, between-group differences, per-group summaries, the
+Rogan–Gladen correction for a judge of measured sensitivity and specificity, and a check for
+samples that repeat word for word (a server ignoring temperature).
 
 Pure functions over pandas DataFrames with columns group, model, question_id, aligned, coherent
 (NaN = missing) and optionally aligned_label.
@@ -47,6 +48,7 @@ from emkit.analysis.rates import (
     overall_rates,
     rates_for_definitions,
 )
+from emkit.analysis.repeats import REPEAT_COLUMNS, repeated_answers, repeats_sentence
 from emkit.analysis.summary import (
     MISSING_COLUMNS,
     SUMMARY_COLUMNS,
@@ -62,6 +64,7 @@ __all__ = [
     "ENSEMBLE_COLUMNS",
     "MISSING_COLUMNS",
     "RATE_COLUMNS",
+    "REPEAT_COLUMNS",
     "SEED_COLUMNS",
     "SUMMARY_COLUMNS",
     "Corrected",
@@ -89,6 +92,8 @@ __all__ = [
     "rate_interval",
     "rates_for_definitions",
     "reason_category",
+    "repeated_answers",
+    "repeats_sentence",
     "rogan_gladen",
     "seed_rates",
     "seed_t_interval",

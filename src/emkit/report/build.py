@@ -172,6 +172,14 @@ def _frame_section(frame: object, title: str, blurb: str, columns: list[str] | N
             h.table(frame, columns or list(frame.columns), formats)]
 
 
+def _suspect(repeats: object) -> pd.DataFrame | None:
+    """The models `analysis.repeats` flags (None when there are none: no section)."""
+    if not isinstance(repeats, pd.DataFrame) or repeats.empty:
+        return None
+    bad = repeats[repeats["suspect"].astype(bool)]
+    return None if bad.empty else bad
+
+
 def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: dict) -> Path:
     """Write report.html, its PNGs, rates.csv and summary.json into `out_dir`; return the HTML.
 
@@ -256,6 +264,14 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
     ]
     if meta.get("judge_description"):
         sections.append(f"<p>{h.esc(meta['judge_description'])}</p>")
+    sections += _frame_section(
+        _suspect(meta.get("repeated_answers")), "Answers repeated word for word",
+        "Models whose samples of one prompt, drawn above temperature 0, came back as the same "
+        "string (cells: prompts sampled twice or more; identical: cells with one distinct "
+        "answer). A server that ignores temperature or seed does this, and every interval "
+        "here would then count one draw many times. Check the server before reading these "
+        "models' rates (emkit.analysis.repeats).",
+        ["model", "cells", "identical", "share"], {"share": h.fmt_pct})
     sections += _frame_section(
         quality_table(quality), "Judge quality on real EM answers",
         "Agreement with GPT-4o's archived verdicts on answers of real EM fine-tunes, at the "

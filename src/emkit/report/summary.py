@@ -32,6 +32,7 @@ from rich.text import Text
 
 from emkit.analysis.intervals import level_text
 from emkit.analysis.rates import RATE_COLUMNS, definition_label
+from emkit.analysis.repeats import REPEAT_COLUMNS, repeats_sentence
 from emkit.report.build import UNVALIDATED, analysis_settings, group_order, thresholds
 from emkit.report.quality import quality_line, with_correction
 from emkit.safe_text import terminal_safe
@@ -70,6 +71,8 @@ class SummaryInputs:
     """`group_differences`: each group minus the reference group, with its interval."""
     missing: Mapping[str, float] = field(default_factory=dict)
     """Group -> share of answers without both scores (`summary_table`'s missing_rate)."""
+    repeats: pd.DataFrame | None = None
+    """`analysis.repeats.repeated_answers`: models whose samples repeat word for word."""
     ci: float = 0.95
 
 
@@ -100,7 +103,9 @@ def summary_inputs(report: Path) -> SummaryInputs:
         judge=str(meta.get("judge") or "unknown"),
         validated=bool(meta.get("judge_validated")) and bool(quality.get("validated")),
         quality=quality, config=meta.get("config") or {},
-        differences=pd.DataFrame(doc.get("differences") or []), missing=missing, ci=ci)
+        differences=pd.DataFrame(doc.get("differences") or []), missing=missing, ci=ci,
+        repeats=pd.DataFrame(meta.get("repeated_answers") or [],
+                             columns=list(REPEAT_COLUMNS)))
 
 
 def _pct(value: object) -> str:
@@ -277,9 +282,12 @@ def _missing_sentence(inputs: SummaryInputs) -> str | None:
 
 def findings(inputs: SummaryInputs) -> list[str]:
     """Two to four plain sentences of what the numbers do and do not show, most important
-    first: the comparison with the reference group, the judge, unscored answers, the scale."""
+    first: samples that repeat word for word, the comparison with the reference group, the
+    judge, unscored answers, the scale."""
     comparison = _comparison(inputs)
-    sentences = [s for s in (comparison, _judge_sentence(inputs), _missing_sentence(inputs),
+    repeats = repeats_sentence(inputs.repeats)  # first: it puts every interval in doubt
+    sentences = [s for s in (repeats and terminal_safe(repeats, limit=None), comparison,
+                             _judge_sentence(inputs), _missing_sentence(inputs),
                              scale_note(inputs.config)) if s]
     if inputs.overall.empty:
         sentences.insert(0, "No answer was scored, so there is no rate to read; the report's "
