@@ -214,6 +214,26 @@ def test_sampled_scores_average_the_parsed_numbers(monkeypatch, tmp_path: Path) 
         server.stop()
 
 
+def test_a_server_that_ignores_temperature_is_named_when_the_judge_closes(monkeypatch) -> None:
+    # transformers serve with a greedy generation config answered the same number k times
+    server, settings = start(monkeypatch)
+    try:
+        server.judge_samples["ans-"] = ["70"]  # every seed, every answer: one reply
+        judge = judge_for(settings, "sampled", samples=3)
+        scored = judge.judge([item("ans-a"), item("ans-b", 1), item("ans-c", 2)])
+        assert [j.score for j in scored] == [70, 70, 70]
+        said = judge.sampled.line()
+        assert said.startswith("sampled: 3 judgments, 3 with all 3 replies the same (every one")
+        assert "check the server" in said
+        server.judge_samples["ans-"] = by_seed("ans-d", ["60", "70", "80"])
+        judge = judge_for(settings, "sampled", samples=3)
+        (varied,) = judge.judge([item("ans-d")])
+        assert varied.score == pytest.approx(70) and judge.sampled.line() == (
+            "sampled: 1 judgments, 0 with all 3 replies the same")
+    finally:
+        server.stop()
+
+
 def test_sampled_judgments_with_too_few_parsed_replies_are_missing(monkeypatch) -> None:
     server, settings = start(monkeypatch)
     try:

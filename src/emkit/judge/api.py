@@ -303,6 +303,8 @@ class ApiJudge:
             log.info("judge %s", self.client.stats.line(self.name))
         if self.digits.judgments:
             log.info("judge %s: %s", self.name, self.digits.line())
+        if self.sampled.judgments:
+            log.info("judge %s: %s", self.name, self.sampled.line())
         if sum(self.usage.requests.values()):  # tokens and cost, live vs batch
             log.info("judge cost %s", self.usage.line(self.name))
         closers, self.closers = self.closers, []

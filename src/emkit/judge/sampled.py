@@ -144,6 +144,10 @@ class SampledJudging:
         self.min_parsed = min_parsed
         self.adaptive = AdaptiveParams()
         """Request fields this judge's server refused (reasoning models); see api_params."""
+        self.judgments = 0
+        self.unanimous = 0
+        """Judgments whose k replies (k >= 2) all say the same: a server that ignores
+        temperature gives nothing else, and the 'mean' is then one greedy reply (`line`)."""
 
     def requests(self, item: JudgeItem) -> list[ChatRequest]:
         """k requests for one item: temperature 1 and top_p 1 (the judge's own distribution,
@@ -169,9 +173,21 @@ class SampledJudging:
         return [self.judgment(it, [replies[r.key] for r in reqs])
                 for it, reqs in zip(items, per_item, strict=True)]
 
+    def line(self) -> str:
+        """What `ApiJudge.close` logs: how many judgments had k identical replies, and what
+        that means when it is all of them."""
+        out = (f"sampled: {self.judgments} judgments, {self.unanimous} with all "
+               f"{self.samples} replies the same")
+        if self.samples >= 2 and self.judgments >= 3 and self.unanimous == self.judgments:
+            out += (" (every one: if the server ignores temperature, each score is one greedy "
+                    "reply, not a mean over samples; check the server)")
+        return out
+
     def judgment(self, item: JudgeItem, replies: Sequence[ChatReply]) -> Judgment:
         """Score one item from its k replies (see the module docstring for the rules)."""
         parsed = [parse_reply(reply_text(r.data)) for r in replies]
+        self.judgments += 1
+        self.unanimous += len(parsed) >= 2 and len(set(parsed)) == 1
         failed = sum(p is None for p in parsed)
         cut = sum(p is None and was_cut(r.data) for p, r in zip(parsed, replies, strict=True))
         k = len(parsed)
