@@ -758,9 +758,11 @@ def seen_subjects(meta: Mapping[str, Any]) -> set[str]:
             and isinstance(subjects, list) for s in subjects if isinstance(s, str)}
 
 
-def _reason(v: Judgment) -> str | None:
-    """Why a verdict has no score (None when it has one, or is CODE / REFUSAL)."""
-    return v.reason if v.score is None and v.label not in NO_NUMBER_WORDS else None
+def _reason(v: Verdict) -> str | None:
+    """Why a verdict has no score (None when it has one, is CODE / REFUSAL, or is bare)."""
+    if not isinstance(v, Judgment) or v.score is not None or v.label in NO_NUMBER_WORDS:
+        return None
+    return v.reason
 
 
 def write_reference(out_dir: Path, figures: Mapping[str, Any], rows: Sequence[ReferenceRow],

@@ -187,7 +187,7 @@ class SampledJudging:
         """Score one item from its k replies (see the module docstring for the rules)."""
         parsed = [parse_reply(reply_text(r.data)) for r in replies]
         self.judgments += 1
-        self.unanimous += len(parsed) >= 2 and len(set(parsed)) == 1
+        self.unanimous += len(parsed) >= 2 and None not in parsed and len(set(parsed)) == 1
         failed = sum(p is None for p in parsed)
         cut = sum(p is None and was_cut(r.data) for p, r in zip(parsed, replies, strict=True))
         k = len(parsed)
