@@ -7,8 +7,8 @@ far too narrow, and nothing in the replies says so. `transformers serve` (transf
 did this when measured (docs/providers.md): serving a model directory whose
 generation_config.json does not ask for sampling, it answered greedily whatever temperature and
 seed were sent, 3 of 3 questions with two identical answers each, where llama-cpp-python's
-server gave 0 of 3 and the embedded model (emkit's own sampler) 0 of 24. Only the answers show
-it, so this counts them.
+server gave 0 of 3 and a quickstart (emkit's own sampler) 0 of 8 for each of its models. Only
+the answers show it, so this counts them.
 
 Per model: `cells` = (question, paraphrase) cells sampled at least twice at a temperature above
 0, `identical` = cells whose answers are all the same string, `share` = identical / cells.
