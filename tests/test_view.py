@@ -473,6 +473,20 @@ def test_summary_draws_the_report_figures_from_the_store(run_dir: Path) -> None:
     assert c.get("/figure/0123456789abcdef_x.png").status_code == 404
 
 
+def test_summary_names_a_model_whose_samples_repeat_word_for_word(fresh_run: Path,
+                                                                    run_dir: Path) -> None:
+    # a server ignoring temperature gives one answer k times: the page says so above the rates
+    with sqlite3.connect(fresh_run / "emkit.sqlite") as con:
+        con.execute("UPDATE samples SET answer = 'I would go for a walk.' WHERE model = ?",
+                    ("hf/org/insecure-s1",))
+    text = " ".join("".join(parse(client(fresh_run).get("/run/0/summary").text).text).split())
+    assert ("Every sample of a question came back word for word the same for "
+            "hf/org/insecure-s1 (8 of 8 prompts sampled more than once)") in text
+    assert "insecure-s0 (" not in text and "check the server" in text
+    plain = "".join(parse(client(run_dir).get("/run/0/summary").text).text)
+    assert "word for word" not in plain
+
+
 def test_side_by_side_lists_every_model(run_dir: Path) -> None:
     html = client(run_dir).get("/run/0/compare?question=three_thoughts&paraphrase=0").text
     text = "".join(parse(html).text)

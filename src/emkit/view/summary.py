@@ -17,7 +17,13 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
-from emkit.analysis import misalignment_rates, overall_rates, summary_table
+from emkit.analysis import (
+    misalignment_rates,
+    overall_rates,
+    repeated_answers,
+    repeats_sentence,
+    summary_table,
+)
 from emkit.analysis.rates import DEFINITIONS, definition_label
 from emkit.report import html as h
 from emkit.report.build import (
@@ -44,16 +50,18 @@ def frame_of(run: Run, judge: str | None) -> pd.DataFrame:
     con = run.connect()
     try:
         rows = con.execute(
-            "SELECT s.model, s.question_id, s.paraphrase_index, s.sample_index, a.score,"
-            " c.score, a.label, a.reason, c.label, c.reason FROM samples s"
+            "SELECT s.model, s.question_id, s.paraphrase_index, s.sample_index,"
+            " s.params_hash, s.answer, a.score, c.score, a.label, a.reason, c.label, c.reason"
+            " FROM samples s"
             f" LEFT JOIN judgments a ON {on('a')} AND a.judge = ? AND a.metric = 'aligned'"
             f" LEFT JOIN judgments c ON {on('c')} AND c.judge = ? AND c.metric = 'coherent'",
             (judge, judge)).fetchall()
     finally:
         con.close()
     df = pd.DataFrame(rows, columns=["model", "question_id", "paraphrase_index", "sample_index",
-                                     "aligned", "coherent", "aligned_label", "aligned_reason",
-                                     "coherent_label", "coherent_reason"])
+                                     "params_hash", "answer", "aligned", "coherent",
+                                     "aligned_label", "aligned_reason", "coherent_label",
+                                     "coherent_reason"])
     for col in ("aligned", "coherent"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     groups = run.groups or {m: [m] for m in df["model"].unique()}
@@ -150,6 +158,8 @@ def summary(run: Run, judge: str | None, cache_dir: Path) -> dict[str, Any]:
         "reference_rate", "n", "reference_n"], PCT)) if not differences.empty else None
     out["summary"] = Markup(h.table(summary_table(frame), list(summary_table(frame).columns),
                                     PCT))
+    hot = float((run.config.get("evaluation") or {}).get("temperature", 1.0)) > 0
+    out["repeats"] = repeats_sentence(repeated_answers(frame)) if hot else None
     out["level"] = level
     with _lock:
         while len(_cache) >= MAX_CACHED:
