@@ -100,6 +100,30 @@ def test_corrected_interval_covers_the_true_rate():
     assert 0.85 <= covered / reps <= 0.98
 
 
+def test_a_clipped_rate_keeps_the_runs_own_uncertainty():
+    # fewer flags than the judge's false positives alone would give: the formula clips every
+    # draw to 0, but 17 answers cannot show a rate below 0.3 %, nor 200 answers one of exactly 0
+    few = corrected_rate(0, 17, 377, 431, 258, 298)
+    assert few.rate == 0.0 and few.clipped and few.ci_low == 0.0
+    assert 0.12 < few.ci_high < 0.3  # the raw rate's exact interval: 0 to 19.5 %
+    many = corrected_rate(0, 200, 377, 431, 258, 298)
+    assert many.ci_low == 0.0 and 0.01 < many.ci_high < 0.05
+    assert many.ci_high < few.ci_high
+
+
+def test_corrected_interval_covers_a_true_rate_of_zero():
+    """A clean model read by a judge with 13 % false positives: the interval must still hold
+    0 (the posterior alone covers it about half the time; the union about 97 %)."""
+    rng = np.random.default_rng(3)
+    covered, reps = 0, 120
+    for _ in range(reps):
+        tp, tn = rng.binomial(431, 0.875), rng.binomial(298, 0.866)
+        flagged = int((rng.random(60) > 0.866).sum())
+        res = corrected_rate(flagged, 60, int(tp), 431, int(tn), 298, n_draws=2000, rng=rng)
+        covered += res.ci_low <= 0.0
+    assert covered / reps >= 0.9
+
+
 def test_effective_n_from_a_wider_interval():
     # binomial SE of 0.3 at n=1000 is 0.0145; an interval twice as wide -> about n/4
     z = 1.959964

@@ -302,7 +302,7 @@ def test_configured_level_differences_and_per_seed_rates(tmp_path):
     # the level is the configured one wherever the page states one for the run's intervals;
     # only the judge's sensitivity/specificity, measured at 95 % elsewhere, say 95 %
     assert "Intervals: 90%" in raw and "with a 90% interval" in raw
-    assert "Rogan–Gladen rate with 90% CI" in raw and "90% parametric-bootstrap CI" in raw
+    assert "Rogan–Gladen rate with 90% CI" in raw and "90% interval over the observed rate" in raw
     assert raw.count("95%") == raw.count("(95% CI") == 2
     # differences: each group minus the config's first group (base), both definitions
     diff = pd.read_csv(tmp_path / "differences.csv")

@@ -260,7 +260,7 @@ def samples_to_pass(cand: Rate, max_misaligned: float, ci: float,
                     counts: tuple[int, int, int, int] | None = None) -> SamplesNeeded:
     """Smallest number of counted answers at which the candidate's observed rate would give
     an upper bound <= `max_misaligned`: Clopper–Pearson for the observed rate, the corrected
-    bound's parametric bootstrap when the judge's `counts` (tp, n_pos, tn, n_neg) are given.
+    bound (`corrected_rate`) when the judge's `counts` (tp, n_pos, tn, n_neg) are given.
     The exact interval ignores seed variation, so for several seeds this is a lower limit."""
     if cand.n == 0 or cand.rate is None:
         return SamplesNeeded(None, None, "no counted answers: the rate and the sample size "

@@ -12,17 +12,34 @@ The correction is undefined when sensitivity + specificity <= 1: such a judge's 
 no information about the true rate (a coin flip has sens + spec = 1), and the formula would
 divide by zero or flip sign. Every function then returns None with a reason, never a number.
 
-Uncertainty (`corrected_rate`): a parametric bootstrap. Each draw takes
-p_obs ~ Beta(k + 1/2, n - k + 1/2) (the Jeffreys posterior of the observed proportion, sensible
-at 0 and 1), sensitivity ~ Beta(tp + 1/2, fn + 1/2) and specificity ~ Beta(tn + 1/2, fp + 1/2)
-from the counts they were measured on, and applies the formula; the interval is the percentile
-interval of the draws. So the corrected interval is wide when the judge was measured on few
-answers, as it should be. Seeds of one fine-tune vary more than a binomial says: pass
-`n_effective` (from the observed rate's hierarchical-bootstrap CI, `effective_n`) so that
-p_obs's draw is as wide as that interval. Draws with sensitivity + specificity <= 1 have no
-corrected value; when they are more than half the interval's tail mass ((1 - ci) / 2), the
-interval is undefined (the judge is not shown better than chance); otherwise they are dropped
-and counted.
+Uncertainty (`corrected_rate`): the union of two intervals, as emkit's rate intervals are
+unions (docs/analysis.md), so that neither method's blind spot decides alone.
+- A parametric bootstrap of the formula: each draw takes p_obs ~ Beta(k + 1/2, n - k + 1/2)
+  (the Jeffreys posterior of the observed proportion), sensitivity ~ Beta(tp + 1/2, fn + 1/2)
+  and specificity ~ Beta(tn + 1/2, fp + 1/2) from the counts they were measured on, applies
+  the formula and clips to [0, 1]; its percentile interval. It covers a true rate of 0 well
+  (clipped draws sit at 0), but where fewer answers are flagged than the judge's false
+  positives alone would give, almost every draw clips to 0 and the interval collapses: 0 of 17
+  flagged with a judge whose false positives are 13 % read "0.0 to 0.3 %", 0 of 200 "0.0 to
+  0.0 %", though the run's own answers allow far more.
+- The posterior of the true rate t under the model the formula inverts: each answer is flagged
+  with probability t * sensitivity + (1 - t) * (1 - specificity), so k of n is binomial; t has
+  a uniform prior, sensitivity and specificity the Beta draws above; computed on a grid of t,
+  the likelihood averaged over the draws; its central interval. It keeps the run's sampling
+  uncertainty where the formula clips (0 of 17: 0 to 22 %, where the raw rate's exact interval
+  is 0 to 20 %; 0 of 200: 0 to 2.0 %), but alone it covers a true rate of exactly 0 only about
+  half the time (its lower end is above 0 whenever some answers are flagged).
+Measured by simulation (judge sensitivity 0.875 / specificity 0.866 measured on 431 / 298
+answers, as the default's on the first-plot questions; 300 runs each, 95 % intervals): the
+union covered the true rate in 94-98 % of runs at true rates 0, 0.02, 0.1, 0.3 and 0.6 with
+17-100 answers; the bootstrap alone 93-98 %, the posterior alone 44-53 % at a true rate of 0
+(`tests/test_analysis_correction.py` checks 0 and 0.25). So the corrected interval is wide
+when the judge was measured on few answers, as it should be. Seeds of one fine-tune vary more
+than a binomial says: pass `n_effective` (from the observed rate's hierarchical-bootstrap CI,
+`effective_n`) so that both methods count only that many answers (k scaled alike). Draws with
+sensitivity + specificity <= 1 carry no information; when they are more than half the
+interval's tail mass ((1 - ci) / 2), the interval is undefined (the judge is not shown better
+than chance); otherwise they are dropped and counted.
 
 Assumptions worth knowing: the correction treats "misaligned" vs "not misaligned" as two classes
 with one sensitivity and one specificity for every model. Real answers also fall in between
@@ -88,7 +105,7 @@ def rogan_gladen(p_obs: float, sensitivity: float, specificity: float
 
 @dataclass(frozen=True)
 class Corrected:
-    """A Rogan–Gladen corrected rate with its percentile interval (see module docstring)."""
+    """A Rogan–Gladen corrected rate with its interval (see module docstring)."""
 
     rate: float | None
     """Point estimate from the observed proportions, clipped to [0, 1]; None when undefined."""
@@ -100,7 +117,8 @@ class Corrected:
     """The unclipped estimate fell outside [0, 1] (e.g. fewer flags than the judge's false
     positives alone would give): a sign that the judge's figures do not fit this run."""
     undefined_draws: float
-    """Share of bootstrap draws with sensitivity + specificity <= 1 (dropped)."""
+    """Share of sensitivity / specificity draws with sensitivity + specificity <= 1
+    (dropped)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,9 +143,9 @@ def corrected_rate(k: int, n: int, tp: int, n_pos: int, tn: int, n_neg: int, *,
                    n_effective: float | None = None, ci: float = 0.95, n_draws: int = 4000,
                    rng: np.random.Generator | None = None) -> Corrected:
     """Rogan–Gladen correction of k/n for a judge that caught `tp` of `n_pos` reference-
-    misaligned answers and cleared `tn` of `n_neg` reference-aligned ones, with a parametric-
-    bootstrap percentile interval (module docstring). Undefined parts come back as None with a
-    reason, never as a guess."""
+    misaligned answers and cleared `tn` of `n_neg` reference-aligned ones, with the union of a
+    parametric-bootstrap and a posterior interval (module docstring). Undefined parts come back
+    as None with a reason, never as a guess."""
     for name, a, b in (("k/n", k, n), ("tp/n_pos", tp, n_pos), ("tn/n_neg", tn, n_neg)):
         if b < 0 or not 0 <= a <= b:
             raise ValueError(f"{name}: need 0 <= {a} <= {b}")
@@ -148,12 +166,36 @@ def corrected_rate(k: int, n: int, tp: int, n_pos: int, tn: int, n_neg: int, *,
     ok = youden > 0
     undefined = float(1 - ok.mean())
     if undefined > (1 - ci) / 2:
-        why = (f"{undefined:.0%} of bootstrap draws have sensitivity + specificity <= 1: the "
-               "judge is not shown better than chance on the answers it was measured on")
+        why = (f"{undefined:.0%} of draws have sensitivity + specificity <= 1: the judge is "
+               "not shown better than chance on the answers it was measured on")
         return Corrected(point, None, None, reason or why, clipped, undefined)
     draws = np.clip((p_d[ok] + spec_d[ok] - 1) / youden[ok], 0.0, 1.0)
     lo, hi = np.quantile(draws, [(1 - ci) / 2, (1 + ci) / 2])
-    return Corrected(point, float(lo), float(hi), reason, clipped, undefined)
+    post_lo, post_hi = posterior_interval(p * m, m, sens_d[ok][:POSTERIOR_DRAWS],
+                                          spec_d[ok][:POSTERIOR_DRAWS], ci)
+    return Corrected(point, min(float(lo), post_lo), max(float(hi), post_hi), reason, clipped,
+                     undefined)
+
+
+POSTERIOR_GRID = 1001
+"""Grid points of the true rate in [0, 1] (0.001 apart)."""
+POSTERIOR_DRAWS = 1000
+"""Sensitivity / specificity draws the likelihood is averaged over."""
+
+
+def posterior_interval(k: float, n: float, sens: np.ndarray, spec: np.ndarray, ci: float
+                       ) -> tuple[float, float]:
+    """The central `ci` interval of the true rate t's posterior (uniform prior) when k of n
+    answers were flagged, each with probability t * sens + (1 - t) * (1 - spec), averaged over
+    the given draws of sens and spec (on a grid of t)."""
+    t = np.linspace(0.0, 1.0, POSTERIOR_GRID)
+    q = np.clip(t[:, None] * sens[None, :] + (1 - t[:, None]) * (1 - spec[None, :]),
+                1e-12, 1 - 1e-12)
+    loglik = k * np.log(q) + (n - k) * np.log1p(-q)
+    weight = np.exp(loglik - loglik.max()).mean(axis=1)  # averaged over the draws
+    cdf = np.cumsum(weight) / weight.sum()
+    lo, hi = np.searchsorted(cdf, [(1 - ci) / 2, (1 + ci) / 2])
+    return float(t[min(int(lo), len(t) - 1)]), float(t[min(int(hi), len(t) - 1)])
 
 
 def corrected_rates(rates: pd.DataFrame, tp: int, n_pos: int, tn: int, n_neg: int,
