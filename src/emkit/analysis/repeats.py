@@ -59,11 +59,16 @@ def repeated_answers(frame: pd.DataFrame,
     return out[list(REPEAT_COLUMNS)]
 
 
+def suspect_models(repeats: object) -> pd.DataFrame:
+    """The rows of a `repeated_answers` table that are suspect (empty for anything else)."""
+    if not isinstance(repeats, pd.DataFrame) or repeats.empty:
+        return pd.DataFrame(columns=list(REPEAT_COLUMNS))
+    return repeats[repeats["suspect"].astype(bool)]
+
+
 def repeats_sentence(repeats: pd.DataFrame | None) -> str | None:
     """One sentence naming the models whose answers repeat (None when none is suspect)."""
-    if repeats is None or repeats.empty:
-        return None
-    bad = repeats[repeats["suspect"].astype(bool)]
+    bad = suspect_models(repeats)
     if bad.empty:
         return None
     listed = ", ".join(f"{m} ({int(i)} of {int(c)} prompts sampled more than once)"

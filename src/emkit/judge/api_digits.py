@@ -194,8 +194,7 @@ class DigitTreeJudging:
             if exc.status != 400:
                 raise
             for key in {k for k, _, _ in asked}:
-                trees[key].failure = (f"{NO_CONTINUATION}: the host refused a request that "
-                                      f"continues an assistant prefix ({exc})")
+                trees[key].failure = f"{NO_CONTINUATION}: {refused(exc)}"
             return
         for (key, node, _), reply in zip(asked, replies, strict=True):
             tree = trees[key]
@@ -208,17 +207,11 @@ class DigitTreeJudging:
             tree.failure = f"{reason} (digit tree, after the prefix {node.text!r})"
             return
         got = prompt_tokens(reply.data or {})
-        if got is None or tree.base_tokens is None:
-            tree.failure = (f"{NO_CONTINUATION}: cannot verify that the host continued the "
-                            "prefix (its replies carry no usage.prompt_tokens)")
+        why_not = not_continued(tree.base_tokens, got, node.text, node.tokens)
+        if why_not is not None or got is None or tree.base_tokens is None:  # (None: why_not)
+            tree.failure = f"{NO_CONTINUATION}: {why_not}"
             return
-        added = got - tree.base_tokens
-        if added > node.tokens:
-            tree.failure = (f"{NO_CONTINUATION}: the host did not continue the assistant prefix "
-                            f"{node.text!r} (the prompt grew by {added} tokens, the prefix has "
-                            f"{node.tokens}; it started a new turn)")
-            return
-        if added < node.tokens:  # re-tokenised: a non-canonical path, not counted
+        if got - tree.base_tokens < node.tokens:  # re-tokenised: non-canonical, not counted
             tree.dropped += math.exp(node.logp)
             return
         if node.text in CANDIDATES:
@@ -246,6 +239,28 @@ class DigitTreeJudging:
         per = self.requests / self.judgments if self.judgments else 0.0
         return (f"digit tree: {self.judgments} distinct judge requests, {self.requests} requests "
                 f"({per:.1f} per judgment)")
+
+
+def not_continued(base_tokens: int | None, got: int | None, prefix: str,
+                  prefix_tokens: int) -> str | None:
+    """Why a reply to `continuation(base, prefix)` whose prompt counted `got` tokens (the base
+    request's: `base_tokens`; `prompt_tokens` of each reply) shows that the host did not
+    continue the prefix, None when it did: the prompt must have grown by no more than the
+    prefix's own tokens; a new turn adds end-of-turn and header tokens too. The digit tree and
+    the judge-mode probe (`api_probe`) both read hosts through this one check."""
+    if got is None or base_tokens is None:
+        return "cannot verify that the host continued the prefix (its replies carry no " \
+               "usage.prompt_tokens)"
+    if got - base_tokens > prefix_tokens:
+        return (f"the host did not continue the assistant prefix {prefix!r} (the prompt grew "
+                f"by {got - base_tokens} tokens, the prefix has {prefix_tokens}; it started a "
+                "new turn)")
+    return None
+
+
+def refused(exc: Exception) -> str:
+    """Why a host that answers a continuation request with HTTP 400 cannot be continued."""
+    return f"the host refused a request that continues an assistant prefix ({exc})"
 
 
 def continuation(base: ChatRequest, prefix: str) -> ChatRequest:

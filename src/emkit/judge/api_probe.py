@@ -98,9 +98,10 @@ def probe_mode(client: ApiClient, name: str, served: str,
 def cannot_continue(client: ApiClient, request: ChatRequest,
                     first: dict[str, Any]) -> str | None:
     """None when the host continues an assistant prefix as the digit tree needs; else why not.
-    Sends (or reads from the cache) the probe continued by its first digit."""
+    Sends (or reads from the cache) the probe continued by its first digit and applies the
+    tree's own check (`api_digits.not_continued`)."""
     from emkit.judge.api import top_logprobs
-    from emkit.judge.api_digits import continuation, prompt_tokens
+    from emkit.judge.api_digits import continuation, not_continued, prompt_tokens, refused
 
     prefix = PROBE_NUMBER[0]
     try:
@@ -108,14 +109,8 @@ def cannot_continue(client: ApiClient, request: ChatRequest,
                                     check=lambda data: top_logprobs(data)[1])
     except ApiError as exc:
         if exc.status == 400:
-            return f"the host refused a request that continues an assistant prefix ({exc})"
+            return refused(exc)
         raise
     if reply.data is None:
         return f"the reply continuing an assistant prefix is unreadable ({reply.error})"
-    before, after = prompt_tokens(first), prompt_tokens(reply.data)
-    if before is None or after is None:
-        return "its replies carry no usage.prompt_tokens, so no continuation can be verified"
-    if after - before != 1:
-        return (f"the host did not continue the assistant prefix {prefix!r} (the prompt grew "
-                f"by {after - before} tokens, the prefix has 1)")
-    return None
+    return not_continued(prompt_tokens(first), prompt_tokens(reply.data), prefix, 1)

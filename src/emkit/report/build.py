@@ -26,6 +26,7 @@ from emkit.analysis.compare import (
 )
 from emkit.analysis.intervals import level_text
 from emkit.analysis.rates import DEFINITIONS, definition_label
+from emkit.analysis.repeats import suspect_models
 from emkit.analysis.summary import missing_by_reason, summary_table
 from emkit.atomic import atomic_write_text
 from emkit.report import html as h
@@ -172,14 +173,6 @@ def _frame_section(frame: object, title: str, blurb: str, columns: list[str] | N
             h.table(frame, columns or list(frame.columns), formats)]
 
 
-def _suspect(repeats: object) -> pd.DataFrame | None:
-    """The models `analysis.repeats` flags (None when there are none: no section)."""
-    if not isinstance(repeats, pd.DataFrame) or repeats.empty:
-        return None
-    bad = repeats[repeats["suspect"].astype(bool)]
-    return None if bad.empty else bad
-
-
 def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: dict) -> Path:
     """Write report.html, its PNGs, rates.csv and summary.json into `out_dir`; return the HTML.
 
@@ -265,7 +258,7 @@ def write_report(out_dir: Path, frame: pd.DataFrame, rates: pd.DataFrame, meta: 
     if meta.get("judge_description"):
         sections.append(f"<p>{h.esc(meta['judge_description'])}</p>")
     sections += _frame_section(
-        _suspect(meta.get("repeated_answers")), "Answers repeated word for word",
+        suspect_models(meta.get("repeated_answers")), "Answers repeated word for word",
         "Models whose samples of one prompt, drawn above temperature 0, came back as the same "
         "string (cells: prompts sampled twice or more; identical: cells with one distinct "
         "answer). A server that ignores temperature or seed does this, and every interval "
